@@ -1,0 +1,361 @@
+//! Command dispatch: one queue per aggregate, group commit, an in-memory
+//! cache, and bounded retries when another process wins a race.
+//!
+//! Commands to one aggregate never race inside a process: each aggregate id
+//! has a worker task that takes every command waiting in its queue, runs them
+//! one after the other on the state, and appends all their events in one
+//! statement. Across processes the events table's primary key refuses a stale
+//! writer; the worker then reloads, re-runs the batch, and after
+//! [`DispatchConfig::max_retries`] gives up with [`CommandError::Conflict`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use lectern_domain::{EventMetadata, Position};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{CommandError, StoreError};
+use crate::store::{Loaded, NewEvent, PgEventStore, RecordedEvent};
+
+/// Tuning of an [`AggregateStore`].
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// The most commands one append may carry.
+    pub max_batch: usize,
+    /// How often a batch is re-run after losing a race to another process.
+    pub max_retries: u32,
+    /// How long a worker keeps an idle aggregate in memory.
+    pub idle_timeout: Duration,
+    /// Keep the aggregate's state in memory between batches. With the cache a
+    /// command costs one round trip (the append); a stale cache is caught by
+    /// the primary key.
+    pub cache: bool,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            max_retries: 8,
+            idle_timeout: Duration::from_secs(30),
+            cache: true,
+        }
+    }
+}
+
+/// What a committed command produced.
+#[derive(Debug, Clone)]
+pub struct Committed<E> {
+    pub aggregate_id: String,
+    /// The aggregate's version (last sequence number) after this command.
+    pub version: u64,
+    /// Where the command's last event sits in the log; `None` when the command
+    /// produced no event.
+    pub position: Option<Position>,
+    pub events: Vec<RecordedEvent<E>>,
+}
+
+type Reply<A> = oneshot::Sender<Result<Committed<<A as Aggregate>::Event>, CommandError<<A as Aggregate>::Error>>>;
+
+struct Job<A: Aggregate> {
+    command: A::Command,
+    metadata: EventMetadata,
+    reply: Reply<A>,
+}
+
+struct Inner<A: Aggregate> {
+    store: PgEventStore<A>,
+    services: A::Services,
+    config: DispatchConfig,
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Job<A>>>>,
+}
+
+/// Runs commands against aggregates of type `A`.
+pub struct AggregateStore<A: Aggregate> {
+    inner: Arc<Inner<A>>,
+}
+
+impl<A: Aggregate> Clone for AggregateStore<A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<A> AggregateStore<A>
+where
+    A: Aggregate + Clone + 'static,
+    A::Command: Clone + Send + Sync + 'static,
+    A::Error: Send + 'static,
+    A::Services: 'static,
+{
+    /// A dispatcher over `store`, handing `services` to every command.
+    pub fn new(store: PgEventStore<A>, services: A::Services, config: DispatchConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                services,
+                config,
+                queues: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The underlying event store.
+    pub fn store(&self) -> &PgEventStore<A> {
+        &self.inner.store
+    }
+
+    /// Run `command` on aggregate `aggregate_id`; every event it produces
+    /// carries `metadata`.
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: EventMetadata,
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        let mut job = Job {
+            command,
+            metadata,
+            reply,
+        };
+        loop {
+            let sender = self.sender_for(aggregate_id);
+            match sender.send(job) {
+                Ok(()) => break,
+                // The worker retired between our lookup and our send.
+                Err(mpsc::error::SendError(returned)) => {
+                    job = returned;
+                    self.retire_queue(aggregate_id, &sender);
+                }
+            }
+        }
+        let result = answer
+            .await
+            .unwrap_or(Err(CommandError::Store(StoreError::WorkerGone)));
+        let outcome = match &result {
+            Ok(_) => "committed",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Conflict) => "conflict",
+            Err(CommandError::Store(_)) => "error",
+        };
+        metrics::counter!("lectern_commands_total", "aggregate" => A::TYPE, "outcome" => outcome).increment(1);
+        metrics::histogram!("lectern_command_duration_seconds", "aggregate" => A::TYPE)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn sender_for(&self, aggregate_id: &str) -> mpsc::UnboundedSender<Job<A>> {
+        let mut queues = self.inner.queues.lock().expect("queue map lock is never poisoned");
+        if let Some(sender) = queues.get(aggregate_id) {
+            if !sender.is_closed() {
+                return sender.clone();
+            }
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        queues.insert(aggregate_id.to_owned(), sender.clone());
+        let worker = Worker {
+            inner: Arc::clone(&self.inner),
+            aggregate_id: aggregate_id.to_owned(),
+            state: None,
+        };
+        tokio::spawn(worker.run(receiver));
+        sender
+    }
+
+    fn retire_queue(&self, aggregate_id: &str, dead: &mpsc::UnboundedSender<Job<A>>) {
+        let mut queues = self.inner.queues.lock().expect("queue map lock is never poisoned");
+        if queues.get(aggregate_id).is_some_and(|s| s.same_channel(dead)) {
+            queues.remove(aggregate_id);
+        }
+    }
+}
+
+struct Worker<A: Aggregate> {
+    inner: Arc<Inner<A>>,
+    aggregate_id: String,
+    /// The cached state, and whether it was loaded for the current attempt.
+    state: Option<Loaded<A>>,
+}
+
+/// One command's result inside a batch, before the append decides its fate.
+enum Outcome<E> {
+    /// Its events are `events[range]` of the batch.
+    Accepted(std::ops::Range<usize>),
+    Rejected(E),
+}
+
+impl<A> Worker<A>
+where
+    A: Aggregate + Clone + 'static,
+    A::Command: Clone + Send + Sync + 'static,
+    A::Error: Send + 'static,
+{
+    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Job<A>>) {
+        loop {
+            let first = match tokio::time::timeout(self.inner.config.idle_timeout, receiver.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_idle) => {
+                    let mut queues = self.inner.queues.lock().expect("queue map lock is never poisoned");
+                    if receiver.is_empty() {
+                        queues.remove(&self.aggregate_id);
+                        // Senders that cloned the channel before this see a
+                        // send error and start a new worker.
+                        receiver.close();
+                        drop(queues);
+                        while let Ok(job) = receiver.try_recv() {
+                            let _ = job.reply.send(Err(CommandError::Store(StoreError::WorkerGone)));
+                        }
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.inner.config.max_batch {
+                match receiver.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            metrics::histogram!("lectern_group_commit_commands", "aggregate" => A::TYPE).record(batch.len() as f64);
+            self.process(batch).await;
+            if !self.inner.config.cache {
+                self.state = None;
+            }
+        }
+    }
+
+    async fn process(&mut self, batch: Vec<Job<A>>) {
+        let mut attempts = 0;
+        loop {
+            let fresh = self.state.is_none();
+            let base = match self.state.take() {
+                Some(state) => state,
+                None => match self.inner.store.load(&self.aggregate_id).await {
+                    Ok(state) => state,
+                    Err(e) => return fail_all(batch, &e),
+                },
+            };
+            let (state_after, events, outcomes) = self.run_batch(&base, &batch).await;
+
+            // A rejection decided on cached state may be stale (another process
+            // may have moved the aggregate on): confirm it on fresh state.
+            let any_rejected = outcomes.iter().any(|o| matches!(o, Outcome::Rejected(_)));
+            if any_rejected && !fresh {
+                self.state = None;
+                continue;
+            }
+
+            let new_events: Vec<_> = events
+                .iter()
+                .map(|(payload, job)| NewEvent {
+                    payload,
+                    metadata: &batch[*job].metadata,
+                })
+                .collect();
+            let appended = self
+                .inner
+                .store
+                .append(&self.aggregate_id, base.version, &new_events, &state_after)
+                .await;
+            match appended {
+                Ok(recorded) => {
+                    let version = base.version + recorded.len() as u64;
+                    let snapshot_version = if self.inner.store.snapshot_due(base.version, version) {
+                        version
+                    } else {
+                        base.snapshot_version
+                    };
+                    self.state = Some(Loaded {
+                        aggregate: state_after,
+                        version,
+                        snapshot_version,
+                    });
+                    return answer_all(batch, outcomes, recorded, &self.aggregate_id, base.version);
+                }
+                Err(StoreError::Conflict) if attempts < self.inner.config.max_retries => {
+                    attempts += 1;
+                    metrics::counter!("lectern_store_conflicts_total", "aggregate" => A::TYPE).increment(1);
+                    tracing::debug!(aggregate_type = A::TYPE, aggregate_id = %self.aggregate_id, attempts,
+                        "lost an append race; reloading");
+                    // Back off a little, with jitter, so two processes hammering
+                    // one aggregate stop colliding in lock step.
+                    let jitter = u64::from(std::process::id() % 7) + u64::from(attempts) * 3;
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                Err(e) => return fail_all(batch, &e),
+            }
+        }
+    }
+
+    /// Run every command of the batch in order on a copy of `base`.
+    async fn run_batch(
+        &self,
+        base: &Loaded<A>,
+        batch: &[Job<A>],
+    ) -> (A, Vec<(A::Event, usize)>, Vec<Outcome<A::Error>>) {
+        let mut state = base.aggregate.clone();
+        let mut events = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (index, job) in batch.iter().enumerate() {
+            // cqrs-es applies events as the handler emits them, so a command
+            // that fails half-way leaves a half-changed state: keep a copy.
+            let before = state.clone();
+            let sink = EventSink::default();
+            match state.handle(job.command.clone(), &self.inner.services, &sink).await {
+                Ok(()) => {
+                    let start = events.len();
+                    events.extend(sink.collect().await.into_iter().map(|e| (e, index)));
+                    outcomes.push(Outcome::Accepted(start..events.len()));
+                }
+                Err(e) => {
+                    state = before;
+                    outcomes.push(Outcome::Rejected(e));
+                }
+            }
+        }
+        (state, events, outcomes)
+    }
+}
+
+fn answer_all<A: Aggregate>(
+    batch: Vec<Job<A>>,
+    outcomes: Vec<Outcome<A::Error>>,
+    recorded: Vec<RecordedEvent<A::Event>>,
+    aggregate_id: &str,
+    base_version: u64,
+) {
+    let mut version = base_version;
+    for (job, outcome) in batch.into_iter().zip(outcomes) {
+        let result = match outcome {
+            Outcome::Rejected(e) => Err(CommandError::Rejected(e)),
+            Outcome::Accepted(range) => {
+                let events = recorded[range].to_vec();
+                version += events.len() as u64;
+                Ok(Committed {
+                    aggregate_id: aggregate_id.to_owned(),
+                    version,
+                    position: events.last().map(|e| e.position),
+                    events,
+                })
+            }
+        };
+        // The caller may have gone away; its command is committed regardless.
+        let _ = job.reply.send(result);
+    }
+}
+
+fn fail_all<A: Aggregate>(batch: Vec<Job<A>>, error: &StoreError) {
+    tracing::error!(aggregate_type = A::TYPE, error = %error, "command batch failed");
+    for job in batch {
+        let _ = job.reply.send(Err(CommandError::from(error.clone())));
+    }
+}

@@ -1,0 +1,63 @@
+//! Errors of the write side, kept apart by layer: a domain rejection is not a
+//! storage failure.
+
+use std::sync::Arc;
+
+/// What failed underneath a command. Cheap to clone, so one failed append can
+/// answer every command of its batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the aggregate first (the primary key refused
+    /// our sequence numbers).
+    #[error("the aggregate was changed concurrently")]
+    Conflict,
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[source] Arc<sqlx::Error>),
+    /// A stored event or snapshot does not deserialise, or one could not be
+    /// serialised.
+    #[error("serialization error: {0}")]
+    Serialization(#[source] Arc<serde_json::Error>),
+    /// The aggregate's worker stopped before answering (it panicked or the
+    /// process is shutting down).
+    #[error("the command was not processed: the aggregate's worker stopped")]
+    WorkerGone,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            _ => Self::Database(Arc::new(e)),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Serialization(Arc::new(e))
+    }
+}
+
+/// The outcome of a command that did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command: a domain rule was broken.
+    #[error(transparent)]
+    Rejected(E),
+    /// Conflicting writers from other processes won every retry.
+    #[error("the aggregate was changed concurrently; retries exhausted")]
+    Conflict,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl<E: std::error::Error> From<StoreError> for CommandError<E> {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => Self::Conflict,
+            other => Self::Store(other),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Lectern's write side: the event store and command dispatch.
+//!
+//! [`PgEventStore`] reads and appends aggregate streams in the shared `events`
+//! table (snapshot plus tail in one query, an append in one statement).
+//! [`AggregateStore`] runs commands through it: one queue per aggregate, group
+//! commit, an in-memory cache, and bounded retries on cross-process conflicts.
+//! [`PgEventStore`] also implements `cqrs_es::EventStore`, so a stock
+//! `CqrsFramework` can run on it.
+#![forbid(unsafe_code)]
+
+mod cqrs_store;
+pub mod dispatch;
+pub mod error;
+pub mod pool;
+pub mod store;
+
+pub use dispatch::{AggregateStore, Committed, DispatchConfig};
+pub use error::{CommandError, StoreError};
+pub use store::{Loaded, PgEventStore, RecordedEvent};
+
+/// The migrations that define the schema, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

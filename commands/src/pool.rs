@@ -1,0 +1,36 @@
+//! Connection pools tuned for the event store.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+/// Options for a connection to `url` with Lectern's session settings.
+///
+/// `idle_in_transaction_session_timeout` bounds how long a forgotten open
+/// transaction can hold an xid: every log reader stalls behind one (DESIGN,
+/// "Short transactions").
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name("lectern")
+        .options([
+            ("idle_in_transaction_session_timeout", "10s"),
+            ("statement_timeout", "30s"),
+        ]))
+}
+
+/// A pool for `url` with `max` connections.
+///
+/// The ping sqlx runs on every acquire is turned off (`test_before_acquire`):
+/// it would cost one extra round trip per query. A broken connection surfaces
+/// as an error on its next use and is then discarded.
+pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(connect_options(url)?)
+        .await
+}

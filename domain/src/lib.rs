@@ -1,0 +1,11 @@
+//! Lectern's domain: aggregates, commands, events and value types.
+//!
+//! Nothing here does I/O. Outside facts (the time, ids, password hashes) arrive
+//! in commands or through an aggregate's services.
+#![forbid(unsafe_code)]
+
+pub mod metadata;
+pub mod position;
+
+pub use metadata::{ActorRole, EventMetadata};
+pub use position::Position;

@@ -1,0 +1,124 @@
+//! The metadata every event carries: who did it, from where, and why.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The role of whoever caused an event. `System` is Lectern itself
+/// (background workers, the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorRole {
+    Admin,
+    Auditor,
+    Tutor,
+    Student,
+    Guest,
+    Anonymous,
+    System,
+}
+
+impl ActorRole {
+    /// The lowercase name used in metadata, tokens and the policy table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Auditor => "auditor",
+            Self::Tutor => "tutor",
+            Self::Student => "student",
+            Self::Guest => "guest",
+            Self::Anonymous => "anonymous",
+            Self::System => "system",
+        }
+    }
+}
+
+/// Metadata stored with every event of one command.
+///
+/// Every field is always present in the stored JSON (empty when it does not
+/// apply), so an auditor never has to guess whether a field was forgotten or
+/// did not apply. Values are strings because postgres-es reads metadata as a
+/// `HashMap<String, String>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EventMetadata {
+    pub actor_id: String,
+    pub actor_role: String,
+    pub session_id: String,
+    pub request_id: String,
+    pub correlation_id: String,
+    pub causation_id: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub command: String,
+}
+
+impl EventMetadata {
+    /// Metadata for a command Lectern issues itself, such as a background job.
+    pub fn system(command: &str, correlation_id: &str) -> Self {
+        Self {
+            actor_id: "system".to_owned(),
+            actor_role: ActorRole::System.as_str().to_owned(),
+            correlation_id: correlation_id.to_owned(),
+            command: command.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// The same metadata for another command name.
+    pub fn for_command(mut self, command: &str) -> Self {
+        command.clone_into(&mut self.command);
+        self
+    }
+
+    /// The metadata as the string map cqrs-es uses.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        [
+            ("actor_id", &self.actor_id),
+            ("actor_role", &self.actor_role),
+            ("session_id", &self.session_id),
+            ("request_id", &self.request_id),
+            ("correlation_id", &self.correlation_id),
+            ("causation_id", &self.causation_id),
+            ("ip", &self.ip),
+            ("user_agent", &self.user_agent),
+            ("command", &self.command),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
+    }
+
+    /// Metadata from the string map cqrs-es uses; missing keys become empty.
+    pub fn from_map(map: &HashMap<String, String>) -> Self {
+        let get = |k: &str| map.get(k).cloned().unwrap_or_default();
+        Self {
+            actor_id: get("actor_id"),
+            actor_role: get("actor_role"),
+            session_id: get("session_id"),
+            request_id: get("request_id"),
+            correlation_id: get("correlation_id"),
+            causation_id: get("causation_id"),
+            ip: get("ip"),
+            user_agent: get("user_agent"),
+            command: get("command"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_map_round_trips_and_always_holds_every_field() {
+        let meta = EventMetadata {
+            actor_id: "u1".into(),
+            request_id: "r1".into(),
+            ..EventMetadata::system("DoThing", "c1")
+        };
+        let map = meta.to_map();
+        assert_eq!(map.len(), 9);
+        assert_eq!(map["session_id"], "");
+        assert_eq!(EventMetadata::from_map(&map), meta);
+    }
+}
