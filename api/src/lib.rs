@@ -1,1 +1,19 @@
+//! Lectern's HTTP API: routers, extractors, errors, OpenAPI, and the pieces of
+//! the `lectern` binary (configuration, the embedded PostgreSQL, the server,
+//! the benchmarks).
 #![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bench;
+pub mod config;
+pub mod embedded;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod secrets;
+pub mod server;
+pub mod telemetry;
+
+pub use app::{router, AppState};

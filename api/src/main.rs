@@ -1,1 +1,171 @@
-fn main() {}
+//! The `lectern` command.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use lectern_api::bench::{self, LoadBench, StoreBench};
+use lectern_api::config::{DatabaseConfig, HttpConfig};
+use lectern_api::server::{self, Database};
+use lectern_projections::runner::{self, RunnerConfig, Runners, Wakeup};
+use tokio_util::sync::CancellationToken;
+
+/// Lectern: an event-sourced backend for live-tutoring platforms.
+///
+/// Every command uses DATABASE_URL when it is set. Without it, Lectern starts
+/// (or joins) a private PostgreSQL cluster under LECTERN_DATA_DIR, using the
+/// PostgreSQL server binaries installed on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "lectern", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    database: DatabaseConfig,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API and the projection workers; migrations run first.
+    Serve(HttpConfig),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Inspect and rebuild projections.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// Benchmarks of the write side.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Print every projection's status, position, lag and last error as JSON.
+    Status,
+    /// Rebuild a projection from position zero into new tables, then swap them
+    /// in. The API keeps serving the old tables meanwhile. If a server runs the
+    /// projection, it does the work; otherwise this command does.
+    Rebuild {
+        /// The projection's name (see `lectern projections status`).
+        name: String,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Closed-loop commands through a store; prints one JSON line.
+    Store(StoreBench),
+    /// Time loading one long aggregate through its snapshot; prints one JSON line.
+    Load(LoadBench),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    lectern_api::telemetry::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(http) => server::serve(&cli.database, http).await,
+        Command::Migrate => {
+            let db = Database::open(&cli.database).await?;
+            let result = server::migrate(&db.pool).await;
+            db.close().await;
+            result?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Projections(cmd) => {
+            let db = Database::open(&cli.database).await?;
+            let result = async {
+                server::migrate(&db.pool).await?;
+                match cmd {
+                    ProjectionsCommand::Status => {
+                        let all = lectern_projections::status::all(&db.pool).await?;
+                        println!("{}", serde_json::to_string_pretty(&all)?);
+                        Ok(())
+                    }
+                    ProjectionsCommand::Rebuild { name, wait_secs } => rebuild(&db, &name, wait_secs).await,
+                }
+            }
+            .await;
+            db.close().await;
+            result
+        }
+        Command::Bench(cmd) => {
+            let mut database = cli.database.clone();
+            if let BenchCommand::Store(opts) = &cmd {
+                database.pool_size = database.pool_size.max(opts.clients as u32 + 2);
+            }
+            let db = Database::open(&database).await?;
+            let result = async {
+                server::migrate(&db.pool).await?;
+                let line = match cmd {
+                    BenchCommand::Store(opts) => serde_json::to_string(&bench::run_store(db.pool.clone(), &opts).await?)?,
+                    BenchCommand::Load(opts) => serde_json::to_string(&bench::run_load(db.pool.clone(), &opts).await?)?,
+                };
+                println!("{line}");
+                Ok(())
+            }
+            .await;
+            db.close().await;
+            result
+        }
+    }
+}
+
+async fn rebuild(db: &Database, name: &str, wait_secs: u64) -> anyhow::Result<()> {
+    let Some(projection) = lectern_projections::all().into_iter().find(|p| p.name() == name) else {
+        let names: Vec<_> = lectern_projections::all().iter().map(|p| p.name()).collect();
+        bail!("no projection named {name:?}; known: {}", names.join(", "));
+    };
+    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(&db.pool)
+        .await?;
+    runner::request_rebuild(&db.pool, name).await?;
+    // Stand by for the projection: if no server holds it, this runner does
+    // the rebuild; if one does, it stays in standby while that one works.
+    let cancel = CancellationToken::new();
+    let runners = Runners {
+        connect: (*db.pool.connect_options()).clone(),
+        config: RunnerConfig::default(),
+        wakeup: Wakeup::polling_only(),
+        cancel: cancel.clone(),
+    };
+    let handle = runners.spawn(projection);
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    let outcome = loop {
+        let pending: Option<bool> = sqlx::query_scalar(
+            "SELECT rebuild_requested_at IS NOT NULL FROM projection_checkpoints WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&db.pool)
+        .await?;
+        if pending == Some(false) {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err(anyhow::anyhow!("the rebuild of {name} did not finish within {wait_secs} s"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    cancel.cancel();
+    let _ = handle.task.await;
+    outcome?;
+    let status = lectern_projections::status::all(&db.pool).await?;
+    if let Some(s) = status.iter().find(|s| s.name == name) {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    }
+    Ok(())
+}

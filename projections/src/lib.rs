@@ -1,1 +1,24 @@
+//! Lectern's read side: the gap-free log reader, projection runners and the
+//! read models they keep.
+//!
+//! This crate reads the event log through SQL only; it never calls the write
+//! side.
 #![forbid(unsafe_code)]
+
+pub mod analytics;
+pub mod log;
+pub mod projection;
+pub mod runner;
+pub mod status;
+
+pub use log::LogEvent;
+pub use projection::{Projection, ProjectionError, Tables};
+pub use runner::{RunnerConfig, RunnerHandle, RunnerState, Runners};
+pub use status::ProjectionStatus;
+
+use std::sync::Arc;
+
+/// Every projection the server runs.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(analytics::DailyEventCounts)]
+}

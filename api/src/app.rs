@@ -1,0 +1,69 @@
+//! The application router and its shared state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::HttpConfig;
+use crate::{middleware, openapi, routes};
+
+/// What every handler can reach. Cheap to clone: it is all `Arc`s and pools.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub metrics: PrometheusHandle,
+    pub http: Arc<HttpConfig>,
+}
+
+/// The whole HTTP surface: API routes, health, metrics, OpenAPI and docs,
+/// with the layers every response goes through.
+pub fn router(state: AppState) -> Router {
+    let http = Arc::clone(&state.http);
+    let (api_router, api) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(routes::health::router())
+        .merge(routes::meta::router())
+        .split_for_parts();
+    let api = Arc::new(openapi::finish(api));
+    let mut app = api_router
+        .merge(routes::meta::docs_router())
+        .layer(axum::Extension(api))
+        .with_state(state)
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(http.request_timeout_secs),
+        ));
+    if !http.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = http
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")]),
+        );
+    }
+    app.layer(axum::middleware::from_fn(middleware::observe))
+        .layer(security_header(header::CACHE_CONTROL, "no-store"))
+        .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(security_header(header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"))
+}
+
+fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+}

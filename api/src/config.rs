@@ -1,0 +1,65 @@
+//! Typed configuration from the environment (and the matching flags).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL to use. Without it, Lectern starts and owns a private
+    /// cluster under the data directory, from the system's PostgreSQL binaries.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+
+    /// Where the embedded cluster and development secrets live.
+    #[arg(long, env = "LECTERN_DATA_DIR", default_value = "./.lectern", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Connections in the pool.
+    #[arg(long, env = "LECTERN_DB_POOL_SIZE", default_value_t = 16, global = true)]
+    pub pool_size: u32,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    #[arg(long, env = "LECTERN_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "LECTERN_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+
+    /// Requests running longer than this are abandoned with 408.
+    #[arg(long, env = "LECTERN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Exact origins allowed by CORS, comma-separated. Empty: CORS off.
+    #[arg(long, env = "LECTERN_CORS_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub cors_origins: Vec<String>,
+
+    /// /health/ready fails when a projection is more events behind than this.
+    #[arg(long, env = "LECTERN_READY_MAX_LAG", default_value_t = 10_000)]
+    pub ready_max_lag: i64,
+
+    /// Run projection workers in this process.
+    #[arg(long, env = "LECTERN_RUN_PROJECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_projections: bool,
+}
+
+impl HttpConfig {
+    /// Settings for tests: port 0 on loopback and the defaults otherwise.
+    pub fn for_tests() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_body_bytes: 1_048_576,
+            request_timeout_secs: 30,
+            cors_origins: Vec::new(),
+            ready_max_lag: 10_000,
+            run_projections: true,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The OpenAPI document served at `/openapi.json`.
+
+use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
+
+/// The document's header; paths are added by the routers that serve them.
+pub fn base() -> OpenApi {
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Lectern")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Event-sourced backend for live-tutoring platforms. Errors are RFC 9457 problem documents \
+                     (application/problem+json).",
+                ))
+                .build(),
+        )
+        .build()
+}
+
+/// Add what the routers cannot declare themselves.
+pub fn finish(mut api: OpenApi) -> OpenApi {
+    use utoipa::OpenApi as _;
+    api.merge(crate::routes::meta::Unrouted::openapi());
+    api
+}

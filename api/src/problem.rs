@@ -1,0 +1,150 @@
+//! RFC 9457 problem details: the one shape of every error response.
+//!
+//! Handlers return [`Problem`]. It renders itself as `application/problem+json`
+//! here; the `problems` middleware adds the `request_id`, logs internal causes
+//! once, inside the request's span, and turns any other error response (an
+//! unknown route, a wrong method, a timeout) into a problem too.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The media type of a problem document.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldError {
+    /// A JSON Pointer into the request body, such as `#/title`.
+    pub pointer: String,
+    pub detail: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// `about:blank` for plain HTTP errors, `urn:lectern:problem:<code>` otherwise.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// A stable, machine-readable code.
+    pub code: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// The request's id, to quote when reporting a problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Further members for this kind of problem.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The internal cause, logged and never sent.
+    #[serde(skip)]
+    pub cause: Option<String>,
+}
+
+impl Problem {
+    /// A problem with `status`, a stable `code` and an occurrence `detail`.
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        let plain = matches!(
+            code,
+            "not_found" | "method_not_allowed" | "payload_too_large" | "unsupported_media_type" | "request_timeout"
+        );
+        Self {
+            kind: if plain {
+                "about:blank".to_owned()
+            } else {
+                format!("urn:lectern:problem:{code}")
+            },
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            errors: Vec::new(),
+            request_id: None,
+            extra: None,
+            cause: None,
+        }
+    }
+
+    /// The generic problem for an HTTP status with no more specific cause.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, detail) = match status {
+            StatusCode::NOT_FOUND => ("not_found", "No resource exists at this path."),
+            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "This path does not support this method."),
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "The request body is larger than allowed."),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "Send the body as application/json."),
+            StatusCode::REQUEST_TIMEOUT => ("request_timeout", "The request took too long and was abandoned."),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "Too many requests; wait and retry."),
+            s if s.is_server_error() => ("internal", "An internal error occurred. Quote the request_id when reporting it."),
+            _ => ("bad_request", "The request could not be processed."),
+        };
+        Self::new(status, code, detail)
+    }
+
+    /// 422 with one message per invalid field.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let mut p = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "The request has invalid fields; see errors.",
+        );
+        p.errors = errors;
+        p
+    }
+
+    /// 500 that logs `cause` and tells the client nothing about it.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let mut p = Self::for_status(StatusCode::INTERNAL_SERVER_ERROR);
+        p.cause = Some(cause.to_string());
+        p
+    }
+
+    /// 503 for a dependency that is down.
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        let mut p = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "A dependency is unavailable; retry shortly.",
+        );
+        p.cause = Some(cause.to_string());
+        p
+    }
+
+    /// Attach extension members.
+    pub fn with_extra(mut self, extra: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.extra = Some(extra);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        // The middleware reads this to add the request id and log the cause.
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::unavailable(e),
+            other => Self::internal(other),
+        }
+    }
+}

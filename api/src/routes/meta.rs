@@ -1,0 +1,54 @@
+//! `/metrics`, `/openapi.json` and `/docs`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::{Extension, Json, Router};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::app::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The Swagger UI, its assets vendored into the binary at build time.
+pub fn docs_router() -> Router<AppState> {
+    Router::from(SwaggerUi::new("/docs").config(Config::from("/openapi.json"))).with_state(())
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json(Extension(api): Extension<Arc<OpenApi>>) -> Json<OpenApi> {
+    Json((*api).clone())
+}
+
+/// The interactive API documentation (Swagger UI). Served by the docs router;
+/// declared here so that it appears in the document.
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "Swagger UI", content_type = "text/html", body = String)))]
+#[expect(dead_code, reason = "the Swagger UI router serves /docs; this only documents it")]
+async fn docs() {}
+
+/// The paths served outside the OpenApiRouter.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(docs))]
+pub struct Unrouted;

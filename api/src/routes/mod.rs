@@ -1,0 +1,4 @@
+//! One route group per file.
+
+pub mod health;
+pub mod meta;

@@ -1,0 +1,127 @@
+//! Starting and stopping Lectern: the database, migrations, projection
+//! runners and the HTTP server.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use lectern_projections::runner::{RunnerConfig, Runners, Wakeup};
+use lectern_projections::RunnerHandle;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatabaseConfig, HttpConfig};
+use crate::embedded::{self, EmbeddedPostgres};
+use crate::{telemetry, AppState};
+
+/// The database Lectern runs on, and the embedded cluster behind it if any.
+pub struct Database {
+    pub pool: PgPool,
+    pub url: String,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connect to `DATABASE_URL`, or start (or join) the embedded cluster.
+    pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        let (url, embedded) = match &config.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let dir = config.data_dir.clone();
+                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start_persistent(&dir)).await??;
+                tracing::info!(port = pg.port(), started_here = pg.started_here(), "embedded PostgreSQL ready");
+                embedded::ensure_database(&pg.url("postgres"), "lectern").await?;
+                (pg.url("lectern"), Some(pg))
+            }
+        };
+        let pool = lectern_commands::pool::connect(&url, config.pool_size)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        Ok(Self { pool, url, embedded })
+    }
+
+    /// Close the pool, and stop the embedded cluster if this process started it.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded {
+            match tokio::task::spawn_blocking(move || pg.stop()).await {
+                Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
+                Ok(Err(e)) => tracing::error!(error = %e, "embedded PostgreSQL did not stop cleanly"),
+                Err(e) => tracing::error!(error = %e, "embedded PostgreSQL stop task failed"),
+            }
+        }
+    }
+}
+
+/// Apply every pending migration.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    lectern_commands::MIGRATOR
+        .run(pool)
+        .await
+        .context("migrations failed")
+}
+
+/// Start a runner for every projection; each stands by until it holds its
+/// projection's lock.
+pub async fn start_runners(pool: &PgPool, cancel: &CancellationToken) -> anyhow::Result<Vec<RunnerHandle>> {
+    let wakeup = Wakeup::listen(pool, cancel.clone()).await?;
+    let runners = Runners {
+        connect: (*pool.connect_options()).clone(),
+        config: RunnerConfig::default(),
+        wakeup,
+        cancel: cancel.clone(),
+    };
+    Ok(lectern_projections::all().into_iter().map(|p| runners.spawn(p)).collect())
+}
+
+/// `lectern serve`: run until SIGINT or SIGTERM, then finish in-flight
+/// requests, release projection locks and stop the embedded cluster.
+pub async fn serve(db_config: &DatabaseConfig, http: HttpConfig) -> anyhow::Result<()> {
+    let db = Database::open(db_config).await?;
+    migrate(&db.pool).await?;
+    let _secret = crate::secrets::SecretKey::load(&db_config.data_dir)?;
+    let cancel = CancellationToken::new();
+    let runners = if http.run_projections {
+        start_runners(&db.pool, &cancel).await?
+    } else {
+        Vec::new()
+    };
+    let listener = tokio::net::TcpListener::bind(http.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", http.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "lectern listening");
+    let state = AppState {
+        pool: db.pool.clone(),
+        metrics: telemetry::metrics_handle(),
+        http: Arc::new(http),
+    };
+    let app = crate::router(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("HTTP server drained; stopping projection runners");
+    cancel.cancel();
+    for r in runners {
+        let _ = r.task.await;
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,84 @@
+//! Reading the event log in commit order without ever skipping an event.
+//!
+//! A `global_position` is drawn when a row is inserted but only becomes
+//! visible when its transaction commits, so positions become visible out of
+//! order. A reader that resumes after "the last position I saw" skips any
+//! lower position that commits later. Instead we only read rows written by
+//! transactions older than every transaction still running
+//! (`pg_snapshot_xmin`), in `(transaction_id, global_position)` order, and
+//! checkpoint that pair: no transaction can later commit behind it.
+//! See shared/reference/event-store-anchors.md (b) and Emmett PR #336.
+
+use chrono::{DateTime, Utc};
+use lectern_domain::Position;
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+/// An event as a projection sees it.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    pub event_id: Uuid,
+    pub position: Position,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl LogEvent {
+    /// A metadata field as a string, or "" when absent.
+    pub fn meta(&self, key: &str) -> &str {
+        self.metadata.get(key).and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+const READ: &str = "
+SELECT event_id, transaction_id::text::bigint AS tx, global_position, aggregate_type, aggregate_id,
+       sequence, event_type, event_version, payload, metadata, recorded_at
+  FROM events
+ WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY transaction_id, global_position
+ LIMIT $3";
+
+/// The next `limit` events after `after` that can never again be preceded by
+/// a later commit.
+pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
+    let rows = sqlx::query(READ)
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(LogEvent {
+                event_id: row.try_get("event_id")?,
+                position: Position {
+                    transaction_id: row.try_get("tx")?,
+                    global_position: row.try_get("global_position")?,
+                },
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                sequence: row.try_get("sequence")?,
+                event_type: row.try_get("event_type")?,
+                event_version: row.try_get("event_version")?,
+                payload: row.try_get("payload")?,
+                metadata: row.try_get("metadata")?,
+                recorded_at: row.try_get("recorded_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The highest global position written so far (0 for an empty log).
+pub async fn head(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
+        .fetch_one(conn)
+        .await
+}

@@ -1,0 +1,557 @@
+//! Running projections: one active runner per projection in the whole
+//! cluster, batches committed with their checkpoint, wake-up on NOTIFY with
+//! polling as the fallback, failures that stop a projection without skipping
+//! an event, and rebuilds into shadow tables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lectern_domain::Position;
+use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::{self, LogEvent};
+use crate::projection::{Projection, ProjectionError, Tables, SHADOW_SUFFIX};
+
+/// The NOTIFY channel the events table's insert trigger signals.
+pub const EVENTS_CHANNEL: &str = "lectern_events";
+
+/// First key of every projection's advisory lock; the second is the hash of
+/// its name.
+const LOCK_NAMESPACE: i32 = 0x4c_45_43; // "LEC"
+
+/// Tuning of the runners.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Events per batch transaction.
+    pub batch_size: i64,
+    /// How long an idle runner waits for a NOTIFY before polling anyway.
+    pub poll_interval: Duration,
+    /// How often a standby runner tries to take over.
+    pub standby_interval: Duration,
+    /// The first wait after a failure; it doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            standby_interval: Duration::from_millis(500),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a runner is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerState {
+    /// Waiting for the advisory lock another process holds.
+    Standby,
+    /// Holding the lock and applying events; the pair is its checkpoint.
+    Active(Position),
+    /// Holding the lock, stopped at an event it cannot apply.
+    Failed { position: i64, error: String },
+    /// Cancelled; the lock is released.
+    Stopped,
+}
+
+/// A running projection.
+pub struct RunnerHandle {
+    pub name: &'static str,
+    pub state: watch::Receiver<RunnerState>,
+    pub task: JoinHandle<()>,
+}
+
+/// Wakes runners when events are appended. One LISTEN connection serves every
+/// runner of the process.
+#[derive(Clone)]
+pub struct Wakeup {
+    rx: watch::Receiver<u64>,
+    /// Keeps the channel open for a polling-only wake-up.
+    _idle: Option<Arc<watch::Sender<u64>>>,
+}
+
+impl Wakeup {
+    /// Listen on the events channel; the listener stops with `cancel`.
+    pub async fn listen(pool: &PgPool, cancel: CancellationToken) -> Result<Self, sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let (tx, rx) = watch::channel(0u64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    n = listener.try_recv() => match n {
+                        Ok(Some(_)) => { tx.send_modify(|c| *c += 1); }
+                        // The connection dropped; PgListener reconnects on the
+                        // next call. Wake everyone: something may have been missed.
+                        Ok(None) => { tx.send_modify(|c| *c += 1); }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event listener failed; runners fall back to polling");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Self { rx, _idle: None })
+    }
+
+    /// A wake-up that never fires: runners only poll.
+    pub fn polling_only() -> Self {
+        let (tx, rx) = watch::channel(0u64);
+        Self {
+            rx,
+            _idle: Some(Arc::new(tx)),
+        }
+    }
+}
+
+/// Starts runners for a set of projections.
+pub struct Runners {
+    pub connect: PgConnectOptions,
+    pub config: RunnerConfig,
+    pub wakeup: Wakeup,
+    pub cancel: CancellationToken,
+}
+
+impl Runners {
+    /// Start a runner for `projection`. It stands by until it holds the
+    /// projection's advisory lock.
+    pub fn spawn(&self, projection: Arc<dyn Projection>) -> RunnerHandle {
+        let (state_tx, state) = watch::channel(RunnerState::Standby);
+        let name = projection.name();
+        let runner = Runner {
+            projection,
+            connect: self.connect.clone(),
+            config: self.config.clone(),
+            wakeup: self.wakeup.rx.clone(),
+            cancel: self.cancel.clone(),
+            state: state_tx,
+        };
+        let task = tokio::spawn(runner.run());
+        RunnerHandle { name, state, task }
+    }
+}
+
+struct Runner {
+    projection: Arc<dyn Projection>,
+    connect: PgConnectOptions,
+    config: RunnerConfig,
+    wakeup: watch::Receiver<u64>,
+    cancel: CancellationToken,
+    state: watch::Sender<RunnerState>,
+}
+
+/// Why an active runner left its loop.
+enum Exit {
+    Cancelled,
+    ConnectionLost(sqlx::Error),
+}
+
+fn lock_key(name: &str) -> String {
+    format!("lectern.projection:{name}")
+}
+
+/// Try to take the projection's advisory lock on `conn` (session-level: it
+/// goes when the connection goes, so a dead process frees it).
+pub async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+        .bind(LOCK_NAMESPACE)
+        .bind(lock_key(name))
+        .fetch_one(conn)
+        .await
+}
+
+async fn unlock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(LOCK_NAMESPACE)
+        .bind(lock_key(name))
+        .fetch_one(conn)
+        .await
+}
+
+impl Runner {
+    async fn run(mut self) {
+        let name = self.projection.name();
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let mut conn = match self.take_lock().await {
+                Some(conn) => conn,
+                None => break,
+            };
+            tracing::info!(projection = name, "runner active");
+            match self.active(&mut conn).await {
+                Exit::Cancelled => {
+                    let _ = unlock(&mut conn, name).await;
+                    let _ = sqlx::query("UPDATE projection_checkpoints SET status = 'idle', updated_at = now() WHERE name = $1 AND status = 'running'")
+                        .bind(name)
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                    break;
+                }
+                Exit::ConnectionLost(e) => {
+                    tracing::warn!(projection = name, error = %e, "runner lost its connection; standing by");
+                    self.state.send_replace(RunnerState::Standby);
+                    tokio::time::sleep(self.config.standby_interval).await;
+                }
+            }
+        }
+        self.state.send_replace(RunnerState::Stopped);
+        tracing::info!(projection = name, "runner stopped");
+    }
+
+    /// Stand by until this runner holds the lock; `None` when cancelled.
+    async fn take_lock(&mut self) -> Option<PgConnection> {
+        let name = self.projection.name();
+        loop {
+            let attempt = async {
+                let mut conn = PgConnection::connect_with(&self.connect).await?;
+                if try_lock(&mut conn, name).await? {
+                    Ok(Some(conn))
+                } else {
+                    let _ = conn.close().await;
+                    Ok::<_, sqlx::Error>(None)
+                }
+            };
+            match attempt.await {
+                Ok(Some(conn)) => return Some(conn),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(projection = name, error = %e, "standby could not reach the database"),
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return None,
+                () = tokio::time::sleep(self.config.standby_interval) => {}
+            }
+        }
+    }
+
+    async fn active(&mut self, conn: &mut PgConnection) -> Exit {
+        let name = self.projection.name();
+        let mut checkpoint = match load_checkpoint(conn, name).await {
+            Ok(c) => c,
+            Err(e) => return Exit::ConnectionLost(e),
+        };
+        let live = Tables::live(self.projection.tables());
+        let mut backoff = self.config.min_backoff;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Exit::Cancelled;
+            }
+            self.wakeup.borrow_and_update();
+            match rebuild_requested(conn, name).await {
+                Ok(true) => match self.rebuild(conn).await {
+                    Ok(Some(position)) => {
+                        checkpoint = position;
+                        backoff = self.config.min_backoff;
+                        continue;
+                    }
+                    Ok(None) => return Exit::Cancelled,
+                    Err(RunError::Connection(e)) => return Exit::ConnectionLost(e),
+                    Err(RunError::Apply { event, error }) => {
+                        if let Some(exit) = self.fail(conn, &event, &error, &mut backoff).await {
+                            return exit;
+                        }
+                        continue;
+                    }
+                },
+                Ok(false) => {}
+                Err(e) => return Exit::ConnectionLost(e),
+            }
+            // Drain: batch after batch until the readable log is exhausted.
+            loop {
+                match apply_batch(conn, &*self.projection, &live, checkpoint, self.config.batch_size, true).await {
+                    Ok(Some(position)) => {
+                        checkpoint = position;
+                        backoff = self.config.min_backoff;
+                        self.state.send_replace(RunnerState::Active(checkpoint));
+                        metrics::gauge!("lectern_projection_position", "projection" => name)
+                            .set(checkpoint.global_position as f64);
+                        if self.cancel.is_cancelled() {
+                            return Exit::Cancelled;
+                        }
+                    }
+                    Ok(None) => {
+                        self.state.send_replace(RunnerState::Active(checkpoint));
+                        break;
+                    }
+                    Err(RunError::Connection(e)) => return Exit::ConnectionLost(e),
+                    Err(RunError::Apply { event, error }) => {
+                        if let Some(exit) = self.fail(conn, &event, &error, &mut backoff).await {
+                            return exit;
+                        }
+                        break;
+                    }
+                }
+            }
+            // A failed runner goes straight back to its batch (fail() waited).
+            if !matches!(*self.state.borrow(), RunnerState::Failed { .. }) {
+                match mark_running(conn, name).await {
+                    Ok(()) => {}
+                    Err(e) => return Exit::ConnectionLost(e),
+                }
+                if let Ok(head) = log::head(conn).await {
+                    metrics::gauge!("lectern_projection_lag_events", "projection" => name)
+                        .set((head - checkpoint.global_position).max(0) as f64);
+                }
+                tokio::select! {
+                    () = self.cancel.cancelled() => return Exit::Cancelled,
+                    _ = self.wakeup.changed() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            }
+        }
+    }
+
+    /// Record a failed event, then wait out the backoff. `Some` when the
+    /// runner must leave its loop.
+    async fn fail(
+        &mut self,
+        conn: &mut PgConnection,
+        event: &LogEvent,
+        error: &ProjectionError,
+        backoff: &mut Duration,
+    ) -> Option<Exit> {
+        let name = self.projection.name();
+        let message = error.to_string();
+        tracing::error!(projection = name, position = event.position.global_position,
+            event_type = %event.event_type, error = %message, "projection stopped at an event it cannot apply");
+        metrics::counter!("lectern_projection_failures_total", "projection" => name).increment(1);
+        self.state.send_replace(RunnerState::Failed {
+            position: event.position.global_position,
+            error: message.clone(),
+        });
+        if let Err(e) = record_failure(conn, name, event.position.global_position, &message).await {
+            return Some(Exit::ConnectionLost(e));
+        }
+        tokio::select! {
+            () = self.cancel.cancelled() => return Some(Exit::Cancelled),
+            () = tokio::time::sleep(*backoff) => {}
+        }
+        *backoff = (*backoff * 2).min(self.config.max_backoff);
+        None
+    }
+
+    /// Rebuild from position zero into shadow tables, then swap them in.
+    /// `Ok(None)` when cancelled part-way (the live tables are untouched).
+    async fn rebuild(&mut self, conn: &mut PgConnection) -> Result<Option<Position>, RunError> {
+        let name = self.projection.name();
+        tracing::info!(projection = name, "rebuild started");
+        sqlx::query("UPDATE projection_checkpoints SET status = 'rebuilding', updated_at = now() WHERE name = $1")
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+        let tables = self.projection.tables();
+        for t in tables {
+            sqlx::query(&format!(
+                "DROP TABLE IF EXISTS {t}{SHADOW_SUFFIX}; CREATE TABLE {t}{SHADOW_SUFFIX} (LIKE {t} INCLUDING ALL)"
+            ))
+            .execute(&mut *conn)
+            .await?;
+        }
+        let shadow = Tables::shadow(tables);
+        let mut position = Position::ZERO;
+        let mut applied: i64 = 0;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(None);
+            }
+            let before = position;
+            match apply_batch(conn, &*self.projection, &shadow, position, self.config.batch_size, false).await? {
+                Some(p) => {
+                    position = p;
+                    applied += count_between(conn, before, p).await?;
+                }
+                None => break,
+            }
+        }
+        let mut tx = conn.begin().await?;
+        for t in tables {
+            let (schema, table) = t.rsplit_once('.').map_or(("", *t), |(s, t)| (s, t));
+            let qualify = |n: &str| if schema.is_empty() { n.to_owned() } else { format!("{schema}.{n}") };
+            sqlx::query(&format!(
+                "ALTER TABLE {t} RENAME TO {table}__old; ALTER TABLE {shadow} RENAME TO {table}; DROP TABLE {old}",
+                shadow = qualify(&format!("{table}{SHADOW_SUFFIX}")),
+                old = qualify(&format!("{table}__old")),
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE projection_checkpoints
+                SET last_tx = $2::text::xid8, last_position = $3, events_applied = $4, status = 'running',
+                    rebuild_requested_at = NULL, rebuilt_at = now(), last_error = NULL, failing_position = NULL,
+                    updated_at = now()
+              WHERE name = $1",
+        )
+        .bind(name)
+        .bind(position.transaction_id.to_string())
+        .bind(position.global_position)
+        .bind(applied)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(projection = name, events = applied, "rebuild finished and swapped in");
+        Ok(Some(position))
+    }
+}
+
+/// Why a batch failed.
+enum RunError {
+    /// The database connection failed: the lock may be gone.
+    Connection(sqlx::Error),
+    /// The projection refused `event`.
+    Apply { event: Box<LogEvent>, error: ProjectionError },
+}
+
+impl From<sqlx::Error> for RunError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Connection(e)
+    }
+}
+
+/// Apply the next batch after `after` in one transaction with the checkpoint.
+/// `Ok(None)` when nothing is readable yet. With `checkpoint` false (a
+/// rebuild's shadow tables) the live checkpoint is left alone.
+async fn apply_batch(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    tables: &Tables,
+    after: Position,
+    limit: i64,
+    checkpoint: bool,
+) -> Result<Option<Position>, RunError> {
+    let mut tx = conn.begin().await?;
+    let events = log::read_after(&mut tx, after, limit).await?;
+    let Some(last) = events.last().map(|e| e.position) else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    for event in &events {
+        if let Err(error) = projection.apply(&mut tx, tables, event).await {
+            let _ = tx.rollback().await;
+            if let ProjectionError::Database(e) = &error {
+                if is_connection_error(e) {
+                    return Err(RunError::Connection(sqlx::Error::Protocol(e.to_string())));
+                }
+            }
+            return Err(RunError::Apply {
+                event: Box::new(event.clone()),
+                error,
+            });
+        }
+    }
+    if checkpoint {
+        sqlx::query(
+            "UPDATE projection_checkpoints
+                SET last_tx = $2::text::xid8, last_position = $3, events_applied = events_applied + $4,
+                    status = 'running', last_error = NULL, failing_position = NULL, updated_at = now()
+              WHERE name = $1",
+        )
+        .bind(projection.name())
+        .bind(last.transaction_id.to_string())
+        .bind(last.global_position)
+        .bind(events.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("lectern_projection_events_total", "projection" => projection.name())
+        .increment(events.len() as u64);
+    Ok(Some(last))
+}
+
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed)
+}
+
+async fn count_between(conn: &mut PgConnection, after: Position, upto: Position) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events
+          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+            AND (transaction_id, global_position) <= ($3::text::xid8, $4)",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(upto.transaction_id.to_string())
+    .bind(upto.global_position)
+    .fetch_one(conn)
+    .await
+}
+
+async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
+    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query(
+        "SELECT last_tx::text::bigint AS tx, last_position FROM projection_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_one(conn)
+    .await?;
+    Ok(Position {
+        transaction_id: row.try_get("tx")?,
+        global_position: row.try_get("last_position")?,
+    })
+}
+
+async fn rebuild_requested(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT rebuild_requested_at IS NOT NULL FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+        .map(|r| r.unwrap_or(false))
+}
+
+async fn mark_running(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection_checkpoints SET status = 'running', updated_at = now()
+          WHERE name = $1 AND status <> 'running'",
+    )
+    .bind(name)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+async fn record_failure(conn: &mut PgConnection, name: &str, position: i64, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET status = 'failed', last_error = $2, last_error_at = now(), failing_position = $3, updated_at = now()
+          WHERE name = $1",
+    )
+    .bind(name)
+    .bind(error)
+    .bind(position)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Ask for `name` to be rebuilt from position zero. The active runner, in
+/// whichever process holds the projection's lock, picks it up. Returns false
+/// when no such projection has a checkpoint yet.
+pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE projection_checkpoints SET rebuild_requested_at = now(), updated_at = now() WHERE name = $1",
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(EVENTS_CHANNEL)
+        .execute(pool)
+        .await?;
+    Ok(updated.rows_affected() == 1)
+}

@@ -1,0 +1,89 @@
+//! Where each projection stands, and waiting for one to catch up.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use lectern_domain::Position;
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+/// A projection's checkpoint, state and lag.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionStatus {
+    pub name: String,
+    /// idle, running, failed or rebuilding.
+    pub status: String,
+    /// The checkpoint, as a position token.
+    pub position: Position,
+    pub events_applied: i64,
+    /// Events in the log after the checkpoint (counted up to 100,001).
+    pub lag_events: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub failing_position: Option<i64>,
+    pub rebuild_requested_at: Option<DateTime<Utc>>,
+    pub rebuilt_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The status of every projection that has a checkpoint, by name.
+pub async fn all(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.name, c.status, c.last_tx::text::bigint AS tx, c.last_position, c.events_applied,
+                c.last_error, c.last_error_at, c.failing_position, c.rebuild_requested_at, c.rebuilt_at,
+                c.updated_at,
+                (SELECT count(*) FROM (SELECT 1 FROM events e
+                   WHERE (e.transaction_id, e.global_position) > (c.last_tx, c.last_position)
+                   LIMIT 100001) behind) AS lag
+           FROM projection_checkpoints c
+          ORDER BY c.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ProjectionStatus {
+                name: r.try_get("name")?,
+                status: r.try_get("status")?,
+                position: Position {
+                    transaction_id: r.try_get("tx")?,
+                    global_position: r.try_get("last_position")?,
+                },
+                events_applied: r.try_get("events_applied")?,
+                lag_events: r.try_get("lag")?,
+                last_error: r.try_get("last_error")?,
+                last_error_at: r.try_get("last_error_at")?,
+                failing_position: r.try_get("failing_position")?,
+                rebuild_requested_at: r.try_get("rebuild_requested_at")?,
+                rebuilt_at: r.try_get("rebuilt_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Wait until projection `name` has applied everything up to `position`, for
+/// at most `bound`. Returns whether it got there.
+pub async fn wait_for(pool: &PgPool, name: &str, position: Position, bound: Duration) -> Result<bool, sqlx::Error> {
+    let deadline = Instant::now() + bound;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let reached: Option<bool> = sqlx::query_scalar(
+            "SELECT (last_tx, last_position) >= ($2::text::xid8, $3) FROM projection_checkpoints WHERE name = $1",
+        )
+        .bind(name)
+        .bind(position.transaction_id.to_string())
+        .bind(position.global_position)
+        .fetch_optional(pool)
+        .await?;
+        if reached == Some(true) {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
