@@ -33,10 +33,18 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::meta::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
-    let mut app = api_router
+    let app = api_router
         .merge(routes::meta::docs_router())
         .layer(axum::Extension(api))
-        .with_state(state)
+        .with_state(state);
+    with_layers(app, &http)
+}
+
+/// The layers every response goes through: 404/405 fallbacks, body limit,
+/// timeout, CORS, request ids, logging, metrics, problem rendering and the
+/// security headers.
+pub fn with_layers(app: Router, http: &HttpConfig) -> Router {
+    let mut app = app
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
@@ -44,24 +52,33 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(http.request_timeout_secs),
         ));
-    if !http.cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = http
-            .cors_origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
+    let origins: Vec<HeaderValue> = http
+        .cors_origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if !origins.is_empty() {
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_methods(tower_http::cors::Any)
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")]),
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static("idempotency-key"),
+                ]),
         );
     }
     app.layer(axum::middleware::from_fn(middleware::observe))
         .layer(security_header(header::CACHE_CONTROL, "no-store"))
         .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(security_header(header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"))
+        .layer(security_header(
+            header::CONTENT_SECURITY_POLICY,
+            "frame-ancestors 'none'",
+        ))
 }
 
 fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

@@ -57,11 +57,22 @@ impl Aggregate for BenchAccount {
     type Error = NotPositive;
     type Services = ();
 
-    async fn handle(&mut self, command: Deposit, _: &(), sink: &EventSink<Self>) -> Result<(), NotPositive> {
+    async fn handle(
+        &mut self,
+        command: Deposit,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), NotPositive> {
         if command.amount <= 0 {
             return Err(NotPositive);
         }
-        sink.write(Deposited { amount: command.amount }, self).await;
+        sink.write(
+            Deposited {
+                amount: command.amount,
+            },
+            self,
+        )
+        .await;
         Ok(())
     }
 
@@ -126,7 +137,11 @@ pub struct StoreResult {
 
 enum Runner {
     Lectern(AggregateStore<BenchAccount>),
-    Peer(Box<CqrsFramework<BenchAccount, PersistedEventStore<PostgresEventRepository, BenchAccount>>>),
+    Peer(
+        Box<
+            CqrsFramework<BenchAccount, PersistedEventStore<PostgresEventRepository, BenchAccount>>,
+        >,
+    ),
 }
 
 impl Runner {
@@ -164,7 +179,8 @@ fn round3(v: f64) -> f64 {
 pub async fn run_store(pool: PgPool, opts: &StoreBench) -> anyhow::Result<StoreResult> {
     let runner = Arc::new(match opts.store {
         StoreKind::Lectern => {
-            let store = PgEventStore::<BenchAccount>::new(pool.clone()).with_snapshots(opts.snapshot_every);
+            let store =
+                PgEventStore::<BenchAccount>::new(pool.clone()).with_snapshots(opts.snapshot_every);
             Runner::Lectern(AggregateStore::new(store, (), DispatchConfig::default()))
         }
         StoreKind::Peer => {
@@ -267,11 +283,18 @@ pub async fn run_load(pool: PgPool, opts: &LoadBench) -> anyhow::Result<LoadResu
         for p in &payloads {
             state.apply(p.clone());
         }
-        let new: Vec<_> = payloads.iter().map(|payload| NewEvent { payload, metadata: &meta }).collect();
+        let new: Vec<_> = payloads
+            .iter()
+            .map(|payload| NewEvent {
+                payload,
+                metadata: &meta,
+            })
+            .collect();
         store.append(&id, version, &new, &state).await?;
         version += n;
     }
-    let timed = |samples: &mut Vec<f64>, t: Instant| samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    let timed =
+        |samples: &mut Vec<f64>, t: Instant| samples.push(t.elapsed().as_secs_f64() * 1000.0);
     let mut snap = Vec::new();
     let mut loaded = None;
     for _ in 0..opts.iterations {

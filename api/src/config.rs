@@ -14,11 +14,21 @@ pub struct DatabaseConfig {
     pub database_url: Option<String>,
 
     /// Where the embedded cluster and development secrets live.
-    #[arg(long, env = "LECTERN_DATA_DIR", default_value = "./.lectern", global = true)]
+    #[arg(
+        long,
+        env = "LECTERN_DATA_DIR",
+        default_value = "./.lectern",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Connections in the pool.
-    #[arg(long, env = "LECTERN_DB_POOL_SIZE", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "LECTERN_DB_POOL_SIZE",
+        default_value_t = 16,
+        global = true
+    )]
     pub pool_size: u32,
 }
 
@@ -38,7 +48,12 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
 
     /// Exact origins allowed by CORS, comma-separated. Empty: CORS off.
-    #[arg(long, env = "LECTERN_CORS_ORIGINS", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "LECTERN_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub cors_origins: Vec<String>,
 
     /// /health/ready fails when a projection is more events behind than this.

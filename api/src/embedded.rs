@@ -42,7 +42,11 @@ pub struct EmbeddedPostgres {
 /// Locate `initdb`, `pg_ctl` and `postgres`: first on PATH, then the newest
 /// version under /usr/lib/postgresql.
 pub fn find_binaries() -> anyhow::Result<PathBuf> {
-    let has_all = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+    let has_all = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
     if let Some(path) = std::env::var_os("PATH") {
         if let Some(dir) = std::env::split_paths(&path).find(|d| has_all(d)) {
             return Ok(dir);
@@ -74,7 +78,8 @@ fn account(name: &str) -> Option<(u32, u32)> {
     let passwd = fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+        (f.first() == Some(&name))
+            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
     })
 }
 
@@ -96,7 +101,9 @@ fn free_port() -> anyhow::Result<u16> {
 impl EmbeddedPostgres {
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(program));
-        cmd.current_dir(&self.pgdata).env("LC_ALL", "C").stdin(Stdio::null());
+        cmd.current_dir(&self.pgdata)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
@@ -131,7 +138,17 @@ impl EmbeddedPostgres {
 
     fn initdb(&self, auth: &str, password: Option<&str>) -> anyhow::Result<()> {
         self.own_dir(&self.pgdata)?;
-        let mut args = vec!["-D", path_str(&self.pgdata)?, "-U", &self.user, "-E", "UTF8", "--locale=C", "-A", auth];
+        let mut args = vec![
+            "-D",
+            path_str(&self.pgdata)?,
+            "-U",
+            &self.user,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-A",
+            auth,
+        ];
         // initdb wants the data directory empty, so the password file sits
         // beside it, owned by the server account, for the length of the call.
         let pwfile = self.pgdata.with_extension("pwfile");
@@ -169,7 +186,10 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         self.port = free_port()?;
-        let mut options = format!("-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''", self.port);
+        let mut options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
+            self.port
+        );
         for s in settings {
             options.push_str(" -c ");
             options.push_str(s);
@@ -177,7 +197,18 @@ impl EmbeddedPostgres {
         let log = self.pgdata.join("server.log");
         self.run(
             "pg_ctl",
-            &["start", "-w", "-t", "60", "-D", path_str(&self.pgdata)?, "-l", path_str(&log)?, "-o", &options],
+            &[
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                path_str(&self.pgdata)?,
+                "-l",
+                path_str(&log)?,
+                "-o",
+                &options,
+            ],
         )
         .with_context(|| format!("PostgreSQL did not start; see {}", log.display()))?;
         self.started_here = true;
@@ -190,7 +221,8 @@ impl EmbeddedPostgres {
     pub fn start_persistent(data_dir: &Path) -> anyhow::Result<Self> {
         let bin_dir = find_binaries()?;
         let run_as = unprivileged_account()?;
-        fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let data_dir = fs::canonicalize(data_dir)?;
         if run_as.is_some() {
             // The server account only needs to pass through.
@@ -231,7 +263,9 @@ impl EmbeddedPostgres {
         let name = format!(
             "lectern-pg-{}-{}",
             std::process::id(),
-            Alphanumeric.sample_string(&mut rand::rng(), 6).to_lowercase()
+            Alphanumeric
+                .sample_string(&mut rand::rng(), 6)
+                .to_lowercase()
         );
         let mut pg = Self {
             bin_dir,
@@ -243,7 +277,11 @@ impl EmbeddedPostgres {
             started_here: false,
         };
         pg.initdb("trust", None)?;
-        let fast = ["fsync=off", "synchronous_commit=off", "full_page_writes=off"];
+        let fast = [
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+        ];
         let mut settings = vec!["max_connections=400"];
         if !durable {
             settings.extend(fast);
@@ -266,14 +304,19 @@ impl EmbeddedPostgres {
         if let Some((uid, gid)) = pg.run_as {
             watchdog.uid(uid).gid(gid);
         }
-        watchdog.spawn().context("could not start the cluster's watchdog")?;
+        watchdog
+            .spawn()
+            .context("could not start the cluster's watchdog")?;
         Ok(pg)
     }
 
     /// A connection URL for database `db`.
     pub fn url(&self, db: &str) -> String {
         match &self.password {
-            Some(pw) => format!("postgres://{}:{}@127.0.0.1:{}/{}", self.user, pw, self.port, db),
+            Some(pw) => format!(
+                "postgres://{}:{}@127.0.0.1:{}/{}",
+                self.user, pw, self.port, db
+            ),
             None => format!("postgres://{}@127.0.0.1:{}/{}", self.user, self.port, db),
         }
     }
@@ -299,7 +342,19 @@ impl EmbeddedPostgres {
         if !self.started_here {
             return Ok(());
         }
-        self.run("pg_ctl", &["stop", "-w", "-t", "60", "-m", "fast", "-D", path_str(&self.pgdata)?])
+        self.run(
+            "pg_ctl",
+            &[
+                "stop",
+                "-w",
+                "-t",
+                "60",
+                "-m",
+                "fast",
+                "-D",
+                path_str(&self.pgdata)?,
+            ],
+        )
     }
 }
 
@@ -309,7 +364,8 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
 
 /// Write `contents` to `path`, readable only by this user.
 pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let mut f = fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f =
+        fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     f.write_all(contents.as_bytes())?;
     Ok(())
@@ -319,10 +375,11 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    let exists: bool = sqlx::query_scalar("SELECT exists(SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT exists(SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', "")))
             .execute(&mut conn)

@@ -32,12 +32,17 @@ fn json_problem(rejection: JsonRejection) -> Problem {
         JsonRejection::JsonDataError(e) => {
             // serde_path_to_error's message is "<path>: <reason>".
             let text = e.body_text();
-            let message = text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(&text);
+            let message = text
+                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                .unwrap_or(&text);
             let (path, reason) = message.split_once(": ").unwrap_or(("", message));
             let pointer = if path.is_empty() || path == "." {
                 "#".to_owned()
             } else {
-                format!("#/{}", path.replace('.', "/").replace('[', "/").replace(']', ""))
+                format!(
+                    "#/{}",
+                    path.replace('.', "/").replace('[', "/").replace(']', "")
+                )
             };
             Problem::validation(vec![FieldError {
                 pointer,
@@ -49,7 +54,9 @@ fn json_problem(rejection: JsonRejection) -> Problem {
             "malformed_json",
             "The request body is not valid JSON.",
         ),
-        JsonRejection::MissingJsonContentType(_) => Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        JsonRejection::MissingJsonContentType(_) => {
+            Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
         }
@@ -70,10 +77,16 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
-            }
-            Err(other) => Err(Problem::new(other.status(), "invalid_query", other.body_text())),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                e.body_text(),
+            )),
+            Err(other) => Err(Problem::new(
+                other.status(),
+                "invalid_query",
+                other.body_text(),
+            )),
         }
     }
 }

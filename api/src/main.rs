@@ -95,7 +95,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{}", serde_json::to_string_pretty(&all)?);
                         Ok(())
                     }
-                    ProjectionsCommand::Rebuild { name, wait_secs } => rebuild(&db, &name, wait_secs).await,
+                    ProjectionsCommand::Rebuild { name, wait_secs } => {
+                        rebuild(&db, &name, wait_secs).await
+                    }
                 }
             }
             .await;
@@ -111,8 +113,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = async {
                 server::migrate(&db.pool).await?;
                 let line = match cmd {
-                    BenchCommand::Store(opts) => serde_json::to_string(&bench::run_store(db.pool.clone(), &opts).await?)?,
-                    BenchCommand::Load(opts) => serde_json::to_string(&bench::run_load(db.pool.clone(), &opts).await?)?,
+                    BenchCommand::Store(opts) => {
+                        serde_json::to_string(&bench::run_store(db.pool.clone(), &opts).await?)?
+                    }
+                    BenchCommand::Load(opts) => {
+                        serde_json::to_string(&bench::run_load(db.pool.clone(), &opts).await?)?
+                    }
                 };
                 println!("{line}");
                 Ok(())
@@ -125,14 +131,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn rebuild(db: &Database, name: &str, wait_secs: u64) -> anyhow::Result<()> {
-    let Some(projection) = lectern_projections::all().into_iter().find(|p| p.name() == name) else {
-        let names: Vec<_> = lectern_projections::all().iter().map(|p| p.name()).collect();
+    let Some(projection) = lectern_projections::all()
+        .into_iter()
+        .find(|p| p.name() == name)
+    else {
+        let names: Vec<_> = lectern_projections::all()
+            .iter()
+            .map(|p| p.name())
+            .collect();
         bail!("no projection named {name:?}; known: {}", names.join(", "));
     };
-    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
-        .execute(&db.pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .execute(&db.pool)
+    .await?;
     runner::request_rebuild(&db.pool, name).await?;
     // Stand by for the projection: if no server holds it, this runner does
     // the rebuild; if one does, it stays in standby while that one works.
@@ -156,7 +170,9 @@ async fn rebuild(db: &Database, name: &str, wait_secs: u64) -> anyhow::Result<()
             break Ok(());
         }
         if Instant::now() > deadline {
-            break Err(anyhow::anyhow!("the rebuild of {name} did not finish within {wait_secs} s"));
+            break Err(anyhow::anyhow!(
+                "the rebuild of {name} did not finish within {wait_secs} s"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

@@ -25,7 +25,10 @@ fn accept_request_id(value: Option<&HeaderValue>) -> String {
     value
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .filter(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)))
+        .filter(|v| {
+            v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
@@ -34,13 +37,16 @@ fn accept_request_id(value: Option<&HeaderValue>) -> String {
 pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = accept_request_id(request.headers().get(REQUEST_ID));
-    request.extensions_mut().insert(RequestId(request_id.clone()));
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
     let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
 
     async move {
         let response = next.run(request).await;
@@ -56,12 +62,17 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
             ("status", status.as_u16().to_string()),
         ];
         metrics::counter!("lectern_http_requests_total", &labels).increment(1);
-        metrics::histogram!("lectern_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+        metrics::histogram!("lectern_http_request_duration_seconds", &labels)
+            .record(elapsed.as_secs_f64());
         let ms = elapsed.as_secs_f64() * 1000.0;
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), duration_ms = ms, "request failed");
         } else {
-            tracing::info!(status = status.as_u16(), duration_ms = ms, "request handled");
+            tracing::info!(
+                status = status.as_u16(),
+                duration_ms = ms,
+                "request handled"
+            );
         }
         response
     }

@@ -51,7 +51,11 @@ impl Problem {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
         let plain = matches!(
             code,
-            "not_found" | "method_not_allowed" | "payload_too_large" | "unsupported_media_type" | "request_timeout"
+            "not_found"
+                | "method_not_allowed"
+                | "payload_too_large"
+                | "unsupported_media_type"
+                | "request_timeout"
         );
         Self {
             kind: if plain {
@@ -74,12 +78,27 @@ impl Problem {
     pub fn for_status(status: StatusCode) -> Self {
         let (code, detail) = match status {
             StatusCode::NOT_FOUND => ("not_found", "No resource exists at this path."),
-            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "This path does not support this method."),
-            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "The request body is larger than allowed."),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "Send the body as application/json."),
-            StatusCode::REQUEST_TIMEOUT => ("request_timeout", "The request took too long and was abandoned."),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "This path does not support this method.",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "payload_too_large",
+                "The request body is larger than allowed.",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "Send the body as application/json.",
+            ),
+            StatusCode::REQUEST_TIMEOUT => (
+                "request_timeout",
+                "The request took too long and was abandoned.",
+            ),
             StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "Too many requests; wait and retry."),
-            s if s.is_server_error() => ("internal", "An internal error occurred. Quote the request_id when reporting it."),
+            s if s.is_server_error() => (
+                "internal",
+                "An internal error occurred. Quote the request_id when reporting it.",
+            ),
             _ => ("bad_request", "The request could not be processed."),
         };
         Self::new(status, code, detail)
@@ -143,7 +162,9 @@ impl IntoResponse for Problem {
 impl From<sqlx::Error> for Problem {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Self::unavailable(e),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::unavailable(e)
+            }
             other => Self::internal(other),
         }
     }

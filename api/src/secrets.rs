@@ -14,7 +14,10 @@ impl SecretKey {
     pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
         if let Ok(hex_key) = std::env::var("LECTERN_SECRET_KEY") {
             let bytes = hex::decode(hex_key.trim()).context("LECTERN_SECRET_KEY must be hex")?;
-            anyhow::ensure!(bytes.len() >= 32, "LECTERN_SECRET_KEY must hold at least 32 bytes (64 hex digits)");
+            anyhow::ensure!(
+                bytes.len() >= 32,
+                "LECTERN_SECRET_KEY must hold at least 32 bytes (64 hex digits)"
+            );
             return Ok(Self(bytes));
         }
         std::fs::create_dir_all(data_dir)?;
@@ -24,9 +27,15 @@ impl SecretKey {
             crate::embedded::write_private(&path, &hex::encode(key))?;
             tracing::warn!(path = %path.display(), "LECTERN_SECRET_KEY is not set: generated a development key");
         }
-        let stored = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let bytes = hex::decode(stored.trim()).with_context(|| format!("{} is not hex", path.display()))?;
-        anyhow::ensure!(bytes.len() >= 32, "{} holds fewer than 32 bytes", path.display());
+        let stored = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            hex::decode(stored.trim()).with_context(|| format!("{} is not hex", path.display()))?;
+        anyhow::ensure!(
+            bytes.len() >= 32,
+            "{} holds fewer than 32 bytes",
+            path.display()
+        );
         Ok(Self(bytes))
     }
 

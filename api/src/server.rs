@@ -27,8 +27,14 @@ impl Database {
             Some(url) => (url.clone(), None),
             None => {
                 let dir = config.data_dir.clone();
-                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start_persistent(&dir)).await??;
-                tracing::info!(port = pg.port(), started_here = pg.started_here(), "embedded PostgreSQL ready");
+                let pg =
+                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start_persistent(&dir))
+                        .await??;
+                tracing::info!(
+                    port = pg.port(),
+                    started_here = pg.started_here(),
+                    "embedded PostgreSQL ready"
+                );
                 embedded::ensure_database(&pg.url("postgres"), "lectern").await?;
                 (pg.url("lectern"), Some(pg))
             }
@@ -36,7 +42,11 @@ impl Database {
         let pool = lectern_commands::pool::connect(&url, config.pool_size)
             .await
             .context("cannot connect to PostgreSQL")?;
-        Ok(Self { pool, url, embedded })
+        Ok(Self {
+            pool,
+            url,
+            embedded,
+        })
     }
 
     /// Close the pool, and stop the embedded cluster if this process started it.
@@ -45,7 +55,9 @@ impl Database {
         if let Some(pg) = self.embedded {
             match tokio::task::spawn_blocking(move || pg.stop()).await {
                 Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
-                Ok(Err(e)) => tracing::error!(error = %e, "embedded PostgreSQL did not stop cleanly"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "embedded PostgreSQL did not stop cleanly")
+                }
                 Err(e) => tracing::error!(error = %e, "embedded PostgreSQL stop task failed"),
             }
         }
@@ -62,7 +74,10 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Start a runner for every projection; each stands by until it holds its
 /// projection's lock.
-pub async fn start_runners(pool: &PgPool, cancel: &CancellationToken) -> anyhow::Result<Vec<RunnerHandle>> {
+pub async fn start_runners(
+    pool: &PgPool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<RunnerHandle>> {
     let wakeup = Wakeup::listen(pool, cancel.clone()).await?;
     let runners = Runners {
         connect: (*pool.connect_options()).clone(),
@@ -70,7 +85,10 @@ pub async fn start_runners(pool: &PgPool, cancel: &CancellationToken) -> anyhow:
         wakeup,
         cancel: cancel.clone(),
     };
-    Ok(lectern_projections::all().into_iter().map(|p| runners.spawn(p)).collect())
+    Ok(lectern_projections::all()
+        .into_iter()
+        .map(|p| runners.spawn(p))
+        .collect())
 }
 
 /// `lectern serve`: run until SIGINT or SIGTERM, then finish in-flight
@@ -95,9 +113,12 @@ pub async fn serve(db_config: &DatabaseConfig, http: HttpConfig) -> anyhow::Resu
         http: Arc::new(http),
     };
     let app = crate::router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("HTTP server drained; stopping projection runners");
     cancel.cancel();
     for r in runners {

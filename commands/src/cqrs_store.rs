@@ -36,8 +36,14 @@ fn to_aggregate_error<E: std::error::Error>(e: StoreError) -> AggregateError<E> 
 fn envelope<A: Aggregate>(e: RecordedEvent<A::Event>) -> EventEnvelope<A> {
     let mut metadata = e.metadata.to_map();
     metadata.insert("event_id".into(), e.event_id.to_string());
-    metadata.insert("global_position".into(), e.position.global_position.to_string());
-    metadata.insert("transaction_id".into(), e.position.transaction_id.to_string());
+    metadata.insert(
+        "global_position".into(),
+        e.position.global_position.to_string(),
+    );
+    metadata.insert(
+        "transaction_id".into(),
+        e.position.transaction_id.to_string(),
+    );
     EventEnvelope {
         aggregate_id: e.aggregate_id,
         sequence: usize::try_from(e.sequence).unwrap_or(usize::MAX),
@@ -52,14 +58,20 @@ where
 {
     type AC = PgAggregateContext<A>;
 
-    async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
         let events = PgEventStore::load_events(self, aggregate_id)
             .await
             .map_err(to_aggregate_error)?;
         Ok(events.into_iter().map(envelope).collect())
     }
 
-    async fn load_aggregate(&self, aggregate_id: &str) -> Result<Self::AC, AggregateError<A::Error>> {
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Self::AC, AggregateError<A::Error>> {
         let loaded = self.load(aggregate_id).await.map_err(to_aggregate_error)?;
         Ok(PgAggregateContext {
             aggregate_id: aggregate_id.to_owned(),

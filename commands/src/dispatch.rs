@@ -58,7 +58,9 @@ pub struct Committed<E> {
     pub events: Vec<RecordedEvent<E>>,
 }
 
-type Reply<A> = oneshot::Sender<Result<Committed<<A as Aggregate>::Event>, CommandError<<A as Aggregate>::Error>>>;
+type Reply<A> = oneshot::Sender<
+    Result<Committed<<A as Aggregate>::Event>, CommandError<<A as Aggregate>::Error>>,
+>;
 
 struct Job<A: Aggregate> {
     command: A::Command,
@@ -145,14 +147,19 @@ where
             Err(CommandError::Conflict) => "conflict",
             Err(CommandError::Store(_)) => "error",
         };
-        metrics::counter!("lectern_commands_total", "aggregate" => A::TYPE, "outcome" => outcome).increment(1);
+        metrics::counter!("lectern_commands_total", "aggregate" => A::TYPE, "outcome" => outcome)
+            .increment(1);
         metrics::histogram!("lectern_command_duration_seconds", "aggregate" => A::TYPE)
             .record(started.elapsed().as_secs_f64());
         result
     }
 
     fn sender_for(&self, aggregate_id: &str) -> mpsc::UnboundedSender<Job<A>> {
-        let mut queues = self.inner.queues.lock().expect("queue map lock is never poisoned");
+        let mut queues = self
+            .inner
+            .queues
+            .lock()
+            .expect("queue map lock is never poisoned");
         if let Some(sender) = queues.get(aggregate_id) {
             if !sender.is_closed() {
                 return sender.clone();
@@ -170,8 +177,15 @@ where
     }
 
     fn retire_queue(&self, aggregate_id: &str, dead: &mpsc::UnboundedSender<Job<A>>) {
-        let mut queues = self.inner.queues.lock().expect("queue map lock is never poisoned");
-        if queues.get(aggregate_id).is_some_and(|s| s.same_channel(dead)) {
+        let mut queues = self
+            .inner
+            .queues
+            .lock()
+            .expect("queue map lock is never poisoned");
+        if queues
+            .get(aggregate_id)
+            .is_some_and(|s| s.same_channel(dead))
+        {
             queues.remove(aggregate_id);
         }
     }
@@ -199,25 +213,32 @@ where
 {
     async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Job<A>>) {
         loop {
-            let first = match tokio::time::timeout(self.inner.config.idle_timeout, receiver.recv()).await {
-                Ok(Some(job)) => job,
-                Ok(None) => return,
-                Err(_idle) => {
-                    let mut queues = self.inner.queues.lock().expect("queue map lock is never poisoned");
-                    if receiver.is_empty() {
-                        queues.remove(&self.aggregate_id);
-                        // Senders that cloned the channel before this see a
-                        // send error and start a new worker.
-                        receiver.close();
-                        drop(queues);
-                        while let Ok(job) = receiver.try_recv() {
-                            let _ = job.reply.send(Err(CommandError::Store(StoreError::WorkerGone)));
+            let first =
+                match tokio::time::timeout(self.inner.config.idle_timeout, receiver.recv()).await {
+                    Ok(Some(job)) => job,
+                    Ok(None) => return,
+                    Err(_idle) => {
+                        let mut queues = self
+                            .inner
+                            .queues
+                            .lock()
+                            .expect("queue map lock is never poisoned");
+                        if receiver.is_empty() {
+                            queues.remove(&self.aggregate_id);
+                            // Senders that cloned the channel before this see a
+                            // send error and start a new worker.
+                            receiver.close();
+                            drop(queues);
+                            while let Ok(job) = receiver.try_recv() {
+                                let _ = job
+                                    .reply
+                                    .send(Err(CommandError::Store(StoreError::WorkerGone)));
+                            }
+                            return;
                         }
-                        return;
+                        continue;
                     }
-                    continue;
-                }
-            };
+                };
             let mut batch = vec![first];
             while batch.len() < self.inner.config.max_batch {
                 match receiver.try_recv() {
@@ -225,7 +246,8 @@ where
                     Err(_) => break,
                 }
             }
-            metrics::histogram!("lectern_group_commit_commands", "aggregate" => A::TYPE).record(batch.len() as f64);
+            metrics::histogram!("lectern_group_commit_commands", "aggregate" => A::TYPE)
+                .record(batch.len() as f64);
             self.process(batch).await;
             if !self.inner.config.cache {
                 self.state = None;
@@ -283,7 +305,8 @@ where
                 }
                 Err(StoreError::Conflict) if attempts < self.inner.config.max_retries => {
                     attempts += 1;
-                    metrics::counter!("lectern_store_conflicts_total", "aggregate" => A::TYPE).increment(1);
+                    metrics::counter!("lectern_store_conflicts_total", "aggregate" => A::TYPE)
+                        .increment(1);
                     tracing::debug!(aggregate_type = A::TYPE, aggregate_id = %self.aggregate_id, attempts,
                         "lost an append race; reloading");
                     // Back off a little, with jitter, so two processes hammering
@@ -310,7 +333,10 @@ where
             // that fails half-way leaves a half-changed state: keep a copy.
             let before = state.clone();
             let sink = EventSink::default();
-            match state.handle(job.command.clone(), &self.inner.services, &sink).await {
+            match state
+                .handle(job.command.clone(), &self.inner.services, &sink)
+                .await
+            {
                 Ok(()) => {
                     let start = events.len();
                     events.extend(sink.collect().await.into_iter().map(|e| (e, index)));

@@ -187,7 +187,11 @@ where
         self.load_with(aggregate_id, false).await
     }
 
-    async fn load_with(&self, aggregate_id: &str, use_snapshot: bool) -> Result<Loaded<A>, StoreError> {
+    async fn load_with(
+        &self,
+        aggregate_id: &str,
+        use_snapshot: bool,
+    ) -> Result<Loaded<A>, StoreError> {
         let rows = sqlx::query(LOAD)
             .bind(A::TYPE)
             .bind(aggregate_id)
@@ -222,7 +226,10 @@ where
     }
 
     /// Every stored event of the aggregate, with its metadata and position.
-    pub async fn load_events(&self, aggregate_id: &str) -> Result<Vec<RecordedEvent<A::Event>>, StoreError> {
+    pub async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent<A::Event>>, StoreError> {
         let rows = sqlx::query(LOAD_EVENTS)
             .bind(A::TYPE)
             .bind(aggregate_id)
@@ -232,7 +239,8 @@ where
             .map(|row| {
                 let sequence = u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0);
                 let metadata: HashMap<String, String> =
-                    serde_json::from_value(row.try_get::<Value, _>("metadata")?).unwrap_or_default();
+                    serde_json::from_value(row.try_get::<Value, _>("metadata")?)
+                        .unwrap_or_default();
                 Ok(RecordedEvent {
                     event_id: row.try_get("event_id")?,
                     aggregate_id: row.try_get("aggregate_id")?,
@@ -308,7 +316,8 @@ where
             .bind(snapshot)
             .fetch_all(&self.pool)
             .await?;
-        metrics::counter!("lectern_events_appended_total", "aggregate" => A::TYPE).increment(n as u64);
+        metrics::counter!("lectern_events_appended_total", "aggregate" => A::TYPE)
+            .increment(n as u64);
         rows.into_iter()
             .zip(events)
             .map(|(row, e)| {

@@ -21,7 +21,12 @@ impl Projection for DailyEventCounts {
         &[TABLE]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, tables: &Tables, event: &LogEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        tables: &Tables,
+        event: &LogEvent,
+    ) -> Result<(), ProjectionError> {
         let sql = format!(
             "INSERT INTO {} AS t (day, aggregate_type, event_type, events)
              VALUES (($1 AT TIME ZONE 'UTC')::date, $2, $3, 1)

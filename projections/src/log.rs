@@ -48,7 +48,11 @@ SELECT event_id, transaction_id::text::bigint AS tx, global_position, aggregate_
 
 /// The next `limit` events after `after` that can never again be preceded by
 /// a later commit.
-pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
+pub async fn read_after(
+    conn: &mut PgConnection,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<LogEvent>, sqlx::Error> {
     let rows = sqlx::query(READ)
         .bind(after.transaction_id.to_string())
         .bind(after.global_position)

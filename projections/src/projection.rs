@@ -38,7 +38,10 @@ impl Tables {
     /// The shadow tables of a rebuild.
     pub fn shadow(tables: &[&'static str]) -> Self {
         Self {
-            names: tables.iter().map(|t| (*t, format!("{t}{SHADOW_SUFFIX}"))).collect(),
+            names: tables
+                .iter()
+                .map(|t| (*t, format!("{t}{SHADOW_SUFFIX}")))
+                .collect(),
         }
     }
 
@@ -66,5 +69,10 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
 
     /// Apply one event, writing through `conn` into `tables`.
-    async fn apply(&self, conn: &mut PgConnection, tables: &Tables, event: &LogEvent) -> Result<(), ProjectionError>;
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        tables: &Tables,
+        event: &LogEvent,
+    ) -> Result<(), ProjectionError>;
 }

@@ -227,7 +227,9 @@ impl Runner {
             match attempt.await {
                 Ok(Some(conn)) => return Some(conn),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(projection = name, error = %e, "standby could not reach the database"),
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "standby could not reach the database")
+                }
             }
             tokio::select! {
                 () = self.cancel.cancelled() => return None,
@@ -270,7 +272,16 @@ impl Runner {
             }
             // Drain: batch after batch until the readable log is exhausted.
             loop {
-                match apply_batch(conn, &*self.projection, &live, checkpoint, self.config.batch_size, true).await {
+                match apply_batch(
+                    conn,
+                    &*self.projection,
+                    &live,
+                    checkpoint,
+                    self.config.batch_size,
+                    true,
+                )
+                .await
+                {
                     Ok(Some(position)) => {
                         checkpoint = position;
                         backoff = self.config.min_backoff;
@@ -353,11 +364,12 @@ impl Runner {
             .await?;
         let tables = self.projection.tables();
         for t in tables {
-            sqlx::query(&format!(
-                "DROP TABLE IF EXISTS {t}{SHADOW_SUFFIX}; CREATE TABLE {t}{SHADOW_SUFFIX} (LIKE {t} INCLUDING ALL)"
-            ))
-            .execute(&mut *conn)
-            .await?;
+            for sql in [
+                format!("DROP TABLE IF EXISTS {t}{SHADOW_SUFFIX}"),
+                format!("CREATE TABLE {t}{SHADOW_SUFFIX} (LIKE {t} INCLUDING ALL)"),
+            ] {
+                sqlx::query(&sql).execute(&mut *conn).await?;
+            }
         }
         let shadow = Tables::shadow(tables);
         let mut position = Position::ZERO;
@@ -367,7 +379,16 @@ impl Runner {
                 return Ok(None);
             }
             let before = position;
-            match apply_batch(conn, &*self.projection, &shadow, position, self.config.batch_size, false).await? {
+            match apply_batch(
+                conn,
+                &*self.projection,
+                &shadow,
+                position,
+                self.config.batch_size,
+                false,
+            )
+            .await?
+            {
                 Some(p) => {
                     position = p;
                     applied += count_between(conn, before, p).await?;
@@ -378,14 +399,23 @@ impl Runner {
         let mut tx = conn.begin().await?;
         for t in tables {
             let (schema, table) = t.rsplit_once('.').map_or(("", *t), |(s, t)| (s, t));
-            let qualify = |n: &str| if schema.is_empty() { n.to_owned() } else { format!("{schema}.{n}") };
-            sqlx::query(&format!(
-                "ALTER TABLE {t} RENAME TO {table}__old; ALTER TABLE {shadow} RENAME TO {table}; DROP TABLE {old}",
-                shadow = qualify(&format!("{table}{SHADOW_SUFFIX}")),
-                old = qualify(&format!("{table}__old")),
-            ))
-            .execute(&mut *tx)
-            .await?;
+            let qualify = |n: &str| {
+                if schema.is_empty() {
+                    n.to_owned()
+                } else {
+                    format!("{schema}.{n}")
+                }
+            };
+            for sql in [
+                format!("ALTER TABLE {t} RENAME TO {table}__old"),
+                format!(
+                    "ALTER TABLE {} RENAME TO {table}",
+                    qualify(&format!("{table}{SHADOW_SUFFIX}"))
+                ),
+                format!("DROP TABLE {}", qualify(&format!("{table}__old"))),
+            ] {
+                sqlx::query(&sql).execute(&mut *tx).await?;
+            }
         }
         sqlx::query(
             "UPDATE projection_checkpoints
@@ -401,7 +431,11 @@ impl Runner {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(projection = name, events = applied, "rebuild finished and swapped in");
+        tracing::info!(
+            projection = name,
+            events = applied,
+            "rebuild finished and swapped in"
+        );
         Ok(Some(position))
     }
 }
@@ -411,7 +445,10 @@ enum RunError {
     /// The database connection failed: the lock may be gone.
     Connection(sqlx::Error),
     /// The projection refused `event`.
-    Apply { event: Box<LogEvent>, error: ProjectionError },
+    Apply {
+        event: Box<LogEvent>,
+        error: ProjectionError,
+    },
 }
 
 impl From<sqlx::Error> for RunError {
@@ -437,13 +474,26 @@ async fn apply_batch(
         tx.rollback().await?;
         return Ok(None);
     };
-    for event in &events {
+    for (index, event) in events.iter().enumerate() {
         if let Err(error) = projection.apply(&mut tx, tables, event).await {
             let _ = tx.rollback().await;
             if let ProjectionError::Database(e) = &error {
                 if is_connection_error(e) {
                     return Err(RunError::Connection(sqlx::Error::Protocol(e.to_string())));
                 }
+            }
+            // Commit the events before the bad one, so the projection stops
+            // exactly at it rather than at the start of its batch.
+            if index > 0 {
+                Box::pin(apply_batch(
+                    conn,
+                    projection,
+                    tables,
+                    after,
+                    index as i64,
+                    checkpoint,
+                ))
+                .await?;
             }
             return Err(RunError::Apply {
                 event: Box::new(event.clone()),
@@ -472,10 +522,20 @@ async fn apply_batch(
 }
 
 fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed)
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
-async fn count_between(conn: &mut PgConnection, after: Position, upto: Position) -> Result<i64, sqlx::Error> {
+async fn count_between(
+    conn: &mut PgConnection,
+    after: Position,
+    upto: Position,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT count(*) FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
@@ -490,10 +550,12 @@ async fn count_between(conn: &mut PgConnection, after: Position, upto: Position)
 }
 
 async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
-    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .execute(&mut *conn)
+    .await?;
     let row = sqlx::query(
         "SELECT last_tx::text::bigint AS tx, last_position FROM projection_checkpoints WHERE name = $1",
     )
@@ -507,11 +569,13 @@ async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position
 }
 
 async fn rebuild_requested(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT rebuild_requested_at IS NOT NULL FROM projection_checkpoints WHERE name = $1")
-        .bind(name)
-        .fetch_optional(conn)
-        .await
-        .map(|r| r.unwrap_or(false))
+    sqlx::query_scalar(
+        "SELECT rebuild_requested_at IS NOT NULL FROM projection_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(conn)
+    .await
+    .map(|r| r.unwrap_or(false))
 }
 
 async fn mark_running(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
@@ -525,7 +589,12 @@ async fn mark_running(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::E
     .map(|_| ())
 }
 
-async fn record_failure(conn: &mut PgConnection, name: &str, position: i64, error: &str) -> Result<(), sqlx::Error> {
+async fn record_failure(
+    conn: &mut PgConnection,
+    name: &str,
+    position: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE projection_checkpoints
             SET status = 'failed', last_error = $2, last_error_at = now(), failing_position = $3, updated_at = now()

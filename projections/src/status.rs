@@ -64,7 +64,12 @@ pub async fn all(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
 
 /// Wait until projection `name` has applied everything up to `position`, for
 /// at most `bound`. Returns whether it got there.
-pub async fn wait_for(pool: &PgPool, name: &str, position: Position, bound: Duration) -> Result<bool, sqlx::Error> {
+pub async fn wait_for(
+    pool: &PgPool,
+    name: &str,
+    position: Position,
+    bound: Duration,
+) -> Result<bool, sqlx::Error> {
     let deadline = Instant::now() + bound;
     let mut pause = Duration::from_millis(2);
     loop {

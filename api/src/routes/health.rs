@@ -13,7 +13,9 @@ use crate::app::AppState;
 use crate::problem::Problem;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(live)).routes(routes!(ready))
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(ready))
 }
 
 /// The liveness answer.
@@ -52,20 +54,42 @@ pub struct Ready {
               (status = 503, description = "Not ready; the body says which check failed", body = Problem,
                content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> Response {
-    let database = match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
-        Ok(_) => Check { ok: true, detail: "reachable".into() },
-        Err(e) => Check { ok: false, detail: format!("unreachable: {e}") },
+    let database = match sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&state.pool)
+        .await
+    {
+        Ok(_) => Check {
+            ok: true,
+            detail: "reachable".into(),
+        },
+        Err(e) => Check {
+            ok: false,
+            detail: format!("unreachable: {e}"),
+        },
     };
-    let expected = lectern_commands::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let expected = lectern_commands::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
     let migrations = match sqlx::query_scalar::<_, Option<i64>>(
         "SELECT max(version) FROM _sqlx_migrations WHERE success",
     )
     .fetch_one(&state.pool)
     .await
     {
-        Ok(Some(v)) if v >= expected => Check { ok: true, detail: format!("at {v}") },
-        Ok(v) => Check { ok: false, detail: format!("at {}, expected {expected}", v.unwrap_or(0)) },
-        Err(e) => Check { ok: false, detail: format!("unknown: {e}") },
+        Ok(Some(v)) if v >= expected => Check {
+            ok: true,
+            detail: format!("at {v}"),
+        },
+        Ok(v) => Check {
+            ok: false,
+            detail: format!("at {}, expected {expected}", v.unwrap_or(0)),
+        },
+        Err(e) => Check {
+            ok: false,
+            detail: format!("unknown: {e}"),
+        },
     };
     let projections = match lectern_projections::status::all(&state.pool).await {
         Ok(all) => {
@@ -76,12 +100,21 @@ async fn ready(State(state): State<AppState>) -> Response {
                 .map(|p| format!("{} ({}, {} behind)", p.name, p.status, p.lag_events))
                 .collect();
             if bad.is_empty() {
-                Check { ok: true, detail: format!("{} within {max_lag} events", all.len()) }
+                Check {
+                    ok: true,
+                    detail: format!("{} within {max_lag} events", all.len()),
+                }
             } else {
-                Check { ok: false, detail: format!("behind or failed: {}", bad.join(", ")) }
+                Check {
+                    ok: false,
+                    detail: format!("behind or failed: {}", bad.join(", ")),
+                }
             }
         }
-        Err(e) => Check { ok: false, detail: format!("unknown: {e}") },
+        Err(e) => Check {
+            ok: false,
+            detail: format!("unknown: {e}"),
+        },
     };
     let ok = database.ok && migrations.ok && projections.ok;
     let body = Ready {
@@ -93,12 +126,18 @@ async fn ready(State(state): State<AppState>) -> Response {
     if ok {
         (StatusCode::OK, Json(body)).into_response()
     } else {
-        let extra = serde_json::to_value(&body)
+        let mut extra = serde_json::to_value(&body)
             .ok()
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "A readiness check failed; see the checks.")
-            .with_extra(extra)
-            .into_response()
+        // The problem's own `status` is the HTTP status.
+        extra.remove("status");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "A readiness check failed; see the checks.",
+        )
+        .with_extra(extra)
+        .into_response()
     }
 }

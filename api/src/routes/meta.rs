@@ -29,7 +29,10 @@ pub fn docs_router() -> Router<AppState> {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }
@@ -45,7 +48,10 @@ async fn openapi_json(Extension(api): Extension<Arc<OpenApi>>) -> Json<OpenApi> 
 /// declared here so that it appears in the document.
 #[utoipa::path(get, path = "/docs", tag = "operations",
     responses((status = 200, description = "Swagger UI", content_type = "text/html", body = String)))]
-#[expect(dead_code, reason = "the Swagger UI router serves /docs; this only documents it")]
+#[expect(
+    dead_code,
+    reason = "the Swagger UI router serves /docs; this only documents it"
+)]
 async fn docs() {}
 
 /// The paths served outside the OpenApiRouter.

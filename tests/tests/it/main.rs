@@ -1,0 +1,7 @@
+//! Integration tests against a real PostgreSQL. One binary, so the test
+//! cluster starts once per run.
+
+mod api;
+mod projections;
+mod store;
+mod support;

@@ -1,0 +1,487 @@
+//! The projection runner: gap-free reading, exactly-once batches, failover,
+//! poison events, rebuilds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lectern_domain::Position;
+use lectern_projections::log::read_after;
+use lectern_projections::runner::{self, RunnerConfig, Runners, Wakeup};
+use lectern_projections::{
+    LogEvent, Projection, ProjectionError, RunnerHandle, RunnerState, Tables,
+};
+use lectern_tests::TestDb;
+use sqlx::{Connection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Records every event it applies, with how often and in which order.
+struct Recorder {
+    name: &'static str,
+    table: &'static str,
+    /// Fail on events of this type.
+    poison: Option<&'static str>,
+    /// Block inside the batch at this event type until the test lets go.
+    gate: Option<(&'static str, Arc<Notify>, Arc<Notify>)>,
+}
+
+impl Recorder {
+    fn new(name: &'static str, table: &'static str) -> Self {
+        Self {
+            name,
+            table,
+            poison: None,
+            gate: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Projection for Recorder {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        match self.table {
+            "recorded_a" => &["recorded_a"],
+            _ => &["recorded_b"],
+        }
+    }
+    async fn apply(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        tables: &Tables,
+        event: &LogEvent,
+    ) -> Result<(), ProjectionError> {
+        if self.poison == Some(event.event_type.as_str()) {
+            return Err(ProjectionError::Invalid(format!(
+                "cannot handle {}",
+                event.event_type
+            )));
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {} AS r (event_id, global_position, applied) VALUES ($1, $2, 1)
+             ON CONFLICT (event_id) DO UPDATE SET applied = r.applied + 1",
+            tables.get(self.table)
+        ))
+        .bind(event.event_id)
+        .bind(event.position.global_position)
+        .execute(conn)
+        .await?;
+        if let Some((kind, reached, release)) = &self.gate {
+            if event.event_type == *kind {
+                reached.notify_one();
+                release.notified().await;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn create_tables(pool: &PgPool) {
+    for t in ["recorded_a", "recorded_b"] {
+        sqlx::query(&format!(
+            "CREATE TABLE {t} (event_id uuid PRIMARY KEY, global_position bigint NOT NULL, applied int NOT NULL,
+                               applied_order bigint GENERATED ALWAYS AS IDENTITY)"
+        ))
+        .execute(pool)
+        .await
+        .expect("create table");
+    }
+}
+
+async fn insert_event(pool: &PgPool, id: &str, seq: i64, event_type: &str) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('T', $1, $2, $3, '1.0', '{}', '{}')",
+    )
+    .bind(id)
+    .bind(seq)
+    .bind(event_type)
+    .execute(pool)
+    .await
+    .expect("insert event");
+}
+
+fn runners(db: &TestDb, cancel: &CancellationToken) -> Runners {
+    Runners {
+        connect: (*db.pool.connect_options()).clone(),
+        config: RunnerConfig {
+            poll_interval: Duration::from_millis(50),
+            standby_interval: Duration::from_millis(100),
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(200),
+            ..RunnerConfig::default()
+        },
+        wakeup: Wakeup::polling_only(),
+        cancel: cancel.clone(),
+    }
+}
+
+/// Applied (event_id position, count) rows, in application order.
+async fn applied(pool: &PgPool, table: &str) -> Vec<(i64, i32)> {
+    sqlx::query_as(&format!(
+        "SELECT global_position, applied FROM {table} ORDER BY applied_order"
+    ))
+    .fetch_all(pool)
+    .await
+    .expect("read applied")
+}
+
+/// Every event's position in the order the log defines: (transaction, position).
+async fn log_order(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT global_position FROM events ORDER BY transaction_id, global_position",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read log")
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_state(handle: &RunnerHandle, limit: Duration, pred: impl Fn(&RunnerState) -> bool) {
+    let mut rx = handle.state.clone();
+    tokio::time::timeout(limit, rx.wait_for(|s| pred(s)))
+        .await
+        .expect("runner state in time")
+        .expect("runner alive");
+}
+
+/// What a reader that orders and resumes by `global_position` alone sees.
+async fn naive_read(pool: &PgPool, after: i64) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT global_position FROM events WHERE global_position > $1 ORDER BY global_position",
+    )
+    .bind(after)
+    .fetch_all(pool)
+    .await
+    .expect("naive read")
+}
+
+#[tokio::test]
+async fn a_transaction_that_commits_late_is_neither_skipped_nor_duplicated() {
+    let db = TestDb::new().await;
+    create_tables(&db.pool).await;
+
+    // Writer A takes its position first, then stalls while B commits.
+    let mut a = db.pool.acquire().await.expect("conn");
+    let mut a_tx = a.begin().await.expect("begin");
+    sqlx::query("INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ('T','a',1,'A','1.0','{}','{}')")
+        .execute(&mut *a_tx)
+        .await
+        .expect("insert A");
+    insert_event(&db.pool, "b", 1, "B").await;
+
+    // The naive reader, ordering and resuming by global_position alone.
+    let mut naive_seen = naive_read(&db.pool, 0).await;
+
+    // The gap-free reader sees nothing yet: A's transaction is still open.
+    let mut conn = db.pool.acquire().await.expect("conn");
+    assert!(read_after(&mut conn, Position::ZERO, 100)
+        .await
+        .expect("read")
+        .is_empty());
+
+    let cancel = CancellationToken::new();
+    let handle = runners(&db, &cancel).spawn(Arc::new(Recorder::new("gap", "recorded_a")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        applied(&db.pool, "recorded_a").await.is_empty(),
+        "nothing applied while A is open"
+    );
+
+    a_tx.commit().await.expect("commit A");
+    insert_event(&db.pool, "c", 1, "C").await;
+
+    let naive_checkpoint = naive_seen.last().copied().unwrap_or(0);
+    naive_seen.extend(naive_read(&db.pool, naive_checkpoint).await);
+
+    wait_until("all three applied", Duration::from_secs(10), || async {
+        applied(&db.pool, "recorded_a").await.len() == 3
+    })
+    .await;
+    let got = applied(&db.pool, "recorded_a").await;
+    let expected = log_order(&db.pool).await;
+    assert_eq!(
+        got.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        expected,
+        "log order"
+    );
+    assert!(
+        got.iter().all(|(_, n)| *n == 1),
+        "each applied once: {got:?}"
+    );
+
+    let a_pos: i64 =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE aggregate_id = 'a'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("A");
+    assert!(
+        !naive_seen.contains(&a_pos),
+        "the position-only reader skips A (it saw {naive_seen:?})"
+    );
+    assert_eq!(naive_seen.len(), 2);
+    cancel.cancel();
+    let _ = handle.task.await;
+}
+
+#[tokio::test]
+async fn a_runner_killed_mid_batch_applies_every_event_once_after_restart() {
+    let db = TestDb::new().await;
+    create_tables(&db.pool).await;
+    for i in 1..=20 {
+        insert_event(&db.pool, "k", i, if i == 12 { "Gate" } else { "E" }).await;
+    }
+    let reached = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let gated = Recorder {
+        gate: Some(("Gate", Arc::clone(&reached), Arc::clone(&release))),
+        ..Recorder::new("crash", "recorded_a")
+    };
+    let cancel = CancellationToken::new();
+    let handle = runners(&db, &cancel).spawn(Arc::new(gated));
+    tokio::time::timeout(Duration::from_secs(10), reached.notified())
+        .await
+        .expect("reached the gate");
+    // Killed between applying and committing: the batch's writes vanish.
+    handle.task.abort();
+    let _ = handle.task.await;
+    wait_until("the batch rolled back", Duration::from_secs(5), || async {
+        applied(&db.pool, "recorded_a").await.is_empty()
+    })
+    .await;
+
+    let restarted = runners(&db, &cancel).spawn(Arc::new(Recorder::new("crash", "recorded_a")));
+    wait_until(
+        "all applied after restart",
+        Duration::from_secs(10),
+        || async { applied(&db.pool, "recorded_a").await.len() == 20 },
+    )
+    .await;
+    let got = applied(&db.pool, "recorded_a").await;
+    assert!(got.iter().all(|(_, n)| *n == 1), "{got:?}");
+    let (position, count): (i64, i64) = sqlx::query_as(
+        "SELECT last_position, events_applied FROM projection_checkpoints WHERE name = 'crash'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("checkpoint");
+    assert_eq!(count, 20);
+    assert_eq!(Some(position), log_order(&db.pool).await.last().copied());
+    cancel.cancel();
+    let _ = restarted.task.await;
+}
+
+#[tokio::test]
+async fn a_standby_runner_takes_over_within_five_seconds() {
+    let db = TestDb::new().await;
+    create_tables(&db.pool).await;
+    let cancel_a = CancellationToken::new();
+    let cancel_b = CancellationToken::new();
+    let a = runners(&db, &cancel_a).spawn(Arc::new(Recorder::new("failover", "recorded_a")));
+    wait_state(&a, Duration::from_secs(5), |s| {
+        matches!(s, RunnerState::Active(_))
+    })
+    .await;
+    let b = runners(&db, &cancel_b).spawn(Arc::new(Recorder::new("failover", "recorded_a")));
+    for i in 1..=5 {
+        insert_event(&db.pool, "f", i, "E").await;
+    }
+    wait_until("five applied", Duration::from_secs(5), || async {
+        applied(&db.pool, "recorded_a").await.len() == 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        *b.state.borrow(),
+        RunnerState::Standby,
+        "only one runner is active"
+    );
+
+    // The active one dies without a goodbye.
+    a.task.abort();
+    let _ = a.task.await;
+    let started = std::time::Instant::now();
+    wait_state(&b, Duration::from_secs(5), |s| {
+        matches!(s, RunnerState::Active(_))
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for i in 6..=8 {
+        insert_event(&db.pool, "f", i, "E").await;
+    }
+    wait_until("eight applied", Duration::from_secs(5), || async {
+        applied(&db.pool, "recorded_a").await.len() == 8
+    })
+    .await;
+    let got = applied(&db.pool, "recorded_a").await;
+    assert!(got.iter().all(|(_, n)| *n == 1), "{got:?}");
+    cancel_b.cancel();
+    let _ = b.task.await;
+}
+
+#[tokio::test]
+async fn a_poison_event_stops_its_projection_and_not_the_others() {
+    let db = TestDb::new().await;
+    create_tables(&db.pool).await;
+    for (i, kind) in ["E", "E", "Poison", "E"].iter().enumerate() {
+        insert_event(&db.pool, "p", i as i64 + 1, kind).await;
+    }
+    let cancel = CancellationToken::new();
+    let r = runners(&db, &cancel);
+    let picky = r.spawn(Arc::new(Recorder {
+        poison: Some("Poison"),
+        ..Recorder::new("picky", "recorded_a")
+    }));
+    let other = r.spawn(Arc::new(Recorder::new("tolerant", "recorded_b")));
+    wait_until("tolerant applied all", Duration::from_secs(5), || async {
+        applied(&db.pool, "recorded_b").await.len() == 4
+    })
+    .await;
+    wait_state(&picky, Duration::from_secs(5), |s| {
+        matches!(s, RunnerState::Failed { .. })
+    })
+    .await;
+
+    let poison_pos: i64 =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE event_type = 'Poison'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("poison");
+    let statuses = lectern_projections::status::all(&db.pool)
+        .await
+        .expect("status");
+    let picky_status = statuses
+        .iter()
+        .find(|s| s.name == "picky")
+        .expect("picky status");
+    assert_eq!(picky_status.status, "failed");
+    assert_eq!(picky_status.failing_position, Some(poison_pos));
+    assert!(picky_status
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("cannot handle Poison"));
+    assert_eq!(
+        picky_status.lag_events, 2,
+        "stopped before the poison event, not past it"
+    );
+    // The events before the poison one are applied, once; nothing after it.
+    let got = applied(&db.pool, "recorded_a").await;
+    assert_eq!(
+        got.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        log_order(&db.pool).await[..2].to_vec()
+    );
+    assert!(got.iter().all(|(_, n)| *n == 1));
+    let tolerant = statuses
+        .iter()
+        .find(|s| s.name == "tolerant")
+        .expect("tolerant status");
+    assert_eq!(
+        (tolerant.status.as_str(), tolerant.lag_events),
+        ("running", 0)
+    );
+    cancel.cancel();
+    let _ = picky.task.await;
+    let _ = other.task.await;
+}
+
+#[tokio::test]
+async fn a_rebuild_replays_from_zero_into_new_tables_and_swaps_them_in() {
+    let db = TestDb::new().await;
+    create_tables(&db.pool).await;
+    for i in 1..=30 {
+        insert_event(&db.pool, "r", i, "E").await;
+    }
+    let cancel = CancellationToken::new();
+    let handle = runners(&db, &cancel).spawn(Arc::new(Recorder::new("rebuilt", "recorded_a")));
+    wait_until("applied", Duration::from_secs(5), || async {
+        applied(&db.pool, "recorded_a").await.len() == 30
+    })
+    .await;
+    // Damage the read model, as a buggy projection version might have.
+    sqlx::query("DELETE FROM recorded_a WHERE global_position % 2 = 0")
+        .execute(&db.pool)
+        .await
+        .expect("damage");
+
+    assert!(runner::request_rebuild(&db.pool, "rebuilt")
+        .await
+        .expect("request"));
+    wait_until("rebuilt", Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, bool>("SELECT rebuild_requested_at IS NULL AND rebuilt_at IS NOT NULL FROM projection_checkpoints WHERE name = 'rebuilt'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or(false)
+    })
+    .await;
+    let got = applied(&db.pool, "recorded_a").await;
+    assert_eq!(got.len(), 30);
+    assert!(got.iter().all(|(_, n)| *n == 1));
+    let status = lectern_projections::status::all(&db.pool)
+        .await
+        .expect("status");
+    let s = status.iter().find(|s| s.name == "rebuilt").expect("status");
+    assert_eq!(
+        (s.events_applied, s.lag_events, s.status.as_str()),
+        (30, 0, "running")
+    );
+    // New events keep flowing into the swapped-in table.
+    insert_event(&db.pool, "r", 31, "E").await;
+    wait_until("31 applied", Duration::from_secs(5), || async {
+        applied(&db.pool, "recorded_a").await.len() == 31
+    })
+    .await;
+    cancel.cancel();
+    let _ = handle.task.await;
+}
+
+#[tokio::test]
+async fn waiting_for_a_position_returns_once_the_projection_passes_it() {
+    let db = TestDb::new().await;
+    create_tables(&db.pool).await;
+    insert_event(&db.pool, "w", 1, "E").await;
+    let row: (i64, i64) =
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events")
+            .fetch_one(&db.pool)
+            .await
+            .expect("position");
+    let position = Position {
+        transaction_id: row.0,
+        global_position: row.1,
+    };
+    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ('waited')")
+        .execute(&db.pool)
+        .await
+        .expect("checkpoint");
+    let status = lectern_projections::status::wait_for;
+    assert!(
+        !status(&db.pool, "waited", position, Duration::from_millis(100))
+            .await
+            .expect("wait")
+    );
+    let cancel = CancellationToken::new();
+    let handle = runners(&db, &cancel).spawn(Arc::new(Recorder::new("waited", "recorded_a")));
+    assert!(status(&db.pool, "waited", position, Duration::from_secs(5))
+        .await
+        .expect("wait"));
+    assert_eq!(applied(&db.pool, "recorded_a").await.len(), 1);
+    cancel.cancel();
+    let _ = handle.task.await;
+}
