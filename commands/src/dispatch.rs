@@ -218,21 +218,15 @@ where
                     Ok(Some(job)) => job,
                     Ok(None) => return,
                     Err(_idle) => {
-                        let mut queues = self
-                            .inner
-                            .queues
-                            .lock()
-                            .expect("queue map lock is never poisoned");
-                        if receiver.is_empty() {
-                            queues.remove(&self.aggregate_id);
-                            // Senders that cloned the channel before this see a
-                            // send error and start a new worker.
-                            receiver.close();
-                            drop(queues);
+                        if self.retire(&mut receiver) {
+                            // A command that slipped in before the close is
+                            // still ours to run.
+                            let mut leftovers = Vec::new();
                             while let Ok(job) = receiver.try_recv() {
-                                let _ = job
-                                    .reply
-                                    .send(Err(CommandError::Store(StoreError::WorkerGone)));
+                                leftovers.push(job);
+                            }
+                            if !leftovers.is_empty() {
+                                self.process(leftovers).await;
                             }
                             return;
                         }
@@ -253,6 +247,22 @@ where
                 self.state = None;
             }
         }
+    }
+
+    /// Leave the queue map if nothing is waiting. Senders that cloned the
+    /// channel before this see a send error and start a new worker.
+    fn retire(&self, receiver: &mut mpsc::UnboundedReceiver<Job<A>>) -> bool {
+        let mut queues = self
+            .inner
+            .queues
+            .lock()
+            .expect("queue map lock is never poisoned");
+        if !receiver.is_empty() {
+            return false;
+        }
+        queues.remove(&self.aggregate_id);
+        receiver.close();
+        true
     }
 
     async fn process(&mut self, batch: Vec<Job<A>>) {

@@ -387,3 +387,36 @@ async fn the_events_table_refuses_updates_and_deletes() {
         HashMap::from([("a".to_owned(), 1)])
     );
 }
+
+#[tokio::test]
+async fn commands_arriving_while_idle_workers_retire_are_all_committed() {
+    let db = TestDb::new().await;
+    let config = DispatchConfig {
+        idle_timeout: std::time::Duration::from_millis(1),
+        ..DispatchConfig::default()
+    };
+    let store = AggregateStore::new(PgEventStore::<Tally>::new(db.pool.clone()), (), config);
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30u64 {
+                store
+                    .execute("idle", add(format!("t{t}-{i}"), 1), meta("Add"))
+                    .await
+                    .expect("commit");
+                tokio::time::sleep(std::time::Duration::from_micros(300 * ((t + i) % 4))).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("every command committed");
+    }
+    let stored = stored_tag_counts(&db.pool, "idle").await;
+    assert_eq!(stored.len(), 240);
+    assert!(stored.values().all(|n| *n == 1));
+    assert_eq!(
+        stored_sequences(&db.pool, "Tally", "idle").await,
+        (1..=240).collect::<Vec<_>>()
+    );
+}
