@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -123,9 +122,4 @@ pub async fn not_found() -> Response {
 /// 405 for a route that exists with other methods.
 pub async fn method_not_allowed() -> Response {
     Problem::for_status(StatusCode::METHOD_NOT_ALLOWED).into_response()
-}
-
-/// An empty body for handlers that must return one.
-pub fn empty() -> Body {
-    Body::empty()
 }
