@@ -4,7 +4,11 @@
 //! in commands or through an aggregate's services.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod identity;
+pub mod mask;
 pub mod metadata;
+pub mod policy;
 pub mod position;
 
 pub use metadata::{ActorRole, EventMetadata};

@@ -1,0 +1,73 @@
+//! The AccessLog aggregate: denied requests and rate-limit hits, one stream per
+//! actor (`user:<id>` or `ip:<address>`), so an auditor sees every refusal.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+/// An actor's refusals so far. Holds nothing but a count: denials never
+/// depend on earlier ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccessLog {
+    pub denials: u64,
+}
+
+/// Record one refusal.
+#[derive(Debug, Clone)]
+pub struct RecordDenial {
+    pub action: String,
+    pub reason: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// Events of an access log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AccessEvent {
+    AccessDenied {
+        action: String,
+        reason: String,
+        method: String,
+        path: String,
+    },
+}
+
+impl DomainEvent for AccessEvent {
+    fn event_type(&self) -> String {
+        "AccessDenied".to_owned()
+    }
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+/// Recording a denial cannot be refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreachable")]
+pub enum Never {}
+
+impl Aggregate for AccessLog {
+    const TYPE: &'static str = "AccessLog";
+    type Command = RecordDenial;
+    type Event = AccessEvent;
+    type Error = Never;
+    type Services = ();
+
+    async fn handle(&mut self, c: RecordDenial, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        sink.write(
+            AccessEvent::AccessDenied {
+                action: c.action,
+                reason: c.reason,
+                method: c.method,
+                path: c.path,
+            },
+            self,
+        )
+        .await;
+        Ok(())
+    }
+
+    fn apply(&mut self, _: AccessEvent) {
+        self.denials += 1;
+    }
+}

@@ -1,0 +1,72 @@
+//! The EmailClaim aggregate: one stream per normalised email address, keyed by
+//! its SHA-256, that records which user owns the address.
+//!
+//! Two registrations with one email race on this stream's first sequence
+//! number, so the primary key of `events` lets exactly one of them win, in
+//! one process or across many. The claim is written before the user; if the
+//! process dies between the two, the claim points at a user with no events,
+//! and a later registration may take it over.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Who holds an email address.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmailClaim {
+    pub owner: Option<Uuid>,
+}
+
+/// Claim the address for `user_id`. `orphan` names a previous owner known to
+/// have no account, whose claim may be taken over.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub user_id: Uuid,
+    pub orphan: Option<Uuid>,
+}
+
+/// Events of an email claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EmailClaimEvent {
+    EmailClaimed { user_id: Uuid },
+}
+
+impl DomainEvent for EmailClaimEvent {
+    fn event_type(&self) -> String {
+        "EmailClaimed".to_owned()
+    }
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+/// The address belongs to someone else.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the email address is taken by user {0}")]
+pub struct EmailTaken(pub Uuid);
+
+impl Aggregate for EmailClaim {
+    const TYPE: &'static str = "EmailClaim";
+    type Command = Claim;
+    type Event = EmailClaimEvent;
+    type Error = EmailTaken;
+    type Services = ();
+
+    async fn handle(&mut self, c: Claim, _: &(), sink: &EventSink<Self>) -> Result<(), EmailTaken> {
+        match self.owner {
+            Some(owner) if owner == c.user_id => Ok(()),
+            Some(owner) if Some(owner) != c.orphan => Err(EmailTaken(owner)),
+            _ => {
+                sink.write(EmailClaimEvent::EmailClaimed { user_id: c.user_id }, self)
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, event: EmailClaimEvent) {
+        let EmailClaimEvent::EmailClaimed { user_id } = event;
+        self.owner = Some(user_id);
+    }
+}
