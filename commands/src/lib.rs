@@ -11,6 +11,7 @@
 mod cqrs_store;
 pub mod dispatch;
 pub mod error;
+pub mod identity;
 pub mod pool;
 pub mod store;
 

@@ -7,6 +7,7 @@
 //! process dies between the two, the claim points at a user with no events,
 //! and a later registration may take it over.
 
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmailClaim {
     pub owner: Option<Uuid>,
+    pub claimed_at: Option<DateTime<Utc>>,
 }
 
 /// Claim the address for `user_id`. `orphan` names a previous owner known to
@@ -24,12 +26,13 @@ pub struct EmailClaim {
 pub struct Claim {
     pub user_id: Uuid,
     pub orphan: Option<Uuid>,
+    pub now: DateTime<Utc>,
 }
 
 /// Events of an email claim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EmailClaimEvent {
-    EmailClaimed { user_id: Uuid },
+    EmailClaimed { user_id: Uuid, at: DateTime<Utc> },
 }
 
 impl DomainEvent for EmailClaimEvent {
@@ -58,15 +61,22 @@ impl Aggregate for EmailClaim {
             Some(owner) if owner == c.user_id => Ok(()),
             Some(owner) if Some(owner) != c.orphan => Err(EmailTaken(owner)),
             _ => {
-                sink.write(EmailClaimEvent::EmailClaimed { user_id: c.user_id }, self)
-                    .await;
+                sink.write(
+                    EmailClaimEvent::EmailClaimed {
+                        user_id: c.user_id,
+                        at: c.now,
+                    },
+                    self,
+                )
+                .await;
                 Ok(())
             }
         }
     }
 
     fn apply(&mut self, event: EmailClaimEvent) {
-        let EmailClaimEvent::EmailClaimed { user_id } = event;
+        let EmailClaimEvent::EmailClaimed { user_id, at } = event;
         self.owner = Some(user_id);
+        self.claimed_at = Some(at);
     }
 }
