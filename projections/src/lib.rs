@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+pub mod audit;
+pub mod identity;
 pub mod log;
 pub mod projection;
 pub mod runner;
@@ -20,5 +22,9 @@ use std::sync::Arc;
 
 /// Every projection the server runs.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(analytics::DailyEventCounts)]
+    vec![
+        Arc::new(analytics::DailyEventCounts),
+        Arc::new(identity::IdentityProjection),
+        Arc::new(audit::AuditLog),
+    ]
 }
