@@ -13,6 +13,12 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa_axum::router::OpenApiRouter;
 
+use lectern_commands::identity::IdentityService;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::revocations;
+use crate::auth::tokens::Keyring;
+use crate::auth::Auth;
 use crate::config::HttpConfig;
 use crate::{middleware, openapi, routes};
 
@@ -22,6 +28,41 @@ pub struct AppState {
     pub pool: PgPool,
     pub metrics: PrometheusHandle,
     pub http: Arc<HttpConfig>,
+    pub auth: Arc<Auth>,
+    pub identity: IdentityService,
+}
+
+impl AppState {
+    /// The state over `pool`, with the revocation watcher running until
+    /// `cancel` fires.
+    pub fn new(pool: PgPool, http: HttpConfig, keyring: Keyring, cancel: &CancellationToken) -> Self {
+        let auth = Arc::new(Auth::new(keyring));
+        tokio::spawn(revocations::watch(
+            pool.clone(),
+            Arc::clone(&auth.revocations),
+            cancel.clone(),
+        ));
+        let limits = Arc::clone(&auth);
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(60)) => limits.limits.retain_recent(),
+                }
+            }
+        });
+        let seen = Arc::clone(&auth.revocations);
+        let identity = IdentityService::new(pool.clone())
+            .with_observer(Arc::new(move |user, version, event| seen.observe(user, version, event)));
+        Self {
+            identity,
+            pool,
+            metrics: crate::telemetry::metrics_handle(),
+            http: Arc::new(http),
+            auth,
+        }
+    }
 }
 
 /// The whole HTTP surface: API routes, health, metrics, OpenAPI and docs,
@@ -31,6 +72,11 @@ pub fn router(state: AppState) -> Router {
     let (api_router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(routes::health::router())
         .merge(routes::meta::router())
+        .merge(routes::auth::router())
+        .merge(routes::me::router())
+        .merge(routes::devices::router())
+        .merge(routes::admin::router())
+        .merge(routes::audit::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
     let app = api_router

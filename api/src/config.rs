@@ -78,3 +78,34 @@ impl HttpConfig {
         }
     }
 }
+
+/// Access-token settings.
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// JWT signing keys as `kid:hex-secret,kid:hex-secret` (each secret at
+    /// least 32 bytes). The first signs; all verify, so a new key can take
+    /// over while the old one's tokens expire. Unset: one key derived from the
+    /// server's secret key.
+    #[arg(long, env = "LECTERN_JWT_KEYS", hide_env_values = true)]
+    pub jwt_keys: Option<String>,
+
+    /// The `iss` of access tokens.
+    #[arg(long, env = "LECTERN_JWT_ISSUER", default_value = "lectern")]
+    pub jwt_issuer: String,
+
+    /// The `aud` of access tokens.
+    #[arg(long, env = "LECTERN_JWT_AUDIENCE", default_value = "lectern-api")]
+    pub jwt_audience: String,
+}
+
+impl AuthConfig {
+    /// The keyring these settings describe; `secret` backs the derived key.
+    pub fn keyring(&self, secret: &[u8]) -> anyhow::Result<crate::auth::tokens::Keyring> {
+        use crate::auth::tokens::Keyring;
+        let keys = match &self.jwt_keys {
+            Some(spec) if !spec.trim().is_empty() => Keyring::parse_keys(spec)?,
+            _ => vec![Keyring::derived_key(secret)],
+        };
+        Keyring::new(keys, &self.jwt_issuer, &self.jwt_audience)
+    }
+}

@@ -4,13 +4,16 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod embedded;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
+pub mod pagination;
 pub mod problem;
+pub mod responses;
 pub mod routes;
 pub mod secrets;
 pub mod server;

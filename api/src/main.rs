@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use lectern_api::bench::{self, LoadBench, StoreBench};
-use lectern_api::config::{DatabaseConfig, HttpConfig};
+use lectern_api::config::{AuthConfig, DatabaseConfig, HttpConfig};
 use lectern_api::server::{self, Database};
 use lectern_projections::runner::{self, RunnerConfig, Runners, Wakeup};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP API and the projection workers; migrations run first.
-    Serve(HttpConfig),
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Inspect and rebuild projections.
@@ -38,6 +41,29 @@ enum Command {
     /// Benchmarks of the write side.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    http: HttpConfig,
+    #[command(flatten)]
+    auth: AuthConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create an admin account, reading its password from standard input (one
+    /// line), so it never appears in the shell history or the process list.
+    /// Records the same events as a registration.
+    CreateAdmin {
+        /// The admin's email address.
+        #[arg(long)]
+        email: String,
+        /// The name shown to other users.
+        #[arg(long, default_value = "Administrator")]
+        display_name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,7 +102,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(http) => server::serve(&cli.database, http).await,
+        Command::Serve(args) => server::serve(&cli.database, args.http, &args.auth).await,
+        Command::Users(UsersCommand::CreateAdmin {
+            email,
+            display_name,
+        }) => create_admin(&cli.database, &email, &display_name).await,
         Command::Migrate => {
             let db = Database::open(&cli.database).await?;
             let result = server::migrate(&db.pool).await;
@@ -184,4 +214,32 @@ async fn rebuild(db: &Database, name: &str, wait_secs: u64) -> anyhow::Result<()
         println!("{}", serde_json::to_string_pretty(s)?);
     }
     Ok(())
+}
+
+async fn create_admin(config: &DatabaseConfig, email: &str, display_name: &str) -> anyhow::Result<()> {
+    use lectern_domain::identity::{DisplayName, Email, Password, Role};
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+    let name = DisplayName::parse(display_name).map_err(|e| anyhow::anyhow!("--display-name {e}"))?;
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = Password::parse(line.trim_end_matches(['\r', '\n']))
+        .map_err(|e| anyhow::anyhow!("the password {e}"))?;
+    let db = Database::open(config).await?;
+    server::migrate(&db.pool).await?;
+    let identity = lectern_commands::identity::IdentityService::new(db.pool.clone());
+    let meta = lectern_domain::EventMetadata::system("CreateAdmin", &uuid::Uuid::new_v4().to_string());
+    let result = identity.register(&email, &password, &name, Role::Admin, &meta).await;
+    db.close().await;
+    match result {
+        Ok(committed) => {
+            println!("{}", serde_json::json!({"id": committed.aggregate_id, "role": "admin"}));
+            Ok(())
+        }
+        Err(lectern_commands::identity::IdentityError::EmailTaken) => {
+            bail!("an account with this email already exists")
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -5,7 +5,7 @@
 //! once, inside the request's span, and turns any other error response (an
 //! unknown route, a wrong method, a timeout) into a problem too.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -44,6 +44,10 @@ pub struct Problem {
     /// The internal cause, logged and never sent.
     #[serde(skip)]
     pub cause: Option<String>,
+    /// Response headers that belong to this problem (`Retry-After`,
+    /// `WWW-Authenticate`, the rate-limit fields).
+    #[serde(skip)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Problem {
@@ -71,6 +75,7 @@ impl Problem {
             request_id: None,
             extra: None,
             cause: None,
+            headers: Vec::new(),
         }
     }
 
@@ -150,6 +155,9 @@ impl IntoResponse for Problem {
         let status = self.status_code();
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, body).into_response();
+        for (name, value) in &self.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -1,17 +1,15 @@
 //! Starting and stopping Lectern: the database, migrations, projection
 //! runners and the HTTP server.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use lectern_projections::runner::{RunnerConfig, Runners, Wakeup};
 use lectern_projections::RunnerHandle;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseConfig, HttpConfig};
+use crate::config::{AuthConfig, DatabaseConfig, HttpConfig};
 use crate::embedded::{self, EmbeddedPostgres};
-use crate::{telemetry, AppState};
+use crate::AppState;
 
 /// The database Lectern runs on, and the embedded cluster behind it if any.
 pub struct Database {
@@ -93,10 +91,11 @@ pub async fn start_runners(
 
 /// `lectern serve`: run until SIGINT or SIGTERM, then finish in-flight
 /// requests, release projection locks and stop the embedded cluster.
-pub async fn serve(db_config: &DatabaseConfig, http: HttpConfig) -> anyhow::Result<()> {
+pub async fn serve(db_config: &DatabaseConfig, http: HttpConfig, auth: &AuthConfig) -> anyhow::Result<()> {
+    let secret = crate::secrets::SecretKey::load(&db_config.data_dir)?;
+    let keyring = auth.keyring(secret.bytes())?;
     let db = Database::open(db_config).await?;
     migrate(&db.pool).await?;
-    let _secret = crate::secrets::SecretKey::load(&db_config.data_dir)?;
     let cancel = CancellationToken::new();
     let runners = if http.run_projections {
         start_runners(&db.pool, &cancel).await?
@@ -107,11 +106,7 @@ pub async fn serve(db_config: &DatabaseConfig, http: HttpConfig) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot listen on {}", http.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "lectern listening");
-    let state = AppState {
-        pool: db.pool.clone(),
-        metrics: telemetry::metrics_handle(),
-        http: Arc::new(http),
-    };
+    let state = AppState::new(db.pool.clone(), http, keyring, &cancel);
     let app = crate::router(state);
     axum::serve(
         listener,

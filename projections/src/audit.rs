@@ -67,3 +67,72 @@ pub fn summary(payload: &serde_json::Value) -> serde_json::Value {
     };
     mask::json(inner)
 }
+
+/// One audit-log entry.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// The event's place in the log, `<transaction>.<position>`.
+    pub position: String,
+    pub event_id: uuid::Uuid,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    pub actor_id: String,
+    pub actor_role: String,
+    /// The event type.
+    pub action: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub request_id: String,
+    pub ip: String,
+    pub user_agent: String,
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+}
+
+/// Filters of an audit query; `None` matches everything.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub actor_id: Option<String>,
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<String>,
+    pub event_type: Option<String>,
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Up to `limit` entries older than `before` (newest first), by keyset on the
+/// log position, so the cost does not grow with depth.
+pub async fn audit_page(
+    pool: &sqlx::PgPool,
+    filter: &AuditFilter,
+    before: Option<lectern_domain::Position>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    let (tx, pos) = before.map_or((i64::MAX, i64::MAX), |p| (p.transaction_id, p.global_position));
+    sqlx::query_as(
+        "SELECT transaction_id::text || '.' || global_position::text AS position, event_id, recorded_at,
+                actor_id, actor_role, action, aggregate_type, aggregate_id, sequence, request_id, ip,
+                user_agent, summary
+           FROM audit_log
+          WHERE (transaction_id, global_position) < ($1, $2)
+            AND ($3::text IS NULL OR actor_id = $3)
+            AND ($4::text IS NULL OR aggregate_type = $4)
+            AND ($5::text IS NULL OR aggregate_id = $5)
+            AND ($6::text IS NULL OR action = $6)
+            AND ($7::timestamptz IS NULL OR recorded_at >= $7)
+            AND ($8::timestamptz IS NULL OR recorded_at < $8)
+          ORDER BY transaction_id DESC, global_position DESC
+          LIMIT $9",
+    )
+    .bind(tx)
+    .bind(pos)
+    .bind(&filter.actor_id)
+    .bind(&filter.aggregate_type)
+    .bind(&filter.aggregate_id)
+    .bind(&filter.event_type)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

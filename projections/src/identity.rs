@@ -215,3 +215,107 @@ async fn exec(conn: &mut PgConnection, sql: &str, id: Uuid, value: &str) -> Resu
     sqlx::query(sql).bind(id).bind(value).execute(conn).await?;
     Ok(())
 }
+
+/// One row of `users`, as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+    pub status: String,
+    pub must_change_password: bool,
+    pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub last_login_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub version: i64,
+}
+
+const USER_COLUMNS: &str = "id, email, display_name, role, status, must_change_password, locked_until, \
+                            created_at, updated_at, last_login_at, version";
+
+/// The user with `id`.
+pub async fn user(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A page of users, oldest first, optionally filtered by role and status,
+/// with the total count.
+pub async fn users_page(
+    pool: &sqlx::PgPool,
+    role: Option<&str>,
+    status: Option<&str>,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<UserRow>, i64), sqlx::Error> {
+    let filter = "($1::text IS NULL OR role = $1) AND ($2::text IS NULL OR status = $2)";
+    let rows = sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE {filter} ORDER BY created_at, id OFFSET $3 LIMIT $4"
+    ))
+    .bind(role)
+    .bind(status)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar(&format!("SELECT count(*) FROM users WHERE {filter}"))
+        .bind(role)
+        .bind(status)
+        .fetch_one(pool)
+        .await?;
+    Ok((rows, total))
+}
+
+/// One row of `sessions`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub last_refresh_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub generation: i32,
+    pub ip: String,
+    pub user_agent: String,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoke_reason: Option<String>,
+}
+
+/// A user's sessions, newest first; only live ones unless `all`.
+pub async fn sessions_of(pool: &sqlx::PgPool, user_id: Uuid, all: bool) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, started_at, expires_at, last_refresh_at, generation, ip, user_agent, revoked_at, revoke_reason
+           FROM sessions
+          WHERE user_id = $1 AND ($2 OR (revoked_at IS NULL AND expires_at > now()))
+          ORDER BY started_at DESC, id
+          LIMIT 100",
+    )
+    .bind(user_id)
+    .bind(all)
+    .fetch_all(pool)
+    .await
+}
+
+/// One row of `devices`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct DeviceRow {
+    pub device_id: String,
+    pub name: String,
+    pub platform: String,
+    pub active: bool,
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A user's devices that are not revoked, in registration order.
+pub async fn devices_of(pool: &sqlx::PgPool, user_id: Uuid) -> Result<Vec<DeviceRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT device_id, name, platform, active, registered_at FROM devices
+          WHERE user_id = $1 AND revoked_at IS NULL ORDER BY registered_at, device_id",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}

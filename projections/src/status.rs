@@ -8,12 +8,13 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 /// A projection's checkpoint, state and lag.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectionStatus {
     pub name: String,
     /// idle, running, failed or rebuilding.
     pub status: String,
     /// The checkpoint, as a position token.
+    #[schema(value_type = String)]
     pub position: Position,
     pub events_applied: i64,
     /// Events in the log after the checkpoint (counted up to 100,001).

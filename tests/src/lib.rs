@@ -8,11 +8,13 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use lectern_api::config::HttpConfig;
 use lectern_api::embedded::EmbeddedPostgres;
-use lectern_api::{telemetry, AppState};
+use lectern_api::auth::tokens::Keyring;
+use lectern_api::AppState;
+use tokio_util::sync::CancellationToken;
 use sqlx::{Connection, PgConnection, PgPool};
 
 struct Cluster {
@@ -81,6 +83,9 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    /// Stops background tasks (revocation watchers, projection runners) that
+    /// use this database, before it is dropped.
+    pub cancel: CancellationToken,
 }
 
 impl TestDb {
@@ -100,7 +105,12 @@ impl TestDb {
         let pool = lectern_commands::pool::connect(&url, 24)
             .await
             .expect("connect to the test database");
-        Self { name, url, pool }
+        Self {
+            name,
+            url,
+            pool,
+            cancel: CancellationToken::new(),
+        }
     }
 
     /// Another pool on the same database: a second process, as far as
@@ -114,6 +124,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        self.cancel.cancel();
         let admin = cluster().admin_url.clone();
         let name = self.name.clone();
         // Drop runs outside async; a short-lived thread with its own runtime
@@ -137,6 +148,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub db: TestDb,
     pub client: reqwest::Client,
+    pub state: AppState,
 }
 
 impl TestApp {
@@ -146,13 +158,16 @@ impl TestApp {
     }
 }
 
+/// A keyring with one random key, as a test server uses.
+pub fn test_keyring() -> Keyring {
+    let key: [u8; 32] = rand::random();
+    Keyring::new(vec![("test-1".to_owned(), key.to_vec())], "lectern", "lectern-api")
+        .expect("a valid keyring")
+}
+
 /// The state a test server uses.
 pub fn state_for(db: &TestDb, http: HttpConfig) -> AppState {
-    AppState {
-        pool: db.pool.clone(),
-        metrics: telemetry::metrics_handle(),
-        http: Arc::new(http),
-    }
+    AppState::new(db.pool.clone(), http, test_keyring(), &db.cancel)
 }
 
 /// Serve `app` on port 0 and return the address.
@@ -172,14 +187,123 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     addr
 }
 
-/// A fresh database and the real router on port 0.
+/// A fresh database, its projection runners, and the real router on port 0.
 pub async fn spawn_app() -> TestApp {
     let db = TestDb::new().await;
-    let app = lectern_api::router(state_for(&db, HttpConfig::for_tests()));
-    let addr = serve(app).await;
+    let state = state_for(&db, HttpConfig::for_tests());
+    spawn_app_on(db, state).await
+}
+
+/// Serve `state` (built over `db`) with projection runners.
+pub async fn spawn_app_on(db: TestDb, state: AppState) -> TestApp {
+    let runners = lectern_api::server::start_runners(&db.pool, &db.cancel)
+        .await
+        .expect("start the projection runners");
+    drop(runners);
+    let addr = serve(lectern_api::router(state.clone())).await;
     TestApp {
         addr,
         db,
         client: reqwest::Client::new(),
+        state,
+    }
+}
+
+/// A password every test account uses.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// What a login answered.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub session_id: uuid::Uuid,
+    pub position: Option<String>,
+}
+
+impl TestApp {
+    /// Send `method path` with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        request.send().await.expect("the request is sent")
+    }
+
+    /// `GET path` with a token.
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.call(reqwest::Method::GET, path, Some(token), None).await
+    }
+
+    /// `POST path` with an optional token and a JSON body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: serde_json::Value) -> reqwest::Response {
+        self.call(reqwest::Method::POST, path, token, Some(body)).await
+    }
+
+    /// Register `email` with [`PASSWORD`] through the API as a student or
+    /// tutor; other roles through the service, as the CLI does.
+    pub async fn register(&self, email: &str, role: &str) -> uuid::Uuid {
+        if role == "student" || role == "tutor" {
+            let r = self
+                .post(
+                    "/api/v1/auth/register",
+                    None,
+                    serde_json::json!({"email": email, "password": PASSWORD, "display_name": "Test User", "role": role}),
+                )
+                .await;
+            assert_eq!(r.status(), reqwest::StatusCode::CREATED, "register {email}");
+            let body: serde_json::Value = r.json().await.expect("json");
+            body["id"].as_str().and_then(|s| s.parse().ok()).expect("an id")
+        } else {
+            use lectern_domain::identity::{DisplayName, Email, Password, Role};
+            let committed = self
+                .state
+                .identity
+                .register(
+                    &Email::parse(email).expect("email"),
+                    &Password::parse(PASSWORD).expect("password"),
+                    &DisplayName::parse("Test User").expect("name"),
+                    Role::parse(role).expect("role"),
+                    &lectern_domain::EventMetadata::system("CreateUser", "test"),
+                )
+                .await
+                .expect("registered");
+            committed.aggregate_id.parse().expect("an id")
+        }
+    }
+
+    /// Log in as `email` with [`PASSWORD`] from device `fingerprint`.
+    pub async fn login_from(&self, email: &str, fingerprint: &str) -> Tokens {
+        let r = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                serde_json::json!({"email": email, "password": PASSWORD, "device_fingerprint": fingerprint}),
+            )
+            .await;
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "login {email}");
+        r.json().await.expect("tokens")
+    }
+
+    /// Log in as `email` from the default test device.
+    pub async fn login(&self, email: &str) -> Tokens {
+        self.login_from(email, "test-device").await
+    }
+
+    /// A new account with `role`, logged in.
+    pub async fn user(&self, role: &str) -> (uuid::Uuid, Tokens) {
+        let email = format!("{role}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let id = self.register(&email, role).await;
+        (id, self.login(&email).await)
     }
 }

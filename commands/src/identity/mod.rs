@@ -6,6 +6,8 @@
 
 pub mod secrets;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use lectern_domain::access::{AccessLog, RecordDenial};
 use lectern_domain::identity::user::RevokeReason;
@@ -94,6 +96,9 @@ pub struct Outgoing {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Called with every committed user event: `(user_id, version, event)`.
+pub type UserObserver = Arc<dyn Fn(Uuid, u64, &UserEvent) + Send + Sync>;
+
 /// Identity commands, with their aggregates' dispatchers.
 #[derive(Clone)]
 pub struct IdentityService {
@@ -102,6 +107,7 @@ pub struct IdentityService {
     pub access: AggregateStore<AccessLog>,
     pub hasher: PasswordHasher,
     pool: PgPool,
+    observer: Option<UserObserver>,
 }
 
 /// The id of the EmailClaim stream for `email`: its SHA-256, so no address
@@ -131,7 +137,30 @@ impl IdentityService {
             ),
             hasher: PasswordHasher::new(),
             pool,
+            observer: None,
         }
+    }
+
+    /// Call `observer` with every user event this service commits, as soon
+    /// as it commits (the API uses it to revoke tokens at once).
+    pub fn with_observer(mut self, observer: UserObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    async fn run(
+        &self,
+        user_id: Uuid,
+        command: UserCommand,
+        meta: EventMetadata,
+    ) -> Result<Committed<UserEvent>, CommandError<UserError>> {
+        let committed = self.users.execute(&user_id.to_string(), command, meta).await?;
+        if let Some(observe) = &self.observer {
+            for e in &committed.events {
+                observe(user_id, e.sequence, &e.payload);
+            }
+        }
+        Ok(committed)
     }
 
     /// Create an account. The email is claimed first, so of concurrent
@@ -179,12 +208,7 @@ impl IdentityService {
             password_hash,
         };
         Ok(self
-            .users
-            .execute(
-                &user_id.to_string(),
-                command,
-                meta.clone().for_command("RegisterUser"),
-            )
+            .run(user_id, command, meta.clone().for_command("RegisterUser"))
             .await?)
     }
 
@@ -245,8 +269,7 @@ impl IdentityService {
                 now: Utc::now(),
             };
             let committed = match self
-                .users
-                .execute(&user_id.to_string(), command, meta.clone().for_command("Login"))
+                .run(user_id, command, meta.clone().for_command("Login"))
                 .await
             {
                 Err(CommandError::Rejected(UserError::StaleCredentials)) => {
@@ -307,8 +330,7 @@ impl IdentityService {
             now: Utc::now(),
         };
         let committed = match self
-            .users
-            .execute(&user_id.to_string(), command, meta.clone().for_command("RefreshSession"))
+            .run(user_id, command, meta.clone().for_command("RefreshSession"))
             .await
         {
             Err(CommandError::Rejected(UserError::NotRegistered)) => {
@@ -355,7 +377,7 @@ impl IdentityService {
         command: UserCommand,
         meta: &EventMetadata,
     ) -> Result<Committed<UserEvent>, IdentityError> {
-        Ok(self.users.execute(&user_id.to_string(), command, meta.clone()).await?)
+        Ok(self.run(user_id, command, meta.clone()).await?)
     }
 
     /// Change a password after checking the current one; every other session

@@ -1,0 +1,159 @@
+//! Access tokens: JWTs per RFC 9068 (`typ: at+jwt`) and RFC 8725.
+//!
+//! HS256 only (the allowlist has one entry); each key has a `kid`, and the
+//! keyring's first key signs while every key in it verifies, so a new key can
+//! take over while tokens signed by the old one live out their 15 minutes.
+//! Keys come from `LECTERN_JWT_KEYS`, or in development are derived from the
+//! secret key with HMAC (never used directly as an HS256 key).
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lectern_domain::identity::Role;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use uuid::Uuid;
+
+/// Access-token lifetime in seconds.
+pub const ACCESS_TTL_SECS: i64 = 900;
+/// The media type in the `typ` header (RFC 9068, without `application/`).
+pub const TYP: &str = "at+jwt";
+const ALGORITHM: Algorithm = Algorithm::HS256;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    pub sid: Uuid,
+    pub role: Role,
+    pub jti: Uuid,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    /// The user's stream version when the token was issued: a later role
+    /// change or deactivation outdates it.
+    pub uv: u64,
+    /// The user must change their password; the token allows nothing else.
+    pub mcp: bool,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is malformed, forged, or not an access token")]
+    Invalid,
+}
+
+struct Key {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+/// Signing and verification keys, with the issuer and audience.
+pub struct Keyring {
+    signing_kid: String,
+    keys: HashMap<String, Key>,
+    validation: Validation,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Keyring {
+    /// A keyring from `(kid, secret)` pairs; the first signs.
+    pub fn new(keys: Vec<(String, Vec<u8>)>, issuer: &str, audience: &str) -> anyhow::Result<Self> {
+        let signing_kid = keys.first().context("the keyring needs at least one key")?.0.clone();
+        let mut map = HashMap::new();
+        for (kid, secret) in keys {
+            anyhow::ensure!(secret.len() >= 32, "JWT key {kid} must hold at least 32 bytes");
+            anyhow::ensure!(
+                !kid.is_empty() && kid.len() <= 64 && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                "JWT key ids are 1-64 characters of [A-Za-z0-9-_.]"
+            );
+            map.insert(
+                kid,
+                Key {
+                    encoding: EncodingKey::from_secret(&secret),
+                    decoding: DecodingKey::from_secret(&secret),
+                },
+            );
+        }
+        let mut validation = Validation::new(ALGORITHM);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        Ok(Self {
+            signing_kid,
+            keys: map,
+            validation,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        })
+    }
+
+    /// Parse `LECTERN_JWT_KEYS`: `kid:hex,kid:hex`, the first signing.
+    pub fn parse_keys(spec: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        spec.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|entry| {
+                let (kid, secret) = entry
+                    .split_once(':')
+                    .context("LECTERN_JWT_KEYS entries are kid:hex-secret")?;
+                let secret = hex::decode(secret).context("a JWT key secret must be hex")?;
+                Ok((kid.to_owned(), secret))
+            })
+            .collect()
+    }
+
+    /// One key derived from the server's secret key, for development.
+    pub fn derived_key(secret: &[u8]) -> (String, Vec<u8>) {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        mac.update(b"lectern access-token signing key v1");
+        ("dev-1".to_owned(), mac.finalize().into_bytes().to_vec())
+    }
+
+    /// The id of the signing key.
+    pub fn signing_kid(&self) -> &str {
+        &self.signing_kid
+    }
+
+    /// Sign `claims` with the current key.
+    pub fn sign(&self, claims: &AccessClaims) -> String {
+        let mut header = Header::new(ALGORITHM);
+        header.typ = Some(TYP.to_owned());
+        header.kid = Some(self.signing_kid.clone());
+        let key = &self.keys[&self.signing_kid].encoding;
+        jsonwebtoken::encode(&header, claims, key).expect("HS256 signing of plain claims cannot fail")
+    }
+
+    /// Verify a token: a known `kid`, the allowed algorithm, `typ: at+jwt`,
+    /// the signature, issuer, audience, and time claims.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        if token.len() > 4096 {
+            return Err(TokenError::Invalid);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != ALGORITHM || header.typ.as_deref() != Some(TYP) {
+            return Err(TokenError::Invalid);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.keys.get(kid))
+            .ok_or(TokenError::Invalid)?;
+        jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+}

@@ -1,0 +1,175 @@
+//! `/api/v1/admin/*`: accounts and projections, for admins (projection status
+//! also for auditors).
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use lectern_domain::identity::{Role, UserCommand};
+use lectern_domain::policy::Action;
+use lectern_projections::identity::{self, UserRow};
+use lectern_projections::ProjectionStatus;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::pagination::{Consistency, Page, PageParams};
+use crate::problem::Problem;
+use crate::responses::{invalid, CommandAccepted};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users))
+        .routes(routes!(change_role))
+        .routes(routes!(deactivate))
+        .routes(routes!(force_reset))
+        .routes(routes!(projections))
+        .routes(routes!(rebuild))
+}
+
+/// Filters of the user list.
+#[derive(Deserialize, IntoParams)]
+pub struct UserFilter {
+    /// admin, auditor, tutor, student or guest.
+    role: Option<String>,
+    /// active or deactivated.
+    status: Option<String>,
+}
+
+/// Accounts, oldest first, in page mode.
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", security(("bearer" = [])),
+    params(PageParams, UserFilter, Consistency),
+    responses((status = 200, body = inline(Page<UserRow>)), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 422, body = Problem)))]
+async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(filter): ApiQuery<UserFilter>,
+    ApiQuery(consistency): ApiQuery<Consistency>,
+) -> Result<Json<Page<UserRow>>, Problem> {
+    caller.authorize(&state, Action::AdminUsersRead).await?;
+    let request = page.parse()?;
+    if filter.role.as_deref().is_some_and(|r| Role::parse(r).is_none()) {
+        return Err(invalid("#/role", "must be one of admin, auditor, tutor, student, guest"));
+    }
+    if filter.status.as_deref().is_some_and(|s| s != "active" && s != "deactivated") {
+        return Err(invalid("#/status", "must be active or deactivated"));
+    }
+    consistency.wait(&state.pool, "identity").await?;
+    let (rows, total) = identity::users_page(
+        &state.pool,
+        filter.role.as_deref(),
+        filter.status.as_deref(),
+        request.offset(),
+        i64::from(request.page_size),
+    )
+    .await?;
+    Ok(Json(Page::new(rows, request, total, &uri)))
+}
+
+/// A new role.
+#[derive(Deserialize, ToSchema)]
+pub struct NewRole {
+    role: String,
+}
+
+/// Change an account's role. Its existing access tokens stop working at once;
+/// a refresh issues tokens with the new role.
+#[utoipa::path(patch, path = "/api/v1/admin/users/{id}/role", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body = NewRole,
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+async fn change_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<NewRole>,
+) -> Result<Json<CommandAccepted>, Problem> {
+    caller.authorize(&state, Action::AdminUsersRole).await?;
+    let role = Role::parse(&body.role)
+        .ok_or_else(|| invalid("#/role", "must be one of admin, auditor, tutor, student, guest"))?;
+    let committed = state
+        .identity
+        .execute(id, UserCommand::ChangeRole { role }, &caller.metadata("ChangeRole"))
+        .await?;
+    Ok(Json(CommandAccepted::new(id, &committed)))
+}
+
+/// Deactivate an account; all its sessions end at once.
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/deactivate", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn deactivate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<CommandAccepted>, Problem> {
+    caller.authorize(&state, Action::AdminUsersDeactivate).await?;
+    let committed = state
+        .identity
+        .execute(id, UserCommand::Deactivate, &caller.metadata("DeactivateUser"))
+        .await?;
+    Ok(Json(CommandAccepted::new(id, &committed)))
+}
+
+/// Force a password change: until the user changes it, their tokens allow
+/// only `POST /api/v1/auth/change-password`.
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/reset-password", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn force_reset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<CommandAccepted>, Problem> {
+    caller.authorize(&state, Action::AdminUsersResetPassword).await?;
+    let committed = state
+        .identity
+        .execute(id, UserCommand::ForcePasswordReset, &caller.metadata("ForcePasswordReset"))
+        .await?;
+    Ok(Json(CommandAccepted::new(id, &committed)))
+}
+
+/// Every projection's position, lag, state and last error.
+#[utoipa::path(get, path = "/api/v1/admin/projections", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = [ProjectionStatus]), (status = 403, body = Problem)))]
+async fn projections(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<ProjectionStatus>>, Problem> {
+    caller.authorize(&state, Action::AdminProjectionsRead).await?;
+    Ok(Json(lectern_projections::status::all(&state.pool).await?))
+}
+
+/// The answer to a rebuild request.
+#[derive(Serialize, ToSchema)]
+pub struct RebuildRequested {
+    name: String,
+    status: &'static str,
+}
+
+/// Rebuild a projection from position zero into new tables, then swap them
+/// in; the API keeps serving the old tables meanwhile.
+#[utoipa::path(post, path = "/api/v1/admin/projections/{name}/rebuild", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 202, body = RebuildRequested), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn rebuild(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<RebuildRequested>), Problem> {
+    caller.authorize(&state, Action::AdminProjectionsRebuild).await?;
+    let known = lectern_projections::all().iter().any(|p| p.name() == name);
+    if !known {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "projection_not_found", "No projection has this name."));
+    }
+    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(&name)
+        .execute(&state.pool)
+        .await?;
+    lectern_projections::runner::request_rebuild(&state.pool, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(RebuildRequested { name, status: "rebuild_requested" })))
+}

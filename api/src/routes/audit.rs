@@ -1,0 +1,67 @@
+//! `/api/v1/audit/events`: the audit log, for admins and auditors.
+
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use lectern_domain::policy::Action;
+use lectern_projections::audit::{self, AuditEntry, AuditFilter};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::extract::ApiQuery;
+use crate::pagination::{Consistency, CursorPage, CursorParams};
+use crate::problem::Problem;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
+}
+
+/// Filters of the audit log.
+#[derive(Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// The actor's user id (or `system`).
+    actor: Option<String>,
+    aggregate_type: Option<String>,
+    aggregate_id: Option<String>,
+    /// The event type, such as `SessionRevoked` or `AccessDenied`.
+    event_type: Option<String>,
+    /// Events recorded at or after this time (RFC 3339).
+    from: Option<DateTime<Utc>>,
+    /// Events recorded before this time (RFC 3339).
+    to: Option<DateTime<Utc>>,
+}
+
+/// Audit entries, newest first, in cursor mode. Emails and phones in the
+/// summaries are masked and secrets redacted.
+#[utoipa::path(get, path = "/api/v1/audit/events", tag = "audit", security(("bearer" = [])),
+    params(CursorParams, AuditQuery, Consistency),
+    responses((status = 200, body = inline(CursorPage<AuditEntry>)), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(cursor): ApiQuery<CursorParams>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+    ApiQuery(consistency): ApiQuery<Consistency>,
+) -> Result<Json<CursorPage<AuditEntry>>, Problem> {
+    caller.authorize(&state, Action::AuditRead).await?;
+    let (before, limit) = cursor.parse()?;
+    consistency.wait(&state.pool, "audit_log").await?;
+    let filter = AuditFilter {
+        actor_id: q.actor,
+        aggregate_type: q.aggregate_type,
+        aggregate_id: q.aggregate_id,
+        event_type: q.event_type,
+        from: q.from,
+        to: q.to,
+    };
+    let mut rows = audit::audit_page(&state.pool, &filter, before, i64::from(limit) + 1).await?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = if has_more { rows.last().map(|r| r.position.clone()) } else { None };
+    Ok(Json(CursorPage { results: rows, next_cursor, has_more }))
+}
