@@ -21,6 +21,18 @@ pub fn base() -> OpenApi {
 /// Add what the routers cannot declare themselves.
 pub fn finish(mut api: OpenApi) -> OpenApi {
     use utoipa::OpenApi as _;
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     api.merge(crate::routes::meta::Unrouted::openapi());
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some("An access token from /api/v1/auth/login or /api/v1/auth/refresh"))
+                .build(),
+        ),
+    );
     api
 }
