@@ -2,6 +2,7 @@
 //! cluster starts once per run.
 
 mod api;
+mod authz;
 mod identity;
 mod projections;
 mod store;

@@ -1,0 +1,182 @@
+//! The authorization matrix: every route in the OpenAPI document, called by an
+//! anonymous client and by each role, answers the status this table expects.
+//! A route missing from the table fails the test, so no endpoint can be added
+//! without deciding who may call it.
+
+use lectern_tests::{spawn_app, TestApp, Tokens, PASSWORD};
+use reqwest::Method;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Columns: anonymous, admin, auditor, tutor, student, guest.
+const CALLERS: [&str; 6] = ["anonymous", "admin", "auditor", "tutor", "student", "guest"];
+
+/// What a call sends as its body.
+#[derive(Clone, Copy)]
+enum Body {
+    None,
+    Empty,
+    Register,
+    Login,
+    Refresh,
+    ChangePassword,
+    ResetRequest,
+    ResetConfirm,
+    Profile,
+    Device,
+    Role,
+}
+
+const ANY: [u16; 6] = [200; 6];
+const AUTHED: [u16; 6] = [401, 200, 200, 200, 200, 200];
+const ADMIN: [u16; 6] = [401, 200, 403, 403, 403, 403];
+const HISTORY: [u16; 6] = [401, 200, 200, 403, 403, 403];
+
+/// (method, OpenAPI path, body, expected status per caller)
+const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
+    ("GET", "/health/live", Body::None, ANY),
+    ("GET", "/health/ready", Body::None, ANY),
+    ("GET", "/metrics", Body::None, ANY),
+    ("GET", "/openapi.json", Body::None, ANY),
+    ("GET", "/docs", Body::None, ANY),
+    ("POST", "/api/v1/auth/register", Body::Register, [201; 6]),
+    ("POST", "/api/v1/auth/login", Body::Login, ANY),
+    ("POST", "/api/v1/auth/refresh", Body::Refresh, ANY),
+    ("POST", "/api/v1/auth/logout", Body::Empty, AUTHED),
+    ("POST", "/api/v1/auth/logout-all", Body::Empty, AUTHED),
+    ("GET", "/api/v1/auth/verify", Body::None, AUTHED),
+    ("POST", "/api/v1/auth/change-password", Body::ChangePassword, AUTHED),
+    ("POST", "/api/v1/auth/password-reset/request", Body::ResetRequest, [202; 6]),
+    ("POST", "/api/v1/auth/password-reset/confirm", Body::ResetConfirm, [422; 6]),
+    ("GET", "/api/v1/me", Body::None, AUTHED),
+    ("PATCH", "/api/v1/me", Body::Profile, AUTHED),
+    ("GET", "/api/v1/me/sessions", Body::None, AUTHED),
+    ("DELETE", "/api/v1/me/sessions/{id}", Body::None, AUTHED),
+    ("GET", "/api/v1/me/permissions", Body::None, AUTHED),
+    ("POST", "/api/v1/devices", Body::Device, [401, 201, 201, 201, 201, 201]),
+    ("GET", "/api/v1/devices", Body::None, AUTHED),
+    ("POST", "/api/v1/devices/{id}/activate", Body::Empty, [401, 404, 404, 404, 404, 404]),
+    ("DELETE", "/api/v1/devices/{id}", Body::None, [401, 404, 404, 404, 404, 404]),
+    ("GET", "/api/v1/admin/users", Body::None, ADMIN),
+    ("PATCH", "/api/v1/admin/users/{id}/role", Body::Role, ADMIN),
+    ("POST", "/api/v1/admin/users/{id}/deactivate", Body::Empty, ADMIN),
+    ("POST", "/api/v1/admin/users/{id}/reset-password", Body::Empty, ADMIN),
+    ("GET", "/api/v1/admin/projections", Body::None, HISTORY),
+    ("POST", "/api/v1/admin/projections/{name}/rebuild", Body::Empty, [401, 202, 403, 403, 403, 403]),
+    ("GET", "/api/v1/audit/events", Body::None, HISTORY),
+];
+
+struct Ctx {
+    email: String,
+    tokens: Tokens,
+    victim: Uuid,
+}
+
+fn path_for(template: &str, ctx: &Ctx) -> String {
+    let id = if template.starts_with("/api/v1/me/sessions") {
+        ctx.tokens.session_id.to_string()
+    } else if template.starts_with("/api/v1/admin/users") {
+        ctx.victim.to_string()
+    } else {
+        "no-such-device".to_owned()
+    };
+    let path = template
+        .replace("{id}", &id)
+        .replace("{name}", "analytics_daily_event_counts");
+    if template == "/api/v1/me" || template == "/api/v1/me/sessions" {
+        format!("{path}?consistent_with={}", ctx.tokens.position.as_deref().unwrap_or("0.0"))
+    } else {
+        path
+    }
+}
+
+fn body_for(body: Body, ctx: &Ctx) -> Option<Value> {
+    let unique = Uuid::new_v4().simple();
+    Some(match body {
+        Body::None => return None,
+        Body::Empty => json!({}),
+        Body::Register => json!({"email": format!("new-{unique}@example.com"), "password": PASSWORD, "display_name": "New", "role": "student"}),
+        Body::Login => json!({"email": ctx.email, "password": PASSWORD, "device_fingerprint": "test-device"}),
+        Body::Refresh => json!({"refresh_token": ctx.tokens.refresh_token, "device_fingerprint": "test-device"}),
+        Body::ChangePassword => json!({"current_password": PASSWORD, "new_password": PASSWORD}),
+        Body::ResetRequest => json!({"email": ctx.email}),
+        Body::ResetConfirm => json!({"token": "not-a-token", "new_password": PASSWORD}),
+        Body::Profile => json!({"display_name": "Renamed"}),
+        Body::Device => json!({"device_id": format!("dev-{unique}"), "name": "Laptop", "platform": "web"}),
+        Body::Role => json!({"role": "tutor"}),
+    })
+}
+
+fn openapi_routes(doc: &Value) -> Vec<(String, String)> {
+    let mut routes = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                routes.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+async fn run_column(column: usize) -> Vec<String> {
+    let app: TestApp = spawn_app().await;
+    let role = CALLERS[column];
+    let account_role = if role == "anonymous" { "student" } else { role };
+    let email = format!("{account_role}-{}@example.com", Uuid::new_v4().simple());
+    app.register(&email, account_role).await;
+    let mut failures = Vec::new();
+    for (method, template, body, expected) in MATRIX {
+        let needs_session = role != "anonymous" || matches!(body, Body::Refresh);
+        let tokens = if needs_session {
+            app.login(&email).await
+        } else {
+            Tokens { access_token: String::new(), refresh_token: String::new(), session_id: Uuid::nil(), position: None }
+        };
+        let victim = if template.starts_with("/api/v1/admin/users/") {
+            app.register(&format!("victim-{}@example.com", Uuid::new_v4().simple()), "student").await
+        } else {
+            Uuid::nil()
+        };
+        let ctx = Ctx { email: email.clone(), tokens, victim };
+        let token = (role != "anonymous").then_some(ctx.tokens.access_token.as_str());
+        let method: Method = method.parse().expect("a method");
+        let r = app.call(method.clone(), &path_for(template, &ctx), token, body_for(*body, &ctx)).await;
+        let status = r.status().as_u16();
+        if status != expected[column] {
+            let text = r.text().await.unwrap_or_default();
+            failures.push(format!("{role} {method} {template}: expected {}, got {status}: {text}", expected[column]));
+        }
+    }
+    // Every 403 was recorded as an AccessDenied event.
+    let forbidden = MATRIX.iter().filter(|row| row.3[column] == 403).count();
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'AccessDenied' AND payload->'AccessDenied'->>'reason' = 'forbidden'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("count");
+    if recorded != forbidden as i64 {
+        failures.push(format!("{role}: {forbidden} refusals but {recorded} AccessDenied events"));
+    }
+    failures
+}
+
+#[tokio::test]
+async fn every_route_answers_every_role_as_the_matrix_says() {
+    let app = spawn_app().await;
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.expect("send").json().await.expect("json");
+    let listed: Vec<(String, String)> = MATRIX.iter().map(|(m, p, _, _)| ((*m).to_owned(), (*p).to_owned())).collect();
+    let documented = openapi_routes(&doc);
+    for route in &documented {
+        assert!(listed.contains(route), "{route:?} is in the OpenAPI document but not in the authorization matrix");
+    }
+    for route in &listed {
+        assert!(documented.contains(route), "{route:?} is in the matrix but not in the OpenAPI document");
+    }
+    // Each column in its own app, so one caller's rate limits and session
+    // changes do not touch another's.
+    let columns = futures::future::join_all((0..CALLERS.len()).map(run_column)).await;
+    let failures: Vec<String> = columns.into_iter().flatten().collect();
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
