@@ -35,15 +35,24 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// JSON logs to stdout, filtered by `LECTERN_LOG` (default `info`).
+/// JSON logs to stderr, filtered by `LECTERN_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LECTERN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    init_logging_to(std::io::stderr, filter);
+}
+
+/// The same JSON logs to `writer`, filtered by `filter`; tests capture logs
+/// with it.
+pub fn init_logging_to<W>(writer: W, filter: tracing_subscriber::EnvFilter)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let _ = tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
         .with_span_list(false)
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .try_init();
 }

@@ -447,6 +447,10 @@ impl IdentityService {
             expires_at,
         })
         .await?;
+        tracing::info!(
+            recipient = %lectern_domain::mask::email(email.as_str()),
+            "password reset mail queued"
+        );
         Ok(true)
     }
 
