@@ -35,7 +35,12 @@ pub struct AppState {
 impl AppState {
     /// The state over `pool`, with the revocation watcher running until
     /// `cancel` fires.
-    pub fn new(pool: PgPool, http: HttpConfig, keyring: Keyring, cancel: &CancellationToken) -> Self {
+    pub fn new(
+        pool: PgPool,
+        http: HttpConfig,
+        keyring: Keyring,
+        cancel: &CancellationToken,
+    ) -> Self {
         let auth = Arc::new(Auth::new(keyring));
         tokio::spawn(revocations::watch(
             pool.clone(),
@@ -53,8 +58,9 @@ impl AppState {
             }
         });
         let seen = Arc::clone(&auth.revocations);
-        let identity = IdentityService::new(pool.clone())
-            .with_observer(Arc::new(move |user, version, event| seen.observe(user, version, event)));
+        let identity = IdentityService::new(pool.clone()).with_observer(Arc::new(
+            move |user, version, event| seen.observe(user, version, event),
+        ));
         Self {
             identity,
             pool,

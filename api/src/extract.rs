@@ -39,10 +39,7 @@ fn json_problem(rejection: JsonRejection) -> Problem {
             let pointer = if path.is_empty() || path == "." {
                 "#".to_owned()
             } else {
-                format!(
-                    "#/{}",
-                    path.replace('.', "/").replace('[', "/").replace(']', "")
-                )
+                format!("#/{}", path.replace(['.', '['], "/").replace(']', ""))
             };
             Problem::validation(vec![FieldError {
                 pointer,

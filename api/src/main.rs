@@ -216,10 +216,15 @@ async fn rebuild(db: &Database, name: &str, wait_secs: u64) -> anyhow::Result<()
     Ok(())
 }
 
-async fn create_admin(config: &DatabaseConfig, email: &str, display_name: &str) -> anyhow::Result<()> {
+async fn create_admin(
+    config: &DatabaseConfig,
+    email: &str,
+    display_name: &str,
+) -> anyhow::Result<()> {
     use lectern_domain::identity::{DisplayName, Email, Password, Role};
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
-    let name = DisplayName::parse(display_name).map_err(|e| anyhow::anyhow!("--display-name {e}"))?;
+    let name =
+        DisplayName::parse(display_name).map_err(|e| anyhow::anyhow!("--display-name {e}"))?;
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
@@ -229,12 +234,18 @@ async fn create_admin(config: &DatabaseConfig, email: &str, display_name: &str) 
     let db = Database::open(config).await?;
     server::migrate(&db.pool).await?;
     let identity = lectern_commands::identity::IdentityService::new(db.pool.clone());
-    let meta = lectern_domain::EventMetadata::system("CreateAdmin", &uuid::Uuid::new_v4().to_string());
-    let result = identity.register(&email, &password, &name, Role::Admin, &meta).await;
+    let meta =
+        lectern_domain::EventMetadata::system("CreateAdmin", &uuid::Uuid::new_v4().to_string());
+    let result = identity
+        .register(&email, &password, &name, Role::Admin, &meta)
+        .await;
     db.close().await;
     match result {
         Ok(committed) => {
-            println!("{}", serde_json::json!({"id": committed.aggregate_id, "role": "admin"}));
+            println!(
+                "{}",
+                serde_json::json!({"id": committed.aggregate_id, "role": "admin"})
+            );
             Ok(())
         }
         Err(lectern_commands::identity::IdentityError::EmailTaken) => {

@@ -20,8 +20,8 @@ pub fn base() -> OpenApi {
 
 /// Add what the routers cannot declare themselves.
 pub fn finish(mut api: OpenApi) -> OpenApi {
-    use utoipa::OpenApi as _;
     use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    use utoipa::OpenApi as _;
     api.merge(crate::routes::meta::Unrouted::openapi());
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -30,7 +30,9 @@ pub fn finish(mut api: OpenApi) -> OpenApi {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .bearer_format("JWT")
-                .description(Some("An access token from /api/v1/auth/login or /api/v1/auth/refresh"))
+                .description(Some(
+                    "An access token from /api/v1/auth/login or /api/v1/auth/refresh",
+                ))
                 .build(),
         ),
     );

@@ -30,10 +30,16 @@ impl PageParams {
         let page_size = self.page_size.unwrap_or(20);
         let mut errors = Vec::new();
         if page == 0 {
-            errors.push(FieldError { pointer: "#/page".into(), detail: "must be at least 1".into() });
+            errors.push(FieldError {
+                pointer: "#/page".into(),
+                detail: "must be at least 1".into(),
+            });
         }
         if !(1..=100).contains(&page_size) {
-            errors.push(FieldError { pointer: "#/page_size".into(), detail: "must be 1 to 100".into() });
+            errors.push(FieldError {
+                pointer: "#/page_size".into(),
+                detail: "must be 1 to 100".into(),
+            });
         }
         if errors.is_empty() {
             Ok(PageRequest { page, page_size })
@@ -157,15 +163,22 @@ impl Consistency {
                 detail: "is not a position token".into(),
             }])
         })?;
-        if lectern_projections::status::wait_for(pool, projection, position, CONSISTENCY_BOUND).await? {
+        if lectern_projections::status::wait_for(pool, projection, position, CONSISTENCY_BOUND)
+            .await?
+        {
             return Ok(());
         }
         let mut p = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_yet_consistent",
-            format!("The {projection} read model has not reached position {token} yet; retry shortly."),
+            format!(
+                "The {projection} read model has not reached position {token} yet; retry shortly."
+            ),
         );
-        p.headers.push((axum::http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+        p.headers.push((
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from_static("1"),
+        ));
         Err(p)
     }
 }

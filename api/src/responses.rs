@@ -97,9 +97,10 @@ impl From<IdentityError> for Problem {
                     &format!("The session has been ended ({reason}); log in again."),
                 )
             }
-            IdentityError::InvalidResetToken => {
-                invalid("#/token", "is not a valid, unused and unexpired reset token")
-            }
+            IdentityError::InvalidResetToken => invalid(
+                "#/token",
+                "is not a valid, unused and unexpired reset token",
+            ),
             IdentityError::WrongPassword => invalid("#/current_password", "is not correct"),
             IdentityError::Rule(rule) => {
                 let (status, code) = match rule {

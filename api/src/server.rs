@@ -91,7 +91,11 @@ pub async fn start_runners(
 
 /// `lectern serve`: run until SIGINT or SIGTERM, then finish in-flight
 /// requests, release projection locks and stop the embedded cluster.
-pub async fn serve(db_config: &DatabaseConfig, http: HttpConfig, auth: &AuthConfig) -> anyhow::Result<()> {
+pub async fn serve(
+    db_config: &DatabaseConfig,
+    http: HttpConfig,
+    auth: &AuthConfig,
+) -> anyhow::Result<()> {
     let secret = crate::secrets::SecretKey::load(&db_config.data_dir)?;
     let keyring = auth.keyring(secret.bytes())?;
     let db = Database::open(db_config).await?;

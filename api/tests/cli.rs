@@ -26,6 +26,7 @@ fn help_documents_every_command() {
         "migrate",
         "projections",
         "bench",
+        "users",
         "DATABASE_URL",
         "LECTERN_DATA_DIR",
     ] {
@@ -55,6 +56,26 @@ async fn serve_on_the_embedded_default_persists_its_cluster_and_stops_it_on_sigt
     let dir = TempDir(
         std::env::temp_dir().join(format!("lectern-cli-{}", uuid::Uuid::new_v4().simple())),
     );
+    // The first admin, with the password on standard input only.
+    let password = "first admin passphrase";
+    let mut create = lectern()
+        .args(["users", "create-admin", "--email", "Root@Example.com"])
+        .env("LECTERN_DATA_DIR", &dir.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run users create-admin");
+    {
+        use std::io::Write;
+        let mut stdin = create.stdin.take().expect("stdin");
+        writeln!(stdin, "{password}").expect("write the password");
+    }
+    let out = create.wait_with_output().expect("create-admin finishes");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(created["role"], "admin");
+
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -98,6 +119,33 @@ async fn serve_on_the_embedded_default_persists_its_cluster_and_stops_it_on_sigt
         dir.0.join("postgres/postmaster.pid").exists(),
         "and is running"
     );
+    // The admin logs in and sees itself in the user list.
+    let login: serde_json::Value = client
+        .post(format!("http://127.0.0.1:{port}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "root@example.com", "password": password, "device_fingerprint": "cli-test"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("tokens");
+    let token = login["access_token"].as_str().expect("an access token");
+    let users: serde_json::Value = client
+        .get(format!(
+            "http://127.0.0.1:{port}/api/v1/admin/users?consistent_with={}",
+            login["position"].as_str().expect("position")
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("list users")
+        .json()
+        .await
+        .expect("page");
+    assert_eq!(users["total"], 1);
+    assert_eq!(users["results"][0]["id"], created["id"]);
+    assert_eq!(users["results"][0]["role"], "admin");
+
     let key =
         std::fs::metadata(dir.0.join("secret-key")).expect("a development secret was generated");
     use std::os::unix::fs::PermissionsExt;

@@ -53,7 +53,12 @@ impl Aggregate for AccessLog {
     type Error = Never;
     type Services = ();
 
-    async fn handle(&mut self, c: RecordDenial, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+    async fn handle(
+        &mut self,
+        c: RecordDenial,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), Never> {
         sink.write(
             AccessEvent::AccessDenied {
                 action: c.action,

@@ -37,9 +37,18 @@ pub fn phone(number: &str) -> String {
 
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "token", "secret", "key", "hash", "fingerprint", "authorization", "cookie"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "token",
+        "secret",
+        "key",
+        "hash",
+        "fingerprint",
+        "authorization",
+        "cookie",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 fn looks_like_email(s: &str) -> bool {
@@ -53,7 +62,9 @@ fn looks_like_phone(s: &str) -> bool {
     let digits = s.chars().filter(char::is_ascii_digit).count();
     s.starts_with('+')
         && (8..=15).contains(&digits)
-        && s[1..].chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+        && s[1..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
 }
 
 /// A copy of `value` with secrets redacted and emails and phones masked, at

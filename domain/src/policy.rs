@@ -177,7 +177,11 @@ const TUTOR_OWNS: [Rule; 5] = [ALLOW, DENY, OWN, DENY, DENY];
 /// The table. Rate limits follow DESIGN "Security model"; the anonymous
 /// limits are per client address.
 pub static POLICY: &[Row] = &[
-    row(X::AuthRegister, limited(A, 20, MINUTE, Ip), [ALLOW, ALLOW, ALLOW, ALLOW, ALLOW]),
+    row(
+        X::AuthRegister,
+        limited(A, 20, MINUTE, Ip),
+        [ALLOW, ALLOW, ALLOW, ALLOW, ALLOW],
+    ),
     row(X::AuthLogin, limited(A, 30, MINUTE, Ip), EVERYONE),
     row(X::AuthRefresh, limited(A, 10, HOUR, Session), EVERYONE),
     row(X::AuthVerify, DENY, EVERYONE),
@@ -273,10 +277,12 @@ pub fn rule(role: Option<Role>, action: Action) -> Rule {
         .find(|r| r.action == action)
         .map_or(DENY, |r| match role {
             None => r.anonymous,
-            Some(role) => r.roles[Role::ALL
-                .iter()
-                .position(|x| *x == role)
-                .unwrap_or_default()],
+            Some(role) => {
+                r.roles[Role::ALL
+                    .iter()
+                    .position(|x| *x == role)
+                    .unwrap_or_default()]
+            }
         })
 }
 
@@ -296,7 +302,11 @@ mod tests {
 
     #[test]
     fn the_design_rate_limits_hold() {
-        let l = |role, action| rule(Some(role), action).limit.map(|l| (l.quota, l.window_secs));
+        let l = |role, action| {
+            rule(Some(role), action)
+                .limit
+                .map(|l| (l.quota, l.window_secs))
+        };
         assert_eq!(l(Role::Tutor, Action::LessonCreate), Some((20, 3600)));
         assert_eq!(l(Role::Tutor, Action::ChatSend), Some((100, 60)));
         assert_eq!(l(Role::Student, Action::ChatSend), Some((60, 60)));
@@ -304,9 +314,19 @@ mod tests {
         assert_eq!(l(Role::Student, Action::PaymentCreate), Some((10, 60)));
         assert_eq!(
             rule(None, Action::AuthRefresh).limit,
-            Some(Limit { quota: 10, window_secs: 3600, key: LimitKey::Session })
+            Some(Limit {
+                quota: 10,
+                window_secs: 3600,
+                key: LimitKey::Session
+            })
         );
-        assert_eq!(rule(Some(Role::Student), Action::AuditRead).access, Access::Deny);
-        assert_eq!(rule(Some(Role::Auditor), Action::AuditRead).access, Access::Allow);
+        assert_eq!(
+            rule(Some(Role::Student), Action::AuditRead).access,
+            Access::Deny
+        );
+        assert_eq!(
+            rule(Some(Role::Auditor), Action::AuditRead).access,
+            Access::Allow
+        );
     }
 }

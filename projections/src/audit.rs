@@ -108,7 +108,9 @@ pub async fn audit_page(
     before: Option<lectern_domain::Position>,
     limit: i64,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
-    let (tx, pos) = before.map_or((i64::MAX, i64::MAX), |p| (p.transaction_id, p.global_position));
+    let (tx, pos) = before.map_or((i64::MAX, i64::MAX), |p| {
+        (p.transaction_id, p.global_position)
+    });
     sqlx::query_as(
         "SELECT transaction_id::text || '.' || global_position::text AS position, event_id, recorded_at,
                 actor_id, actor_role, action, aggregate_type, aggregate_id, sequence, request_id, ip,

@@ -66,7 +66,13 @@ impl Projection for IdentityProjection {
                 return Ok(());
             }
             UserEvent::ProfileUpdated { display_name } => {
-                exec(conn, &format!("UPDATE {users} SET display_name = $2 WHERE id = $1"), user_id, &display_name).await?;
+                exec(
+                    conn,
+                    &format!("UPDATE {users} SET display_name = $2 WHERE id = $1"),
+                    user_id,
+                    &display_name,
+                )
+                .await?;
             }
             UserEvent::LoginSucceeded { .. } => {
                 sqlx::query(&format!(
@@ -78,11 +84,13 @@ impl Projection for IdentityProjection {
                 .await?;
             }
             UserEvent::AccountLocked { until, .. } => {
-                sqlx::query(&format!("UPDATE {users} SET locked_until = $2 WHERE id = $1"))
-                    .bind(user_id)
-                    .bind(until)
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(&format!(
+                    "UPDATE {users} SET locked_until = $2 WHERE id = $1"
+                ))
+                .bind(user_id)
+                .bind(until)
+                .execute(&mut *conn)
+                .await?;
             }
             UserEvent::SessionStarted {
                 session_id,
@@ -142,16 +150,30 @@ impl Projection for IdentityProjection {
                 .await?;
             }
             UserEvent::PasswordResetForced {} => {
-                sqlx::query(&format!("UPDATE {users} SET must_change_password = true WHERE id = $1"))
-                    .bind(user_id)
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(&format!(
+                    "UPDATE {users} SET must_change_password = true WHERE id = $1"
+                ))
+                .bind(user_id)
+                .execute(&mut *conn)
+                .await?;
             }
             UserEvent::RoleChanged { to, .. } => {
-                exec(conn, &format!("UPDATE {users} SET role = $2 WHERE id = $1"), user_id, to.as_str()).await?;
+                exec(
+                    conn,
+                    &format!("UPDATE {users} SET role = $2 WHERE id = $1"),
+                    user_id,
+                    to.as_str(),
+                )
+                .await?;
             }
             UserEvent::UserDeactivated {} => {
-                exec(conn, &format!("UPDATE {users} SET status = $2 WHERE id = $1"), user_id, "deactivated").await?;
+                exec(
+                    conn,
+                    &format!("UPDATE {users} SET status = $2 WHERE id = $1"),
+                    user_id,
+                    "deactivated",
+                )
+                .await?;
             }
             UserEvent::DeviceRegistered {
                 device_id,
@@ -211,7 +233,12 @@ impl Projection for IdentityProjection {
     }
 }
 
-async fn exec(conn: &mut PgConnection, sql: &str, id: Uuid, value: &str) -> Result<(), sqlx::Error> {
+async fn exec(
+    conn: &mut PgConnection,
+    sql: &str,
+    id: Uuid,
+    value: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(sql).bind(id).bind(value).execute(conn).await?;
     Ok(())
 }
@@ -232,7 +259,8 @@ pub struct UserRow {
     pub version: i64,
 }
 
-const USER_COLUMNS: &str = "id, email, display_name, role, status, must_change_password, locked_until, \
+const USER_COLUMNS: &str =
+    "id, email, display_name, role, status, must_change_password, locked_until, \
                             created_at, updated_at, last_login_at, version";
 
 /// The user with `id`.
@@ -285,7 +313,11 @@ pub struct SessionRow {
 }
 
 /// A user's sessions, newest first; only live ones unless `all`.
-pub async fn sessions_of(pool: &sqlx::PgPool, user_id: Uuid, all: bool) -> Result<Vec<SessionRow>, sqlx::Error> {
+pub async fn sessions_of(
+    pool: &sqlx::PgPool,
+    user_id: Uuid,
+    all: bool,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, started_at, expires_at, last_refresh_at, generation, ip, user_agent, revoked_at, revoke_reason
            FROM sessions

@@ -10,12 +10,12 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
+use lectern_api::auth::tokens::Keyring;
 use lectern_api::config::HttpConfig;
 use lectern_api::embedded::EmbeddedPostgres;
-use lectern_api::auth::tokens::Keyring;
 use lectern_api::AppState;
-use tokio_util::sync::CancellationToken;
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 
 struct Cluster {
     /// URL of a maintenance database, for CREATE/DROP DATABASE.
@@ -161,8 +161,12 @@ impl TestApp {
 /// A keyring with one random key, as a test server uses.
 pub fn test_keyring() -> Keyring {
     let key: [u8; 32] = rand::random();
-    Keyring::new(vec![("test-1".to_owned(), key.to_vec())], "lectern", "lectern-api")
-        .expect("a valid keyring")
+    Keyring::new(
+        vec![("test-1".to_owned(), key.to_vec())],
+        "lectern",
+        "lectern-api",
+    )
+    .expect("a valid keyring")
 }
 
 /// The state a test server uses.
@@ -242,12 +246,19 @@ impl TestApp {
 
     /// `GET path` with a token.
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.call(reqwest::Method::GET, path, Some(token), None).await
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
     }
 
     /// `POST path` with an optional token and a JSON body.
-    pub async fn post(&self, path: &str, token: Option<&str>, body: serde_json::Value) -> reqwest::Response {
-        self.call(reqwest::Method::POST, path, token, Some(body)).await
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
     }
 
     /// Register `email` with [`PASSWORD`] through the API as a student or
@@ -263,7 +274,10 @@ impl TestApp {
                 .await;
             assert_eq!(r.status(), reqwest::StatusCode::CREATED, "register {email}");
             let body: serde_json::Value = r.json().await.expect("json");
-            body["id"].as_str().and_then(|s| s.parse().ok()).expect("an id")
+            body["id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("an id")
         } else {
             use lectern_domain::identity::{DisplayName, Email, Password, Role};
             let committed = self

@@ -33,7 +33,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 #[tokio::test]
 async fn no_secret_or_personal_data_reaches_the_logs() {
     let capture = Capture::default();
-    lectern_api::telemetry::init_logging_to(capture.clone(), tracing_subscriber::EnvFilter::new("debug"));
+    lectern_api::telemetry::init_logging_to(
+        capture.clone(),
+        tracing_subscriber::EnvFilter::new("debug"),
+    );
     let app = spawn_app().await;
     let email = "jane.doe.secret@example.com";
     let new_password = "a rather new passphrase";
@@ -41,31 +44,65 @@ async fn no_secret_or_personal_data_reaches_the_logs() {
     app.register(email, "student").await;
     let tokens = app.login(email).await;
     let r = app
-        .post("/api/v1/auth/login", None, json!({"email": email, "password": "Wrong-Password-123", "device_fingerprint": "d"}))
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": "Wrong-Password-123", "device_fingerprint": "d"}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = app
-        .post("/api/v1/auth/refresh", None, json!({"refresh_token": tokens.refresh_token, "device_fingerprint": "test-device"}))
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": tokens.refresh_token, "device_fingerprint": "test-device"}),
+        )
         .await;
     let rotated: Tokens = r.json().await.expect("tokens");
-    assert_eq!(app.get("/api/v1/me/permissions", &rotated.access_token).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/me/permissions", &rotated.access_token)
+            .await
+            .status(),
+        StatusCode::OK
+    );
     // A forged token, and the reuse of a rotated refresh token.
     let forged = format!("{}x", rotated.access_token);
-    assert_eq!(app.get("/api/v1/auth/verify", &forged).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/v1/auth/verify", &forged).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     let r = app
-        .post("/api/v1/auth/refresh", None, json!({"refresh_token": tokens.refresh_token, "device_fingerprint": "test-device"}))
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": tokens.refresh_token, "device_fingerprint": "test-device"}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // A password reset from request to confirmation.
-    let r = app.post("/api/v1/auth/password-reset/request", None, json!({"email": email})).await;
+    let r = app
+        .post(
+            "/api/v1/auth/password-reset/request",
+            None,
+            json!({"email": email}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let body: String = sqlx::query_scalar("SELECT body FROM outbound_messages")
         .fetch_one(&app.db.pool)
         .await
         .expect("the reset mail");
-    let reset_token = body.lines().find(|l| l.len() > 40 && !l.contains(' ')).expect("a token").to_owned();
+    let reset_token = body
+        .lines()
+        .find(|l| l.len() > 40 && !l.contains(' '))
+        .expect("a token")
+        .to_owned();
     let r = app
-        .post("/api/v1/auth/password-reset/confirm", None, json!({"token": reset_token, "new_password": new_password}))
+        .post(
+            "/api/v1/auth/password-reset/confirm",
+            None,
+            json!({"token": reset_token, "new_password": new_password}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     // Malformed input that echoes nothing back.
@@ -78,7 +115,10 @@ async fn no_secret_or_personal_data_reaches_the_logs() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let logs = String::from_utf8(capture.0.lock().expect("not poisoned").clone()).expect("utf-8");
     assert!(logs.contains("request handled"), "the capture works");
-    assert!(logs.contains("j***t@e***.com"), "the reset mail is logged with the address masked");
+    assert!(
+        logs.contains("j***t@e***.com"),
+        "the reset mail is logged with the address masked"
+    );
     for (what, secret) in [
         ("email", email),
         ("password", PASSWORD),
@@ -93,5 +133,8 @@ async fn no_secret_or_personal_data_reaches_the_logs() {
         assert!(!logs.contains(secret), "the {what} reached the logs");
     }
     // Nor does any Argon2 hash.
-    assert!(!logs.contains("$argon2id$"), "a password hash reached the logs");
+    assert!(
+        !logs.contains("$argon2id$"),
+        "a password hash reached the logs"
+    );
 }

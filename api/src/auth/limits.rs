@@ -16,7 +16,8 @@ use governor::{Quota, RateLimiter};
 use lectern_domain::identity::Role;
 use lectern_domain::policy::{Action, Limit, POLICY};
 
-type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type Keyed =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// A refused request: what to tell the client.
 #[derive(Debug, Clone)]
@@ -49,7 +50,9 @@ impl RateLimits {
                 if let Some(limit) = rule.limit {
                     let quota = NonZeroU32::new(limit.quota.max(1)).unwrap_or(NonZeroU32::MIN);
                     let period = Duration::from_secs(u64::from(limit.window_secs)) / quota.get();
-                    let Some(q) = Quota::with_period(period) else { continue };
+                    let Some(q) = Quota::with_period(period) else {
+                        continue;
+                    };
                     let limiter = RateLimiter::keyed(q.allow_burst(quota))
                         .with_middleware::<StateInformationMiddleware>();
                     limiters.insert((role, row.action), (limit, limiter));

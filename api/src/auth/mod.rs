@@ -145,14 +145,27 @@ impl Client {
     ) -> Result<(), Problem> {
         let rule = policy::rule(None, action);
         if rule.access == Access::Deny {
-            return Err(unauthorized("missing_token", "This endpoint needs a bearer access token."));
+            return Err(unauthorized(
+                "missing_token",
+                "This endpoint needs a bearer access token.",
+            ));
         }
         let key = match rule.limit.map(|l| l.key) {
-            Some(LimitKey::Session) => session.map_or_else(|| format!("ip:{}", self.ip), |s| s.to_string()),
+            Some(LimitKey::Session) => {
+                session.map_or_else(|| format!("ip:{}", self.ip), |s| s.to_string())
+            }
             _ => format!("ip:{}", self.ip),
         };
         if let Err(exceeded) = state.auth.limits.check(None, action, &key) {
-            record(state, &format!("ip:{}", self.ip), action, "rate_limited", self, &self.metadata("RecordDenial")).await;
+            record(
+                state,
+                &format!("ip:{}", self.ip),
+                action,
+                "rate_limited",
+                self,
+                &self.metadata("RecordDenial"),
+            )
+            .await;
             return Err(too_many(&exceeded));
         }
         Ok(())
@@ -198,7 +211,10 @@ fn too_many(e: &Exceeded) -> Problem {
         (header::RETRY_AFTER, e.retry_after_secs.to_string()),
         (
             HeaderName::from_static("ratelimit-policy"),
-            format!("\"{}\";q={};w={}", e.policy, e.limit.quota, e.limit.window_secs),
+            format!(
+                "\"{}\";q={};w={}",
+                e.policy, e.limit.quota, e.limit.window_secs
+            ),
         ),
         (
             HeaderName::from_static("ratelimit"),
@@ -215,7 +231,14 @@ fn too_many(e: &Exceeded) -> Problem {
 
 /// Record an `AccessDenied` event. A failure to record is logged and does not
 /// change the answer: the caller is refused either way.
-async fn record(state: &AppState, actor: &str, action: Action, reason: &str, client: &Client, meta: &EventMetadata) {
+async fn record(
+    state: &AppState,
+    actor: &str,
+    action: Action,
+    reason: &str,
+    client: &Client,
+    meta: &EventMetadata,
+) {
     let denial = RecordDenial {
         action: action.name().to_owned(),
         reason: reason.to_owned(),
@@ -233,30 +256,58 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let client = Client::from_request_parts(parts, state).await?;
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(unauthorized("missing_token", "This endpoint needs a bearer access token."));
+            return Err(unauthorized(
+                "missing_token",
+                "This endpoint needs a bearer access token.",
+            ));
         };
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
-            .ok_or_else(|| unauthorized("invalid_token", "The Authorization header must be 'Bearer <token>'."))?;
+            .ok_or_else(|| {
+                unauthorized(
+                    "invalid_token",
+                    "The Authorization header must be 'Bearer <token>'.",
+                )
+            })?;
         let refused = |reason: &'static str| {
             let client = client.clone();
             async move {
                 let actor = format!("ip:{}", client.ip);
-                record(state, &actor, Action::AuthVerify, reason, &client, &client.metadata("RecordDenial")).await;
+                record(
+                    state,
+                    &actor,
+                    Action::AuthVerify,
+                    reason,
+                    &client,
+                    &client.metadata("RecordDenial"),
+                )
+                .await;
             }
         };
         match state.auth.authenticate(token) {
-            Err(TokenError::Expired) => Err(unauthorized("token_expired", "The access token has expired.")),
+            Err(TokenError::Expired) => Err(unauthorized(
+                "token_expired",
+                "The access token has expired.",
+            )),
             Err(TokenError::Invalid) => {
                 refused("invalid_token").await;
-                Err(unauthorized("invalid_token", "The access token is not valid."))
+                Err(unauthorized(
+                    "invalid_token",
+                    "The access token is not valid.",
+                ))
             }
             Ok((_, Standing::Revoked)) => {
                 refused("revoked_token").await;
-                Err(unauthorized("token_revoked", "The access token's session has ended."))
+                Err(unauthorized(
+                    "token_revoked",
+                    "The access token's session has ended.",
+                ))
             }
             Ok((claims, standing)) => Ok(Self {
                 user_id: claims.sub,
@@ -275,7 +326,10 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Caller {
 
     /// No `Authorization` header: an anonymous caller. A header with a bad
     /// token is still refused.
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Problem> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Problem> {
         if parts.headers.contains_key(header::AUTHORIZATION) {
             <Self as FromRequestParts<AppState>>::from_request_parts(parts, state)
                 .await
@@ -314,13 +368,23 @@ impl Caller {
     pub async fn authorize(&self, state: &AppState, action: Action) -> Result<Grant, Problem> {
         if self.restricted && action != Action::AuthChangePassword {
             return Err(self
-                .deny(state, action, "password_change_required", "Change your password first: this token allows nothing else.")
+                .deny(
+                    state,
+                    action,
+                    "password_change_required",
+                    "Change your password first: this token allows nothing else.",
+                )
                 .await);
         }
         let rule = policy::rule(Some(self.role), action);
         if rule.access == Access::Deny {
             return Err(self
-                .deny(state, action, "forbidden", &format!("The {} role may not {}.", self.role.as_str(), action.name()))
+                .deny(
+                    state,
+                    action,
+                    "forbidden",
+                    &format!("The {} role may not {}.", self.role.as_str(), action.name()),
+                )
                 .await);
         }
         if let Some(limit) = rule.limit {
@@ -330,7 +394,15 @@ impl Caller {
                 LimitKey::Ip => format!("ip:{}", self.client.ip),
             };
             if let Err(exceeded) = state.auth.limits.check(Some(self.role), action, &key) {
-                record(state, &format!("user:{}", self.user_id), action, "rate_limited", &self.client, &self.metadata("RecordDenial")).await;
+                record(
+                    state,
+                    &format!("user:{}", self.user_id),
+                    action,
+                    "rate_limited",
+                    &self.client,
+                    &self.metadata("RecordDenial"),
+                )
+                .await;
                 return Err(too_many(&exceeded));
             }
         }
@@ -340,8 +412,22 @@ impl Caller {
     }
 
     /// Refuse `action` with 403 and record why.
-    pub async fn deny(&self, state: &AppState, action: Action, reason: &str, detail: &str) -> Problem {
-        record(state, &format!("user:{}", self.user_id), action, reason, &self.client, &self.metadata("RecordDenial")).await;
+    pub async fn deny(
+        &self,
+        state: &AppState,
+        action: Action,
+        reason: &str,
+        detail: &str,
+    ) -> Problem {
+        record(
+            state,
+            &format!("user:{}", self.user_id),
+            action,
+            reason,
+            &self.client,
+            &self.metadata("RecordDenial"),
+        )
+        .await;
         Problem::new(StatusCode::FORBIDDEN, reason, detail)
     }
 }

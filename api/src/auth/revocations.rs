@@ -60,7 +60,10 @@ impl Revocations {
     pub fn observe(&self, user_id: Uuid, version: u64, event: &UserEvent) {
         let now = Utc::now();
         let mark = |f: &dyn Fn(&mut UserMark)| {
-            let mut users = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut users = self
+                .users
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let m = users.entry(user_id).or_insert(UserMark {
                 min_version: 0,
                 restricted: false,
@@ -141,7 +144,11 @@ SELECT transaction_id::text::bigint AS tx, global_position, aggregate_id, sequen
 
 /// Tail the log into `revocations` until `cancel` fires, starting with the
 /// events of the last [`RETAIN`].
-pub async fn watch(pool: PgPool, revocations: std::sync::Arc<Revocations>, cancel: CancellationToken) {
+pub async fn watch(
+    pool: PgPool,
+    revocations: std::sync::Arc<Revocations>,
+    cancel: CancellationToken,
+) {
     let since = Utc::now() - chrono::Duration::from_std(RETAIN).unwrap_or_default();
     let (mut tx, mut pos) = (0_i64, 0_i64);
     let mut last_prune = std::time::Instant::now();

@@ -67,12 +67,23 @@ pub struct Keyring {
 impl Keyring {
     /// A keyring from `(kid, secret)` pairs; the first signs.
     pub fn new(keys: Vec<(String, Vec<u8>)>, issuer: &str, audience: &str) -> anyhow::Result<Self> {
-        let signing_kid = keys.first().context("the keyring needs at least one key")?.0.clone();
+        let signing_kid = keys
+            .first()
+            .context("the keyring needs at least one key")?
+            .0
+            .clone();
         let mut map = HashMap::new();
         for (kid, secret) in keys {
-            anyhow::ensure!(secret.len() >= 32, "JWT key {kid} must hold at least 32 bytes");
             anyhow::ensure!(
-                !kid.is_empty() && kid.len() <= 64 && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                secret.len() >= 32,
+                "JWT key {kid} must hold at least 32 bytes"
+            );
+            anyhow::ensure!(
+                !kid.is_empty()
+                    && kid.len() <= 64
+                    && kid
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
                 "JWT key ids are 1-64 characters of [A-Za-z0-9-_.]"
             );
             map.insert(
@@ -115,7 +126,8 @@ impl Keyring {
 
     /// One key derived from the server's secret key, for development.
     pub fn derived_key(secret: &[u8]) -> (String, Vec<u8>) {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
         mac.update(b"lectern access-token signing key v1");
         ("dev-1".to_owned(), mac.finalize().into_bytes().to_vec())
     }
@@ -131,7 +143,8 @@ impl Keyring {
         header.typ = Some(TYP.to_owned());
         header.kid = Some(self.signing_kid.clone());
         let key = &self.keys[&self.signing_kid].encoding;
-        jsonwebtoken::encode(&header, claims, key).expect("HS256 signing of plain claims cannot fail")
+        jsonwebtoken::encode(&header, claims, key)
+            .expect("HS256 signing of plain claims cannot fail")
     }
 
     /// Verify a token: a known `kid`, the allowed algorithm, `typ: at+jwt`,

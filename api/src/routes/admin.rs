@@ -55,10 +55,21 @@ async fn list_users(
 ) -> Result<Json<Page<UserRow>>, Problem> {
     caller.authorize(&state, Action::AdminUsersRead).await?;
     let request = page.parse()?;
-    if filter.role.as_deref().is_some_and(|r| Role::parse(r).is_none()) {
-        return Err(invalid("#/role", "must be one of admin, auditor, tutor, student, guest"));
+    if filter
+        .role
+        .as_deref()
+        .is_some_and(|r| Role::parse(r).is_none())
+    {
+        return Err(invalid(
+            "#/role",
+            "must be one of admin, auditor, tutor, student, guest",
+        ));
     }
-    if filter.status.as_deref().is_some_and(|s| s != "active" && s != "deactivated") {
+    if filter
+        .status
+        .as_deref()
+        .is_some_and(|s| s != "active" && s != "deactivated")
+    {
         return Err(invalid("#/status", "must be active or deactivated"));
     }
     consistency.wait(&state.pool, "identity").await?;
@@ -92,11 +103,19 @@ async fn change_role(
     ApiJson(body): ApiJson<NewRole>,
 ) -> Result<Json<CommandAccepted>, Problem> {
     caller.authorize(&state, Action::AdminUsersRole).await?;
-    let role = Role::parse(&body.role)
-        .ok_or_else(|| invalid("#/role", "must be one of admin, auditor, tutor, student, guest"))?;
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        invalid(
+            "#/role",
+            "must be one of admin, auditor, tutor, student, guest",
+        )
+    })?;
     let committed = state
         .identity
-        .execute(id, UserCommand::ChangeRole { role }, &caller.metadata("ChangeRole"))
+        .execute(
+            id,
+            UserCommand::ChangeRole { role },
+            &caller.metadata("ChangeRole"),
+        )
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }
@@ -110,10 +129,16 @@ async fn deactivate(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<CommandAccepted>, Problem> {
-    caller.authorize(&state, Action::AdminUsersDeactivate).await?;
+    caller
+        .authorize(&state, Action::AdminUsersDeactivate)
+        .await?;
     let committed = state
         .identity
-        .execute(id, UserCommand::Deactivate, &caller.metadata("DeactivateUser"))
+        .execute(
+            id,
+            UserCommand::Deactivate,
+            &caller.metadata("DeactivateUser"),
+        )
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }
@@ -128,10 +153,16 @@ async fn force_reset(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<CommandAccepted>, Problem> {
-    caller.authorize(&state, Action::AdminUsersResetPassword).await?;
+    caller
+        .authorize(&state, Action::AdminUsersResetPassword)
+        .await?;
     let committed = state
         .identity
-        .execute(id, UserCommand::ForcePasswordReset, &caller.metadata("ForcePasswordReset"))
+        .execute(
+            id,
+            UserCommand::ForcePasswordReset,
+            &caller.metadata("ForcePasswordReset"),
+        )
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }
@@ -139,8 +170,13 @@ async fn force_reset(
 /// Every projection's position, lag, state and last error.
 #[utoipa::path(get, path = "/api/v1/admin/projections", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = [ProjectionStatus]), (status = 403, body = Problem)))]
-async fn projections(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<ProjectionStatus>>, Problem> {
-    caller.authorize(&state, Action::AdminProjectionsRead).await?;
+async fn projections(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ProjectionStatus>>, Problem> {
+    caller
+        .authorize(&state, Action::AdminProjectionsRead)
+        .await?;
     Ok(Json(lectern_projections::status::all(&state.pool).await?))
 }
 
@@ -161,15 +197,29 @@ async fn rebuild(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<RebuildRequested>), Problem> {
-    caller.authorize(&state, Action::AdminProjectionsRebuild).await?;
+    caller
+        .authorize(&state, Action::AdminProjectionsRebuild)
+        .await?;
     let known = lectern_projections::all().iter().any(|p| p.name() == name);
     if !known {
-        return Err(Problem::new(StatusCode::NOT_FOUND, "projection_not_found", "No projection has this name."));
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "projection_not_found",
+            "No projection has this name.",
+        ));
     }
-    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(&name)
-        .execute(&state.pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&name)
+    .execute(&state.pool)
+    .await?;
     lectern_projections::runner::request_rebuild(&state.pool, &name).await?;
-    Ok((StatusCode::ACCEPTED, Json(RebuildRequested { name, status: "rebuild_requested" })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RebuildRequested {
+            name,
+            status: "rebuild_requested",
+        }),
+    ))
 }

@@ -62,6 +62,14 @@ async fn events(
     let mut rows = audit::audit_page(&state.pool, &filter, before, i64::from(limit) + 1).await?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor = if has_more { rows.last().map(|r| r.position.clone()) } else { None };
-    Ok(Json(CursorPage { results: rows, next_cursor, has_more }))
+    let next_cursor = if has_more {
+        rows.last().map(|r| r.position.clone())
+    } else {
+        None
+    };
+    Ok(Json(CursorPage {
+        results: rows,
+        next_cursor,
+        has_more,
+    }))
 }

@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use lectern_commands::identity::IdentityService;
-use lectern_domain::identity::{DisplayName, Email, Password, Role, UserCommand};
 use lectern_domain::identity::user::RevokeReason;
+use lectern_domain::identity::{DisplayName, Email, Password, Role, UserCommand};
 use lectern_domain::policy::Action;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -65,18 +65,36 @@ async fn register(
     let mut errors = Vec::new();
     let mut field = |pointer: &str, r: Result<(), String>| {
         if let Err(detail) = r {
-            errors.push(FieldError { pointer: pointer.into(), detail });
+            errors.push(FieldError {
+                pointer: pointer.into(),
+                detail,
+            });
         }
     };
     let email = Email::parse(&body.email);
-    field("#/email", email.as_ref().map(|_| ()).map_err(ToString::to_string));
+    field(
+        "#/email",
+        email.as_ref().map(|_| ()).map_err(ToString::to_string),
+    );
     let password = Password::parse(&body.password);
-    field("#/password", password.as_ref().map(|_| ()).map_err(ToString::to_string));
+    field(
+        "#/password",
+        password.as_ref().map(|_| ()).map_err(ToString::to_string),
+    );
     let name = DisplayName::parse(&body.display_name);
-    field("#/display_name", name.as_ref().map(|_| ()).map_err(ToString::to_string));
+    field(
+        "#/display_name",
+        name.as_ref().map(|_| ()).map_err(ToString::to_string),
+    );
     let role = Role::parse(&body.role);
-    field("#/role", role.map(|_| ()).ok_or_else(|| "must be one of student, tutor, admin, auditor, guest".to_owned()));
-    let (Ok(email), Ok(password), Ok(name), Some(role), true) = (email, password, name, role, errors.is_empty()) else {
+    field(
+        "#/role",
+        role.map(|_| ())
+            .ok_or_else(|| "must be one of student, tutor, admin, auditor, guest".to_owned()),
+    );
+    let (Ok(email), Ok(password), Ok(name), Some(role), true) =
+        (email, password, name, role, errors.is_empty())
+    else {
         return Err(Problem::validation(errors));
     };
     let meta = match &caller {
@@ -85,13 +103,22 @@ async fn register(
     };
     if !role.self_service() {
         let Some(c) = &caller else {
-            return Err(Problem::new(StatusCode::FORBIDDEN, "role_not_allowed",
-                "Only an admin can create accounts with this role."));
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "role_not_allowed",
+                "Only an admin can create accounts with this role.",
+            ));
         };
         c.authorize(&state, Action::AdminUsersCreate).await?;
     }
-    let committed = state.identity.register(&email, &password, &name, role, &meta).await?;
-    Ok((StatusCode::CREATED, Json(CommandAccepted::new(&committed.aggregate_id, &committed))))
+    let committed = state
+        .identity
+        .register(&email, &password, &name, role, &meta)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CommandAccepted::new(&committed.aggregate_id, &committed)),
+    ))
 }
 
 /// Credentials for a login.
@@ -120,7 +147,10 @@ pub struct TokenResponse {
 fn fingerprint(raw: &str) -> Result<&str, Problem> {
     let f = raw.trim();
     if f.is_empty() || f.chars().count() > 256 {
-        return Err(invalid("#/device_fingerprint", "must be 1 to 256 characters"));
+        return Err(invalid(
+            "#/device_fingerprint",
+            "must be 1 to 256 characters",
+        ));
     }
     Ok(f)
 }
@@ -149,7 +179,8 @@ async fn login(
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<TokenResponse>, Problem> {
     client.authorize(&state, Action::AuthLogin, None).await?;
-    let password = Password::presented(&body.password).map_err(|e| invalid("#/password", e.to_string()))?;
+    let password =
+        Password::presented(&body.password).map_err(|e| invalid("#/password", e.to_string()))?;
     let fp = fingerprint(&body.device_fingerprint)?;
     let issued = state
         .identity
@@ -177,7 +208,9 @@ async fn refresh(
     ApiJson(body): ApiJson<Refresh>,
 ) -> Result<Json<TokenResponse>, Problem> {
     let session = IdentityService::refresh_token_session(&body.refresh_token);
-    client.authorize(&state, Action::AuthRefresh, session).await?;
+    client
+        .authorize(&state, Action::AuthRefresh, session)
+        .await?;
     let fp = fingerprint(&body.device_fingerprint)?;
     let issued = state
         .identity
@@ -189,20 +222,38 @@ async fn refresh(
 /// End this session. Its access tokens stop working at once.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = CommandAccepted), (status = 401, body = Problem)))]
-async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Json<CommandAccepted>, Problem> {
+async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<CommandAccepted>, Problem> {
     caller.authorize(&state, Action::AuthLogout).await?;
-    let command = UserCommand::RevokeSession { session_id: caller.session_id, reason: RevokeReason::Logout };
-    let committed = state.identity.execute(caller.user_id, command, &caller.metadata("Logout")).await?;
+    let command = UserCommand::RevokeSession {
+        session_id: caller.session_id,
+        reason: RevokeReason::Logout,
+    };
+    let committed = state
+        .identity
+        .execute(caller.user_id, command, &caller.metadata("Logout"))
+        .await?;
     Ok(Json(CommandAccepted::new(caller.session_id, &committed)))
 }
 
 /// End every session of the caller.
 #[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = CommandAccepted), (status = 401, body = Problem)))]
-async fn logout_all(State(state): State<AppState>, caller: Caller) -> Result<Json<CommandAccepted>, Problem> {
+async fn logout_all(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<CommandAccepted>, Problem> {
     caller.authorize(&state, Action::AuthLogout).await?;
-    let command = UserCommand::RevokeAllSessions { except: None, reason: RevokeReason::LogoutAll };
-    let committed = state.identity.execute(caller.user_id, command, &caller.metadata("LogoutAll")).await?;
+    let command = UserCommand::RevokeAllSessions {
+        except: None,
+        reason: RevokeReason::LogoutAll,
+    };
+    let committed = state
+        .identity
+        .execute(caller.user_id, command, &caller.metadata("LogoutAll"))
+        .await?;
     Ok(Json(CommandAccepted::new(caller.user_id, &committed)))
 }
 
@@ -226,7 +277,10 @@ pub struct Introspection {
 /// Describe the presented access token.
 #[utoipa::path(get, path = "/api/v1/auth/verify", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = Introspection), (status = 401, body = Problem)))]
-async fn verify(State(state): State<AppState>, caller: Caller) -> Result<Json<Introspection>, Problem> {
+async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Introspection>, Problem> {
     caller.authorize(&state, Action::AuthVerify).await?;
     let c = &caller.claims;
     Ok(Json(Introspection {
@@ -264,10 +318,17 @@ async fn change_password(
     caller.authorize(&state, Action::AuthChangePassword).await?;
     let current = Password::presented(&body.current_password)
         .map_err(|e| invalid("#/current_password", e.to_string()))?;
-    let new = Password::parse(&body.new_password).map_err(|e| invalid("#/new_password", e.to_string()))?;
+    let new = Password::parse(&body.new_password)
+        .map_err(|e| invalid("#/new_password", e.to_string()))?;
     let committed = state
         .identity
-        .change_password(caller.user_id, caller.session_id, &current, &new, &caller.metadata("ChangePassword"))
+        .change_password(
+            caller.user_id,
+            caller.session_id,
+            &current,
+            &new,
+            &caller.metadata("ChangePassword"),
+        )
         .await?;
     Ok(Json(CommandAccepted::new(caller.user_id, &committed)))
 }
@@ -294,7 +355,9 @@ async fn request_reset(
     client: Client,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
-    client.authorize(&state, Action::AuthPasswordReset, None).await?;
+    client
+        .authorize(&state, Action::AuthPasswordReset, None)
+        .await?;
     let email = Email::parse(&body.email).map_err(|e| invalid("#/email", e.to_string()))?;
     state
         .identity
@@ -319,11 +382,17 @@ async fn confirm_reset(
     client: Client,
     ApiJson(body): ApiJson<ResetConfirm>,
 ) -> Result<Json<CommandAccepted>, Problem> {
-    client.authorize(&state, Action::AuthPasswordReset, None).await?;
-    let new = Password::parse(&body.new_password).map_err(|e| invalid("#/new_password", e.to_string()))?;
+    client
+        .authorize(&state, Action::AuthPasswordReset, None)
+        .await?;
+    let new = Password::parse(&body.new_password)
+        .map_err(|e| invalid("#/new_password", e.to_string()))?;
     let committed = state
         .identity
         .confirm_password_reset(&body.token, &new, &client.metadata("ConfirmPasswordReset"))
         .await?;
-    Ok(Json(CommandAccepted::new(&committed.aggregate_id, &committed)))
+    Ok(Json(CommandAccepted::new(
+        &committed.aggregate_id,
+        &committed,
+    )))
 }

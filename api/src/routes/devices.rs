@@ -42,7 +42,10 @@ fn device_id(raw: &str, pointer: &str) -> Result<String, Problem> {
     if ok {
         Ok(raw.to_owned())
     } else {
-        Err(invalid(pointer, "must be 1 to 128 printable ASCII characters"))
+        Err(invalid(
+            pointer,
+            "must be 1 to 128 printable ASCII characters",
+        ))
     }
 }
 
@@ -60,9 +63,19 @@ async fn register_device(
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(invalid("#/name", "must be 1 to 100 characters"));
     }
-    let command = UserCommand::RegisterDevice { device_id: id.clone(), name: name.to_owned(), platform: body.platform };
-    let committed = state.identity.execute(caller.user_id, command, &caller.metadata("RegisterDevice")).await?;
-    Ok((StatusCode::CREATED, Json(CommandAccepted::new(id, &committed))))
+    let command = UserCommand::RegisterDevice {
+        device_id: id.clone(),
+        name: name.to_owned(),
+        platform: body.platform,
+    };
+    let committed = state
+        .identity
+        .execute(caller.user_id, command, &caller.metadata("RegisterDevice"))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CommandAccepted::new(id, &committed)),
+    ))
 }
 
 /// The caller's devices.
@@ -75,7 +88,9 @@ async fn list_devices(
 ) -> Result<Json<Vec<DeviceRow>>, Problem> {
     caller.authorize(&state, Action::DeviceRead).await?;
     consistency.wait(&state.pool, "identity").await?;
-    Ok(Json(identity::devices_of(&state.pool, caller.user_id).await?))
+    Ok(Json(
+        identity::devices_of(&state.pool, caller.user_id).await?,
+    ))
 }
 
 /// Make this device the active one; the previously active device is
@@ -90,8 +105,13 @@ async fn activate_device(
 ) -> Result<Json<CommandAccepted>, Problem> {
     caller.authorize(&state, Action::DeviceActivate).await?;
     let id = device_id(&id, "#/id")?;
-    let command = UserCommand::ActivateDevice { device_id: id.clone() };
-    let committed = state.identity.execute(caller.user_id, command, &caller.metadata("ActivateDevice")).await?;
+    let command = UserCommand::ActivateDevice {
+        device_id: id.clone(),
+    };
+    let committed = state
+        .identity
+        .execute(caller.user_id, command, &caller.metadata("ActivateDevice"))
+        .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }
 
@@ -106,7 +126,13 @@ async fn revoke_device(
 ) -> Result<Json<CommandAccepted>, Problem> {
     caller.authorize(&state, Action::DeviceRevoke).await?;
     let id = device_id(&id, "#/id")?;
-    let command = UserCommand::RevokeDevice { fingerprint_hash: sha256_hex(&id), device_id: id.clone() };
-    let committed = state.identity.execute(caller.user_id, command, &caller.metadata("RevokeDevice")).await?;
+    let command = UserCommand::RevokeDevice {
+        fingerprint_hash: sha256_hex(&id),
+        device_id: id.clone(),
+    };
+    let committed = state
+        .identity
+        .execute(caller.user_id, command, &caller.metadata("RevokeDevice"))
+        .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }

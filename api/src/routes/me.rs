@@ -64,9 +64,15 @@ async fn update_me(
     ApiJson(body): ApiJson<UpdateMe>,
 ) -> Result<Json<CommandAccepted>, Problem> {
     caller.authorize(&state, Action::MeUpdate).await?;
-    let name = DisplayName::parse(&body.display_name).map_err(|e| invalid("#/display_name", e.to_string()))?;
-    let command = UserCommand::UpdateProfile { display_name: name.as_str().to_owned() };
-    let committed = state.identity.execute(caller.user_id, command, &caller.metadata("UpdateProfile")).await?;
+    let name = DisplayName::parse(&body.display_name)
+        .map_err(|e| invalid("#/display_name", e.to_string()))?;
+    let command = UserCommand::UpdateProfile {
+        display_name: name.as_str().to_owned(),
+    };
+    let committed = state
+        .identity
+        .execute(caller.user_id, command, &caller.metadata("UpdateProfile"))
+        .await?;
     Ok(Json(CommandAccepted::new(caller.user_id, &committed)))
 }
 
@@ -91,7 +97,10 @@ async fn sessions(
     let rows = identity::sessions_of(&state.pool, caller.user_id, false).await?;
     Ok(Json(
         rows.into_iter()
-            .map(|s| MySession { current: s.id == caller.session_id, session: s })
+            .map(|s| MySession {
+                current: s.id == caller.session_id,
+                session: s,
+            })
             .collect(),
     ))
 }
@@ -108,15 +117,24 @@ async fn end_session(
     caller.authorize(&state, Action::SessionRevoke).await?;
     // The command runs on the caller's own account, so only their own
     // sessions can be found: ownership holds by construction.
-    let command = UserCommand::RevokeSession { session_id: id, reason: RevokeReason::UserRequest };
-    let committed = state.identity.execute(caller.user_id, command, &caller.metadata("RevokeSession")).await?;
+    let command = UserCommand::RevokeSession {
+        session_id: id,
+        reason: RevokeReason::UserRequest,
+    };
+    let committed = state
+        .identity
+        .execute(caller.user_id, command, &caller.metadata("RevokeSession"))
+        .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }
 
 /// What the caller's role may do, from the policy table.
 #[utoipa::path(get, path = "/api/v1/me/permissions", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [Permission]), (status = 401, body = Problem)))]
-async fn my_permissions(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Permission>>, Problem> {
+async fn my_permissions(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Permission>>, Problem> {
     caller.authorize(&state, Action::MeRead).await?;
     Ok(Json(permissions(caller.role)))
 }

@@ -154,7 +154,10 @@ impl IdentityService {
         command: UserCommand,
         meta: EventMetadata,
     ) -> Result<Committed<UserEvent>, CommandError<UserError>> {
-        let committed = self.users.execute(&user_id.to_string(), command, meta).await?;
+        let committed = self
+            .users
+            .execute(&user_id.to_string(), command, meta)
+            .await?;
         if let Some(observe) = &self.observer {
             for e in &committed.events {
                 observe(user_id, e.sequence, &e.payload);
@@ -273,7 +276,12 @@ impl IdentityService {
                 .await
             {
                 Err(CommandError::Rejected(UserError::StaleCredentials)) => {
-                    user = self.users.store().load(&user_id.to_string()).await?.aggregate;
+                    user = self
+                        .users
+                        .store()
+                        .load(&user_id.to_string())
+                        .await?
+                        .aggregate;
                     continue;
                 }
                 other => other?,
@@ -390,7 +398,12 @@ impl IdentityService {
         new: &Password,
         meta: &EventMetadata,
     ) -> Result<Committed<UserEvent>, IdentityError> {
-        let user = self.users.store().load(&user_id.to_string()).await?.aggregate;
+        let user = self
+            .users
+            .store()
+            .load(&user_id.to_string())
+            .await?
+            .aggregate;
         if !self.hasher.verify(current, &user.password_hash).await {
             return Err(IdentityError::WrongPassword);
         }
@@ -463,7 +476,12 @@ impl IdentityService {
     ) -> Result<Committed<UserEvent>, IdentityError> {
         let ([user_id], token_hash) =
             secrets::parse_token::<1>(token).ok_or(IdentityError::InvalidResetToken)?;
-        let user = self.users.store().load(&user_id.to_string()).await?.aggregate;
+        let user = self
+            .users
+            .store()
+            .load(&user_id.to_string())
+            .await?
+            .aggregate;
         // Check before hashing, so garbage tokens cost no Argon2 work.
         match &user.reset {
             Some((hash, expires)) if *hash == token_hash && *expires > Utc::now() => {}

@@ -61,7 +61,8 @@ impl PasswordHasher {
     pub async fn verify(&self, password: &Password, phc: &str) -> bool {
         let password = password.clone();
         let phc = phc.to_owned();
-        self.blocking(move || verify_now(password.expose(), &phc)).await
+        self.blocking(move || verify_now(password.expose(), &phc))
+            .await
     }
 
     /// Spend the time of one verification, for a login to no account.

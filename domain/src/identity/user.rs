@@ -329,7 +329,11 @@ impl User {
         (FIRST_LOCK * factor).min(MAX_LOCK)
     }
 
-    fn revoke_where(&self, keep: impl Fn(&Session) -> bool, reason: RevokeReason) -> Vec<UserEvent> {
+    fn revoke_where(
+        &self,
+        keep: impl Fn(&Session) -> bool,
+        reason: RevokeReason,
+    ) -> Vec<UserEvent> {
         self.sessions
             .iter()
             .filter(|s| !keep(s))
@@ -452,9 +456,10 @@ impl User {
                     password_hash: new_hash,
                     via_reset: false,
                 }];
-                events.extend(
-                    self.revoke_where(|s| Some(s.id) == keep_session, RevokeReason::PasswordChanged),
-                );
+                events.extend(self.revoke_where(
+                    |s| Some(s.id) == keep_session,
+                    RevokeReason::PasswordChanged,
+                ));
                 Ok(events)
             }
             C::RequestPasswordReset {
@@ -609,7 +614,11 @@ impl User {
             return Ok(events);
         }
         let mut events = Vec::new();
-        let live: Vec<&Session> = self.sessions.iter().filter(|s| s.expires_at > now).collect();
+        let live: Vec<&Session> = self
+            .sessions
+            .iter()
+            .filter(|s| s.expires_at > now)
+            .collect();
         for s in self.sessions.iter().filter(|s| s.expires_at <= now) {
             events.push(E::SessionRevoked {
                 session_id: s.id,
@@ -801,12 +810,17 @@ mod tests {
             run(&mut u, events);
         }
         let events = login(&u, false, t0 + Duration::seconds(5));
-        assert!(matches!(events[1], UserEvent::AccountLocked { lock_count: 1, .. }));
+        assert!(matches!(
+            events[1],
+            UserEvent::AccountLocked { lock_count: 1, .. }
+        ));
         run(&mut u, events);
         assert_eq!(u.locked_until, Some(t0 + Duration::seconds(5) + FIRST_LOCK));
         // While locked even the right password fails, and does not extend the lock.
         let events = login(&u, true, t0 + Duration::seconds(10));
-        assert!(matches!(&events[..], [UserEvent::LoginFailed { reason, .. }] if reason == "locked"));
+        assert!(
+            matches!(&events[..], [UserEvent::LoginFailed { reason, .. }] if reason == "locked")
+        );
         // After the lock, five more failures lock for twice as long.
         let later = t0 + Duration::minutes(2);
         for i in 0..5 {
@@ -814,7 +828,10 @@ mod tests {
             run(&mut u, events);
         }
         assert_eq!(u.lock_count, 2);
-        assert_eq!(u.locked_until, Some(later + Duration::seconds(4) + FIRST_LOCK * 2));
+        assert_eq!(
+            u.locked_until,
+            Some(later + Duration::seconds(4) + FIRST_LOCK * 2)
+        );
     }
 
     #[test]
@@ -829,7 +846,10 @@ mod tests {
         let events = login(&u, true, t0 + Duration::seconds(9));
         assert_eq!(
             events[0],
-            UserEvent::SessionRevoked { session_id: oldest, reason: RevokeReason::SessionLimit }
+            UserEvent::SessionRevoked {
+                session_id: oldest,
+                reason: RevokeReason::SessionLimit
+            }
         );
         run(&mut u, events);
         assert_eq!(u.sessions.len(), MAX_SESSIONS);
@@ -853,9 +873,15 @@ mod tests {
             })
         };
         let events = refresh(&u, "r", "r2").expect("rotates");
-        assert!(matches!(events[0], UserEvent::SessionRefreshed { generation: 1, .. }));
+        assert!(matches!(
+            events[0],
+            UserEvent::SessionRefreshed { generation: 1, .. }
+        ));
         run(&mut u, events);
-        assert_eq!(refresh(&u, "garbage", "x"), Err(UserError::InvalidRefreshToken));
+        assert_eq!(
+            refresh(&u, "garbage", "x"),
+            Err(UserError::InvalidRefreshToken)
+        );
         let events = refresh(&u, "r", "r3").expect("decided");
         assert_eq!(events[0], UserEvent::RefreshTokenReused { session_id: sid });
         run(&mut u, events);

@@ -233,7 +233,16 @@ mod tests {
             Email::parse("  Jane.Doe@Example.COM ").map(|e| e.0),
             Ok("jane.doe@example.com".to_owned())
         );
-        for bad in ["", "jane", "jane@", "@example.com", "jane@example", "ja ne@example.com", "jane..d@example.com", "jane@-x.com"] {
+        for bad in [
+            "",
+            "jane",
+            "jane@",
+            "@example.com",
+            "jane@example",
+            "ja ne@example.com",
+            "jane..d@example.com",
+            "jane@-x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());
@@ -242,10 +251,22 @@ mod tests {
     #[test]
     fn weak_and_oversized_passwords_are_refused() {
         assert!(Password::parse("correct horse battery").is_ok());
-        assert_eq!(Password::parse("short").err(), Some(Invalid("must be at least 12 characters")));
-        assert_eq!(Password::parse("aaaaaaaaaaaaaaaa").err(), Some(Invalid("is too easy to guess")));
-        assert_eq!(Password::parse("Password1234").err(), Some(Invalid("is too easy to guess")));
+        assert_eq!(
+            Password::parse("short").err(),
+            Some(Invalid("must be at least 12 characters"))
+        );
+        assert_eq!(
+            Password::parse("aaaaaaaaaaaaaaaa").err(),
+            Some(Invalid("is too easy to guess"))
+        );
+        assert_eq!(
+            Password::parse("Password1234").err(),
+            Some(Invalid("is too easy to guess"))
+        );
         assert!(Password::parse(&"x1y2z3".repeat(30)).is_err());
-        assert_eq!(format!("{:?}", Password::parse("correct horse battery")), "Ok(Password([redacted]))");
+        assert_eq!(
+            format!("{:?}", Password::parse("correct horse battery")),
+            "Ok(Password([redacted]))"
+        );
     }
 }

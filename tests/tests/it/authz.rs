@@ -45,24 +45,69 @@ const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
     ("POST", "/api/v1/auth/logout", Body::Empty, AUTHED),
     ("POST", "/api/v1/auth/logout-all", Body::Empty, AUTHED),
     ("GET", "/api/v1/auth/verify", Body::None, AUTHED),
-    ("POST", "/api/v1/auth/change-password", Body::ChangePassword, AUTHED),
-    ("POST", "/api/v1/auth/password-reset/request", Body::ResetRequest, [202; 6]),
-    ("POST", "/api/v1/auth/password-reset/confirm", Body::ResetConfirm, [422; 6]),
+    (
+        "POST",
+        "/api/v1/auth/change-password",
+        Body::ChangePassword,
+        AUTHED,
+    ),
+    (
+        "POST",
+        "/api/v1/auth/password-reset/request",
+        Body::ResetRequest,
+        [202; 6],
+    ),
+    (
+        "POST",
+        "/api/v1/auth/password-reset/confirm",
+        Body::ResetConfirm,
+        [422; 6],
+    ),
     ("GET", "/api/v1/me", Body::None, AUTHED),
     ("PATCH", "/api/v1/me", Body::Profile, AUTHED),
     ("GET", "/api/v1/me/sessions", Body::None, AUTHED),
     ("DELETE", "/api/v1/me/sessions/{id}", Body::None, AUTHED),
     ("GET", "/api/v1/me/permissions", Body::None, AUTHED),
-    ("POST", "/api/v1/devices", Body::Device, [401, 201, 201, 201, 201, 201]),
+    (
+        "POST",
+        "/api/v1/devices",
+        Body::Device,
+        [401, 201, 201, 201, 201, 201],
+    ),
     ("GET", "/api/v1/devices", Body::None, AUTHED),
-    ("POST", "/api/v1/devices/{id}/activate", Body::Empty, [401, 404, 404, 404, 404, 404]),
-    ("DELETE", "/api/v1/devices/{id}", Body::None, [401, 404, 404, 404, 404, 404]),
+    (
+        "POST",
+        "/api/v1/devices/{id}/activate",
+        Body::Empty,
+        [401, 404, 404, 404, 404, 404],
+    ),
+    (
+        "DELETE",
+        "/api/v1/devices/{id}",
+        Body::None,
+        [401, 404, 404, 404, 404, 404],
+    ),
     ("GET", "/api/v1/admin/users", Body::None, ADMIN),
     ("PATCH", "/api/v1/admin/users/{id}/role", Body::Role, ADMIN),
-    ("POST", "/api/v1/admin/users/{id}/deactivate", Body::Empty, ADMIN),
-    ("POST", "/api/v1/admin/users/{id}/reset-password", Body::Empty, ADMIN),
+    (
+        "POST",
+        "/api/v1/admin/users/{id}/deactivate",
+        Body::Empty,
+        ADMIN,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{id}/reset-password",
+        Body::Empty,
+        ADMIN,
+    ),
     ("GET", "/api/v1/admin/projections", Body::None, HISTORY),
-    ("POST", "/api/v1/admin/projections/{name}/rebuild", Body::Empty, [401, 202, 403, 403, 403, 403]),
+    (
+        "POST",
+        "/api/v1/admin/projections/{name}/rebuild",
+        Body::Empty,
+        [401, 202, 403, 403, 403, 403],
+    ),
     ("GET", "/api/v1/audit/events", Body::None, HISTORY),
 ];
 
@@ -84,7 +129,10 @@ fn path_for(template: &str, ctx: &Ctx) -> String {
         .replace("{id}", &id)
         .replace("{name}", "analytics_daily_event_counts");
     if template == "/api/v1/me" || template == "/api/v1/me/sessions" {
-        format!("{path}?consistent_with={}", ctx.tokens.position.as_deref().unwrap_or("0.0"))
+        format!(
+            "{path}?consistent_with={}",
+            ctx.tokens.position.as_deref().unwrap_or("0.0")
+        )
     } else {
         path
     }
@@ -95,14 +143,22 @@ fn body_for(body: Body, ctx: &Ctx) -> Option<Value> {
     Some(match body {
         Body::None => return None,
         Body::Empty => json!({}),
-        Body::Register => json!({"email": format!("new-{unique}@example.com"), "password": PASSWORD, "display_name": "New", "role": "student"}),
-        Body::Login => json!({"email": ctx.email, "password": PASSWORD, "device_fingerprint": "test-device"}),
-        Body::Refresh => json!({"refresh_token": ctx.tokens.refresh_token, "device_fingerprint": "test-device"}),
+        Body::Register => {
+            json!({"email": format!("new-{unique}@example.com"), "password": PASSWORD, "display_name": "New", "role": "student"})
+        }
+        Body::Login => {
+            json!({"email": ctx.email, "password": PASSWORD, "device_fingerprint": "test-device"})
+        }
+        Body::Refresh => {
+            json!({"refresh_token": ctx.tokens.refresh_token, "device_fingerprint": "test-device"})
+        }
         Body::ChangePassword => json!({"current_password": PASSWORD, "new_password": PASSWORD}),
         Body::ResetRequest => json!({"email": ctx.email}),
         Body::ResetConfirm => json!({"token": "not-a-token", "new_password": PASSWORD}),
         Body::Profile => json!({"display_name": "Renamed"}),
-        Body::Device => json!({"device_id": format!("dev-{unique}"), "name": "Laptop", "platform": "web"}),
+        Body::Device => {
+            json!({"device_id": format!("dev-{unique}"), "name": "Laptop", "platform": "web"})
+        }
         Body::Role => json!({"role": "tutor"}),
     })
 }
@@ -131,21 +187,44 @@ async fn run_column(column: usize) -> Vec<String> {
         let tokens = if needs_session {
             app.login(&email).await
         } else {
-            Tokens { access_token: String::new(), refresh_token: String::new(), session_id: Uuid::nil(), position: None }
+            Tokens {
+                access_token: String::new(),
+                refresh_token: String::new(),
+                session_id: Uuid::nil(),
+                position: None,
+            }
         };
         let victim = if template.starts_with("/api/v1/admin/users/") {
-            app.register(&format!("victim-{}@example.com", Uuid::new_v4().simple()), "student").await
+            app.register(
+                &format!("victim-{}@example.com", Uuid::new_v4().simple()),
+                "student",
+            )
+            .await
         } else {
             Uuid::nil()
         };
-        let ctx = Ctx { email: email.clone(), tokens, victim };
+        let ctx = Ctx {
+            email: email.clone(),
+            tokens,
+            victim,
+        };
         let token = (role != "anonymous").then_some(ctx.tokens.access_token.as_str());
         let method: Method = method.parse().expect("a method");
-        let r = app.call(method.clone(), &path_for(template, &ctx), token, body_for(*body, &ctx)).await;
+        let r = app
+            .call(
+                method.clone(),
+                &path_for(template, &ctx),
+                token,
+                body_for(*body, &ctx),
+            )
+            .await;
         let status = r.status().as_u16();
         if status != expected[column] {
             let text = r.text().await.unwrap_or_default();
-            failures.push(format!("{role} {method} {template}: expected {}, got {status}: {text}", expected[column]));
+            failures.push(format!(
+                "{role} {method} {template}: expected {}, got {status}: {text}",
+                expected[column]
+            ));
         }
     }
     // Every 403 was recorded as an AccessDenied event.
@@ -157,7 +236,9 @@ async fn run_column(column: usize) -> Vec<String> {
     .await
     .expect("count");
     if recorded != forbidden as i64 {
-        failures.push(format!("{role}: {forbidden} refusals but {recorded} AccessDenied events"));
+        failures.push(format!(
+            "{role}: {forbidden} refusals but {recorded} AccessDenied events"
+        ));
     }
     failures
 }
@@ -165,18 +246,40 @@ async fn run_column(column: usize) -> Vec<String> {
 #[tokio::test]
 async fn every_route_answers_every_role_as_the_matrix_says() {
     let app = spawn_app().await;
-    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.expect("send").json().await.expect("json");
-    let listed: Vec<(String, String)> = MATRIX.iter().map(|(m, p, _, _)| ((*m).to_owned(), (*p).to_owned())).collect();
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let listed: Vec<(String, String)> = MATRIX
+        .iter()
+        .map(|(m, p, _, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
     let documented = openapi_routes(&doc);
     for route in &documented {
-        assert!(listed.contains(route), "{route:?} is in the OpenAPI document but not in the authorization matrix");
+        assert!(
+            listed.contains(route),
+            "{route:?} is in the OpenAPI document but not in the authorization matrix"
+        );
     }
     for route in &listed {
-        assert!(documented.contains(route), "{route:?} is in the matrix but not in the OpenAPI document");
+        assert!(
+            documented.contains(route),
+            "{route:?} is in the matrix but not in the OpenAPI document"
+        );
     }
     // Each column in its own app, so one caller's rate limits and session
     // changes do not touch another's.
     let columns = futures::future::join_all((0..CALLERS.len()).map(run_column)).await;
     let failures: Vec<String> = columns.into_iter().flatten().collect();
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
