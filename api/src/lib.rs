@@ -10,6 +10,7 @@
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod bench_auth;
 pub mod config;
 pub mod embedded;
 pub mod extract;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use lectern_api::bench::{self, LoadBench, StoreBench};
+use lectern_api::bench_auth::{self, AuthBench};
 use lectern_api::config::{AuthConfig, DatabaseConfig, HttpConfig};
 use lectern_api::server::{self, Database};
 use lectern_projections::runner::{self, RunnerConfig, Runners, Wakeup};
@@ -88,6 +89,9 @@ enum BenchCommand {
     Store(StoreBench),
     /// Time loading one long aggregate through its snapshot; prints one JSON line.
     Load(LoadBench),
+    /// Authenticated reads and token refresh over HTTP, and the in-process
+    /// cost of authentication plus the policy check; prints one JSON line.
+    Auth(AuthBench),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -148,6 +152,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     BenchCommand::Load(opts) => {
                         serde_json::to_string(&bench::run_load(db.pool.clone(), &opts).await?)?
+                    }
+                    BenchCommand::Auth(opts) => {
+                        serde_json::to_string(&bench_auth::run_auth(db.pool.clone(), &opts).await?)?
                     }
                 };
                 println!("{line}");

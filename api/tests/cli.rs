@@ -72,7 +72,11 @@ async fn serve_on_the_embedded_default_persists_its_cluster_and_stops_it_on_sigt
         writeln!(stdin, "{password}").expect("write the password");
     }
     let out = create.wait_with_output().expect("create-admin finishes");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(created["role"], "admin");
 
