@@ -2,10 +2,6 @@
 -- The read models are written only by projections (lectern-projections);
 -- the write side's truth is the User and EmailClaim streams in `events`.
 
--- Startup scans of recent events (revocations, see api/src/auth/revocations.rs)
--- filter by time; a BRIN index costs next to nothing on an append-only table.
-CREATE INDEX events_recorded_at_brin ON events USING brin (recorded_at);
-
 CREATE TABLE users (
     id                   uuid PRIMARY KEY,
     email                text NOT NULL,

@@ -30,6 +30,11 @@ pub struct RunnerConfig {
     pub batch_size: i64,
     /// How long an idle runner waits for a NOTIFY before polling anyway.
     pub poll_interval: Duration,
+    /// The wait after a round that found events. Writers skip the NOTIFY
+    /// while another transaction's is pending (see migration
+    /// `20261122000004`), so right after activity the runner looks again soon
+    /// rather than waiting for a notification that may not come.
+    pub active_poll_interval: Duration,
     /// How often a standby runner tries to take over.
     pub standby_interval: Duration,
     /// The first wait after a failure; it doubles up to `max_backoff`.
@@ -42,6 +47,7 @@ impl Default for RunnerConfig {
         Self {
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
+            active_poll_interval: Duration::from_millis(20),
             standby_interval: Duration::from_millis(500),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
@@ -271,6 +277,7 @@ impl Runner {
                 Err(e) => return Exit::ConnectionLost(e),
             }
             // Drain: batch after batch until the readable log is exhausted.
+            let mut found = false;
             loop {
                 match apply_batch(
                     conn,
@@ -284,6 +291,7 @@ impl Runner {
                 {
                     Ok(Some(position)) => {
                         checkpoint = position;
+                        found = true;
                         backoff = self.config.min_backoff;
                         self.state.send_replace(RunnerState::Active(checkpoint));
                         metrics::gauge!("lectern_projection_position", "projection" => name)
@@ -315,10 +323,15 @@ impl Runner {
                     metrics::gauge!("lectern_projection_lag_events", "projection" => name)
                         .set((head - checkpoint.global_position).max(0) as f64);
                 }
+                let wait = if found {
+                    self.config.active_poll_interval
+                } else {
+                    self.config.poll_interval
+                };
                 tokio::select! {
                     () = self.cancel.cancelled() => return Exit::Cancelled,
                     _ = self.wakeup.changed() => {}
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
         }

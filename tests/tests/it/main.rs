@@ -5,5 +5,6 @@ mod api;
 mod authz;
 mod identity;
 mod projections;
+mod roundtrips;
 mod store;
 mod support;
