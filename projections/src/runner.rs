@@ -266,7 +266,8 @@ impl Runner {
                     }
                     Ok(None) => return Exit::Cancelled,
                     Err(RunError::Connection(e)) => return Exit::ConnectionLost(e),
-                    Err(RunError::Apply { event, error }) => {
+                    // A rebuild that fails starts again from zero next time.
+                    Err(RunError::Apply { event, error, .. }) => {
                         if let Some(exit) = self.fail(conn, &event, &error, &mut backoff).await {
                             return exit;
                         }
@@ -305,7 +306,16 @@ impl Runner {
                         break;
                     }
                     Err(RunError::Connection(e)) => return Exit::ConnectionLost(e),
-                    Err(RunError::Apply { event, error }) => {
+                    Err(RunError::Apply {
+                        event,
+                        error,
+                        committed,
+                    }) => {
+                        // Resume after what the batch did commit, or its
+                        // events would be applied a second time.
+                        if let Some(position) = committed {
+                            checkpoint = position;
+                        }
                         if let Some(exit) = self.fail(conn, &event, &error, &mut backoff).await {
                             return exit;
                         }
@@ -457,10 +467,12 @@ impl Runner {
 enum RunError {
     /// The database connection failed: the lock may be gone.
     Connection(sqlx::Error),
-    /// The projection refused `event`.
+    /// The projection refused `event`. The events before it in the batch
+    /// were committed; `committed` is the checkpoint they reached, if any.
     Apply {
         event: Box<LogEvent>,
         error: ProjectionError,
+        committed: Option<Position>,
     },
 }
 
@@ -497,7 +509,7 @@ async fn apply_batch(
             }
             // Commit the events before the bad one, so the projection stops
             // exactly at it rather than at the start of its batch.
-            if index > 0 {
+            let committed = if index > 0 {
                 Box::pin(apply_batch(
                     conn,
                     projection,
@@ -506,11 +518,14 @@ async fn apply_batch(
                     index as i64,
                     checkpoint,
                 ))
-                .await?;
-            }
+                .await?
+            } else {
+                None
+            };
             return Err(RunError::Apply {
                 event: Box::new(event.clone()),
                 error,
+                committed,
             });
         }
     }

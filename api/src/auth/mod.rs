@@ -50,11 +50,15 @@ impl Auth {
         }
     }
 
-    /// Verify a bearer token and check its standing.
-    pub fn authenticate(&self, token: &str) -> Result<(AccessClaims, Standing), TokenError> {
-        let claims = self.keyring.verify(token)?;
+    /// Verify a bearer token and check its standing; also returns the id of
+    /// the key that signed it.
+    pub fn authenticate(
+        &self,
+        token: &str,
+    ) -> Result<(AccessClaims, String, Standing), TokenError> {
+        let (claims, kid) = self.keyring.verify(token)?;
         let standing = self.revocations.standing(&claims);
-        Ok((claims, standing))
+        Ok((claims, kid, standing))
     }
 
     /// A signed access token for a login or refresh.
@@ -179,6 +183,8 @@ pub struct Caller {
     pub session_id: Uuid,
     pub role: Role,
     pub claims: AccessClaims,
+    /// The id of the key that signed the token.
+    pub kid: String,
     /// The token allows only the password change.
     pub restricted: bool,
     pub client: Client,
@@ -302,14 +308,15 @@ impl FromRequestParts<AppState> for Caller {
                     "The access token is not valid.",
                 ))
             }
-            Ok((_, Standing::Revoked)) => {
+            Ok((_, _, Standing::Revoked)) => {
                 refused("revoked_token").await;
                 Err(unauthorized(
                     "token_revoked",
                     "The access token's session has ended.",
                 ))
             }
-            Ok((claims, standing)) => Ok(Self {
+            Ok((claims, kid, standing)) => Ok(Self {
+                kid,
                 user_id: claims.sub,
                 session_id: claims.sid,
                 role: claims.role,

@@ -132,11 +132,6 @@ impl Keyring {
         ("dev-1".to_owned(), mac.finalize().into_bytes().to_vec())
     }
 
-    /// The id of the signing key.
-    pub fn signing_kid(&self) -> &str {
-        &self.signing_kid
-    }
-
     /// Sign `claims` with the current key.
     pub fn sign(&self, claims: &AccessClaims) -> String {
         let mut header = Header::new(ALGORITHM);
@@ -148,8 +143,9 @@ impl Keyring {
     }
 
     /// Verify a token: a known `kid`, the allowed algorithm, `typ: at+jwt`,
-    /// the signature, issuer, audience, and time claims.
-    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    /// the signature, issuer, audience, and time claims. Returns the claims
+    /// and the id of the key that signed them.
+    pub fn verify(&self, token: &str) -> Result<(AccessClaims, String), TokenError> {
         if token.len() > 4096 {
             return Err(TokenError::Invalid);
         }
@@ -157,13 +153,10 @@ impl Keyring {
         if header.alg != ALGORITHM || header.typ.as_deref() != Some(TYP) {
             return Err(TokenError::Invalid);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.get(kid))
-            .ok_or(TokenError::Invalid)?;
+        let kid = header.kid.ok_or(TokenError::Invalid)?;
+        let key = self.keys.get(&kid).ok_or(TokenError::Invalid)?;
         jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
-            .map(|data| data.claims)
+            .map(|data| (data.claims, kid))
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,

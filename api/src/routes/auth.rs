@@ -289,7 +289,7 @@ async fn verify(
         sid: c.sid,
         role: c.role.as_str().to_owned(),
         jti: c.jti,
-        kid: state.auth.keyring.signing_kid().to_owned(),
+        kid: caller.kid.clone(),
         iss: c.iss.clone(),
         aud: c.aud.clone(),
         iat: c.iat,

@@ -647,12 +647,12 @@ async fn a_new_signing_key_takes_over_while_the_old_one_still_verifies() {
         }
     };
     // Signed with k1, verified by the rotated server.
-    assert_eq!(
-        verify(rotated_addr, tokens.access_token.clone())
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    let v: Value = verify(rotated_addr, tokens.access_token.clone())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["kid"], "k1");
     // The rotated server signs with k2.
     let r = app
         .client

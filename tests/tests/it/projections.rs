@@ -358,6 +358,9 @@ async fn a_poison_event_stops_its_projection_and_not_the_others() {
         matches!(s, RunnerState::Failed { .. })
     })
     .await;
+    // Let it retry a few times (backoff 50, 100, 200 ms): a retry must resume
+    // after the committed prefix, not apply those events again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let poison_pos: i64 =
         sqlx::query_scalar("SELECT global_position FROM events WHERE event_type = 'Poison'")
