@@ -60,6 +60,11 @@ pub struct HttpConfig {
     #[arg(long, env = "LECTERN_READY_MAX_LAG", default_value_t = 10_000)]
     pub ready_max_lag: i64,
 
+    /// Deliver queued mail (password resets) as files into this directory.
+    /// Unset: mail stays in `outbound_messages` for an external relay.
+    #[arg(long, env = "LECTERN_MAIL_DIR")]
+    pub mail_dir: Option<std::path::PathBuf>,
+
     /// Run projection workers in this process.
     #[arg(long, env = "LECTERN_RUN_PROJECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_projections: bool,
@@ -74,6 +79,7 @@ impl HttpConfig {
             request_timeout_secs: 30,
             cors_origins: Vec::new(),
             ready_max_lag: 10_000,
+            mail_dir: None,
             run_projections: true,
         }
     }

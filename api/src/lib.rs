@@ -14,6 +14,7 @@ pub mod bench_auth;
 pub mod config;
 pub mod embedded;
 pub mod extract;
+pub mod mail;
 pub mod middleware;
 pub mod openapi;
 pub mod pagination;

@@ -110,6 +110,9 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", http.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "lectern listening");
+    if let Some(dir) = http.mail_dir.clone() {
+        tokio::spawn(crate::mail::run(db.pool.clone(), dir, cancel.clone()));
+    }
     let state = AppState::new(db.pool.clone(), http, keyring, &cancel);
     let app = crate::router(state);
     axum::serve(

@@ -1323,3 +1323,62 @@ async fn one_device_is_active_even_under_concurrent_activations() {
         .await;
     problem(r, StatusCode::NOT_FOUND, "device_not_found").await;
 }
+
+#[tokio::test]
+async fn the_mail_sender_delivers_each_message_once_and_clears_its_body() {
+    let app = spawn_app().await;
+    let address = email();
+    app.register(&address, "student").await;
+    let r = app
+        .post(
+            "/api/v1/auth/password-reset/request",
+            None,
+            json!({"email": address}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let dir = std::env::temp_dir().join(format!("lectern-mail-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("mail dir");
+    let delivered = lectern_api::mail::deliver_batch(&app.db.pool, &dir)
+        .await
+        .expect("deliver");
+    assert_eq!(delivered, 1);
+    assert_eq!(
+        lectern_api::mail::deliver_batch(&app.db.pool, &dir)
+            .await
+            .expect("deliver"),
+        0
+    );
+    let (id, body, sent): (Uuid, Option<String>, bool) =
+        sqlx::query_as("SELECT id, body, sent_at IS NOT NULL FROM outbound_messages")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("row");
+    assert!(sent);
+    assert_eq!(
+        body, None,
+        "the token does not stay in the database once sent"
+    );
+    let file = dir.join(format!("{id}.eml"));
+    let text = std::fs::read_to_string(&file).expect("the delivered mail");
+    assert!(text.starts_with(&format!("To: {address}\r\n")));
+    let token = text
+        .lines()
+        .find(|l| l.len() > 40 && !l.contains(' '))
+        .expect("a token")
+        .to_owned();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    let r = app
+        .post(
+            "/api/v1/auth/password-reset/confirm",
+            None,
+            json!({"token": token, "new_password": "delivered passphrase"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}
