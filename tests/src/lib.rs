@@ -261,6 +261,16 @@ impl TestApp {
             .await
     }
 
+    /// `POST /api/v1/auth/refresh` with `refresh_token` from device `fingerprint`.
+    pub async fn refresh(&self, refresh_token: &str, fingerprint: &str) -> reqwest::Response {
+        self.post(
+            "/api/v1/auth/refresh",
+            None,
+            serde_json::json!({"refresh_token": refresh_token, "device_fingerprint": fingerprint}),
+        )
+        .await
+    }
+
     /// Register `email` with [`PASSWORD`] through the API as a student or
     /// tutor; other roles through the service, as the CLI does.
     pub async fn register(&self, email: &str, role: &str) -> uuid::Uuid {

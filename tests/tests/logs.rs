@@ -51,13 +51,7 @@ async fn no_secret_or_personal_data_reaches_the_logs() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = app
-        .post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": tokens.refresh_token, "device_fingerprint": "test-device"}),
-        )
-        .await;
+    let r = app.refresh(&tokens.refresh_token, "test-device").await;
     let rotated: Tokens = r.json().await.expect("tokens");
     assert_eq!(
         app.get("/api/v1/me/permissions", &rotated.access_token)
@@ -71,13 +65,7 @@ async fn no_secret_or_personal_data_reaches_the_logs() {
         app.get("/api/v1/auth/verify", &forged).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let r = app
-        .post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": tokens.refresh_token, "device_fingerprint": "test-device"}),
-        )
-        .await;
+    let r = app.refresh(&tokens.refresh_token, "test-device").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // A password reset from request to confirmation.
     let r = app

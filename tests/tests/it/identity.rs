@@ -274,13 +274,7 @@ async fn five_failed_logins_lock_the_account_and_the_audit_log_shows_it() {
 async fn a_reused_refresh_token_kills_the_whole_session_and_is_audited() {
     let app = spawn_app().await;
     let (user_id, first) = app.user("student").await;
-    let r = app
-        .post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": first.refresh_token, "device_fingerprint": "test-device"}),
-        )
-        .await;
+    let r = app.refresh(&first.refresh_token, "test-device").await;
     assert_eq!(r.status(), StatusCode::OK);
     let second: Tokens = r.json().await.expect("tokens");
     assert_ne!(second.refresh_token, first.refresh_token);
@@ -293,22 +287,10 @@ async fn a_reused_refresh_token_kills_the_whole_session_and_is_audited() {
     );
 
     // The thief (or the victim) presents the rotated token again.
-    let r = app
-        .post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": first.refresh_token, "device_fingerprint": "test-device"}),
-        )
-        .await;
+    let r = app.refresh(&first.refresh_token, "test-device").await;
     problem(r, StatusCode::UNAUTHORIZED, "session_revoked").await;
     // Both refresh tokens and every access token of the family are dead.
-    let r = app
-        .post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": second.refresh_token, "device_fingerprint": "test-device"}),
-        )
-        .await;
+    let r = app.refresh(&second.refresh_token, "test-device").await;
     problem(r, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
     for token in [&first.access_token, &second.access_token] {
         problem(
@@ -378,23 +360,11 @@ async fn refresh_is_limited_to_ten_per_hour_per_session() {
     let app = spawn_app().await;
     let (user_id, mut tokens) = app.user("student").await;
     for _ in 0..10 {
-        let r = app
-            .post(
-                "/api/v1/auth/refresh",
-                None,
-                json!({"refresh_token": tokens.refresh_token, "device_fingerprint": "test-device"}),
-            )
-            .await;
+        let r = app.refresh(&tokens.refresh_token, "test-device").await;
         assert_eq!(r.status(), StatusCode::OK);
         tokens = r.json().await.expect("tokens");
     }
-    let r = app
-        .post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": tokens.refresh_token, "device_fingerprint": "test-device"}),
-        )
-        .await;
+    let r = app.refresh(&tokens.refresh_token, "test-device").await;
     let h = r.headers().clone();
     problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     let retry: u64 = h["retry-after"]
@@ -427,13 +397,7 @@ async fn refresh_is_limited_to_ten_per_hour_per_session() {
 async fn a_different_device_fingerprint_revokes_the_session() {
     let app = spawn_app().await;
     let (_, tokens) = app.user("tutor").await;
-    let r = app
-        .post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": tokens.refresh_token, "device_fingerprint": "another-device"}),
-        )
-        .await;
+    let r = app.refresh(&tokens.refresh_token, "another-device").await;
     let body = problem(r, StatusCode::UNAUTHORIZED, "session_revoked").await;
     assert!(body["detail"]
         .as_str()
@@ -878,13 +842,7 @@ async fn bad_credentials_input_gets_validation_problems_and_writes_nothing() {
     problem(r, StatusCode::FORBIDDEN, "role_not_allowed").await;
     // Garbage refresh tokens.
     for token in ["", "garbage", &"A".repeat(86), &"x".repeat(5000)] {
-        let r = app
-            .post(
-                "/api/v1/auth/refresh",
-                None,
-                json!({"refresh_token": token, "device_fingerprint": "d"}),
-            )
-            .await;
+        let r = app.refresh(&token, "d").await;
         problem(r, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
     }
     // An oversized login password is refused before any hashing.
@@ -1144,13 +1102,7 @@ async fn admins_list_users_change_roles_and_deactivate_accounts() {
         "token_revoked",
     )
     .await;
-    let r = app
-        .post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": student.refresh_token, "device_fingerprint": "test-device"}),
-        )
-        .await;
+    let r = app.refresh(&student.refresh_token, "test-device").await;
     let promoted: Tokens = r.json().await.expect("tokens");
     let v: Value = app
         .get("/api/v1/auth/verify", &promoted.access_token)
@@ -1175,13 +1127,7 @@ async fn admins_list_users_change_roles_and_deactivate_accounts() {
         "token_revoked",
     )
     .await;
-    let r = app
-        .post(
-            "/api/v1/auth/refresh",
-            None,
-            json!({"refresh_token": tutor.refresh_token, "device_fingerprint": "test-device"}),
-        )
-        .await;
+    let r = app.refresh(&tutor.refresh_token, "test-device").await;
     problem(r, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
     let types: Vec<String> = events_of(&app, &tutor_id.to_string())
         .await
