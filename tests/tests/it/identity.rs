@@ -842,7 +842,7 @@ async fn bad_credentials_input_gets_validation_problems_and_writes_nothing() {
     problem(r, StatusCode::FORBIDDEN, "role_not_allowed").await;
     // Garbage refresh tokens.
     for token in ["", "garbage", &"A".repeat(86), &"x".repeat(5000)] {
-        let r = app.refresh(&token, "d").await;
+        let r = app.refresh(token, "d").await;
         problem(r, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
     }
     // An oversized login password is refused before any hashing.
