@@ -176,6 +176,29 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Refuse `action` with 403 and record why, for an anonymous caller.
+    pub async fn deny(
+        &self,
+        state: &AppState,
+        action: Action,
+        reason: &str,
+        detail: &str,
+    ) -> Problem {
+        let actor = format!("ip:{}", self.ip);
+        record(
+            state,
+            &actor,
+            action,
+            reason,
+            self,
+            &self.metadata("RecordDenial"),
+        )
+        .await;
+        Problem::new(StatusCode::FORBIDDEN, reason, detail)
+    }
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {

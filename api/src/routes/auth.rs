@@ -103,11 +103,14 @@ async fn register(
     };
     if !role.self_service() {
         let Some(c) = &caller else {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "role_not_allowed",
-                "Only an admin can create accounts with this role.",
-            ));
+            return Err(client
+                .deny(
+                    &state,
+                    Action::AdminUsersCreate,
+                    "role_not_allowed",
+                    "Only an admin can create accounts with this role.",
+                )
+                .await);
         };
         c.authorize(&state, Action::AdminUsersCreate).await?;
     }

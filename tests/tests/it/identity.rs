@@ -840,6 +840,7 @@ async fn bad_credentials_input_gets_validation_problems_and_writes_nothing() {
         )
         .await;
     problem(r, StatusCode::FORBIDDEN, "role_not_allowed").await;
+    assert_eq!(count_events(&app, "AccessDenied").await, 1);
     // Garbage refresh tokens.
     for token in ["", "garbage", &"A".repeat(86), &"x".repeat(5000)] {
         let r = app.refresh(token, "d").await;
