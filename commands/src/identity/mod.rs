@@ -87,6 +87,28 @@ pub struct Issued {
     pub position: Option<Position>,
 }
 
+impl Issued {
+    /// The tokens a commit issued; `grant` is the role and must-change flag
+    /// its event recorded.
+    fn new(
+        user_id: Uuid,
+        session_id: Uuid,
+        refresh_token: String,
+        (role, must_change_password): (Role, bool),
+        committed: &Committed<UserEvent>,
+    ) -> Self {
+        Self {
+            user_id,
+            session_id,
+            refresh_token,
+            role,
+            must_change_password,
+            version: committed.version,
+            position: committed.position,
+        }
+    }
+}
+
 /// A message put in the outbox for the mail relay.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -301,15 +323,13 @@ impl IdentityService {
                         must_change_password,
                         ..
                     } => {
-                        return Ok(Issued {
+                        return Ok(Issued::new(
                             user_id,
                             session_id,
                             refresh_token,
-                            role: *role,
-                            must_change_password: *must_change_password,
-                            version: committed.version,
-                            position: committed.position,
-                        })
+                            (*role, *must_change_password),
+                            &committed,
+                        ))
                     }
                     _ => {}
                 }
@@ -356,15 +376,13 @@ impl IdentityService {
                     must_change_password,
                     ..
                 } => {
-                    return Ok(Issued {
+                    return Ok(Issued::new(
                         user_id,
                         session_id,
                         refresh_token,
-                        role: *role,
-                        must_change_password: *must_change_password,
-                        version: committed.version,
-                        position: committed.position,
-                    })
+                        (*role, *must_change_password),
+                        &committed,
+                    ))
                 }
                 _ => {}
             }
