@@ -1,0 +1,283 @@
+//! The Channel aggregate: a lesson's chat. Each message gets the next
+//! channel sequence number; every participant but the sender gets a delivery
+//! of it, which starts as `sent` (the `deliveries` read model holds them,
+//! and [`super::Inbox`] moves them on).
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{domain_event, Actor, LessonStatus, Roster};
+
+/// Longest message, in characters.
+pub const MAX_TEXT: usize = 4000;
+/// Messages per channel remembered for duplicate detection.
+pub const DEDUP_WINDOW: usize = 1000;
+
+/// A lesson's chat channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Channel {
+    pub roster: Roster,
+    pub seq: u64,
+    /// `(sender, client_message_id, message_id, seq)` of recent messages.
+    pub recent: VecDeque<(Uuid, String, Uuid, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelCommand {
+    SyncRoster {
+        roster: Roster,
+    },
+    Send {
+        by: Actor,
+        message_id: Uuid,
+        client_message_id: String,
+        text: String,
+        sent_at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChannelEvent {
+    RosterSynced {
+        roster: Roster,
+    },
+    MessageSent {
+        message_id: Uuid,
+        seq: u64,
+        sender_id: Uuid,
+        client_message_id: String,
+        text: String,
+        sent_at: DateTime<Utc>,
+        /// Who gets a delivery: every participant but the sender.
+        recipients: Vec<Uuid>,
+    },
+}
+
+domain_event!(ChannelEvent {
+    RosterSynced,
+    MessageSent
+});
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    #[error("no such lesson")]
+    NotFound,
+    #[error("only the lesson's tutor and enrolled students may chat")]
+    NotParticipant,
+    #[error("the lesson was cancelled")]
+    Closed,
+    /// The message was sent before: its id and sequence number.
+    #[error("the message was already sent")]
+    Duplicate { message_id: Uuid, seq: u64 },
+    #[error("a message has 1 to 4000 characters")]
+    InvalidText,
+}
+
+impl Channel {
+    fn exists(&self) -> Result<(), ChannelError> {
+        if self.roster.lesson_version == 0 {
+            Err(ChannelError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether `by` may read and acknowledge in this channel.
+    pub fn may_take_part(&self, by: Actor) -> Result<(), ChannelError> {
+        self.exists()?;
+        if by.own_only && !self.roster.takes_part(by.user_id) {
+            return Err(ChannelError::NotParticipant);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `text` is a valid message.
+pub fn text_ok(text: &str) -> bool {
+    let n = text.chars().count();
+    (1..=MAX_TEXT).contains(&n) && !text.trim().is_empty()
+}
+
+impl Aggregate for Channel {
+    const TYPE: &'static str = "Channel";
+    type Command = ChannelCommand;
+    type Event = ChannelEvent;
+    type Error = ChannelError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: ChannelCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), ChannelError> {
+        match command {
+            ChannelCommand::SyncRoster { roster } => {
+                if roster.lesson_version > self.roster.lesson_version {
+                    sink.write(ChannelEvent::RosterSynced { roster }, self)
+                        .await;
+                }
+            }
+            ChannelCommand::Send {
+                by,
+                message_id,
+                client_message_id,
+                text,
+                sent_at,
+            } => {
+                self.may_take_part(by)?;
+                if let Some((_, _, id, seq)) = self
+                    .recent
+                    .iter()
+                    .find(|(s, c, _, _)| *s == by.user_id && *c == client_message_id)
+                {
+                    return Err(ChannelError::Duplicate {
+                        message_id: *id,
+                        seq: *seq,
+                    });
+                }
+                if self.roster.status == Some(LessonStatus::Cancelled) {
+                    return Err(ChannelError::Closed);
+                }
+                if !text_ok(&text) {
+                    return Err(ChannelError::InvalidText);
+                }
+                let recipients = self
+                    .roster
+                    .participants()
+                    .filter(|p| *p != by.user_id)
+                    .collect();
+                sink.write(
+                    ChannelEvent::MessageSent {
+                        message_id,
+                        seq: self.seq + 1,
+                        sender_id: by.user_id,
+                        client_message_id,
+                        text,
+                        sent_at,
+                        recipients,
+                    },
+                    self,
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: ChannelEvent) {
+        match event {
+            ChannelEvent::RosterSynced { roster } => self.roster = roster,
+            ChannelEvent::MessageSent {
+                message_id,
+                seq,
+                sender_id,
+                client_message_id,
+                ..
+            } => {
+                self.seq = seq;
+                if self.recent.len() == DEDUP_WINDOW {
+                    self.recent.pop_front();
+                }
+                self.recent
+                    .push_back((sender_id, client_message_id, message_id, seq));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TUTOR: Uuid = Uuid::from_u128(1);
+    const A: Uuid = Uuid::from_u128(2);
+    const B: Uuid = Uuid::from_u128(3);
+
+    fn channel() -> Channel {
+        let mut c = Channel::default();
+        c.apply(ChannelEvent::RosterSynced {
+            roster: Roster {
+                lesson_version: 3,
+                tutor_id: Some(TUTOR),
+                students: vec![A, B],
+                status: Some(LessonStatus::Scheduled),
+            },
+        });
+        c
+    }
+
+    fn send(c: &Channel, by: Uuid, client_id: &str) -> Result<Vec<ChannelEvent>, ChannelError> {
+        let mut state = c.clone();
+        let sink = EventSink::default();
+        futures_lite(state.handle(
+            ChannelCommand::Send {
+                by: Actor {
+                    user_id: by,
+                    own_only: true,
+                },
+                message_id: Uuid::from_u128(100),
+                client_message_id: client_id.into(),
+                text: "hello".into(),
+                sent_at: Utc::now(),
+            },
+            &(),
+            &sink,
+        ))?;
+        Ok(futures_lite(sink.collect()))
+    }
+
+    /// Run a future that never waits.
+    fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the future waited"),
+        }
+    }
+
+    #[test]
+    fn a_message_goes_to_everyone_but_the_sender() {
+        let events = send(&channel(), A, "m1").unwrap();
+        let [ChannelEvent::MessageSent {
+            seq, recipients, ..
+        }] = events.as_slice()
+        else {
+            panic!("{events:?}")
+        };
+        assert_eq!(*seq, 1);
+        assert_eq!(recipients, &[TUTOR, B]);
+    }
+
+    #[test]
+    fn the_same_client_message_id_is_one_message() {
+        let mut c = channel();
+        for e in send(&c, A, "m1").unwrap() {
+            c.apply(e);
+        }
+        assert_eq!(
+            send(&c, A, "m1"),
+            Err(ChannelError::Duplicate {
+                message_id: Uuid::from_u128(100),
+                seq: 1
+            })
+        );
+        // Another sender's id space is separate.
+        assert!(send(&c, B, "m1").is_ok());
+    }
+
+    #[test]
+    fn strangers_cannot_send() {
+        assert_eq!(
+            send(&channel(), Uuid::from_u128(9), "x"),
+            Err(ChannelError::NotParticipant)
+        );
+    }
+}
