@@ -13,6 +13,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa_axum::router::OpenApiRouter;
 
+use lectern_commands::classroom::ClassroomService;
 use lectern_commands::identity::IdentityService;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,7 @@ pub struct AppState {
     pub http: Arc<HttpConfig>,
     pub auth: Arc<Auth>,
     pub identity: IdentityService,
+    pub classroom: ClassroomService,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
         ));
         Self {
             identity,
+            classroom: ClassroomService::new(&pool),
             pool,
             metrics: crate::telemetry::metrics_handle(),
             http: Arc::new(http),
@@ -83,6 +86,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::devices::router())
         .merge(routes::admin::router())
         .merge(routes::audit::router())
+        .merge(routes::lessons::router())
+        .merge(routes::boards::router())
+        .merge(routes::chat::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
     let app = api_router

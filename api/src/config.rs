@@ -65,6 +65,11 @@ pub struct HttpConfig {
     #[arg(long, env = "LECTERN_MAIL_DIR")]
     pub mail_dir: Option<std::path::PathBuf>,
 
+    /// Chat deliveries nobody acknowledged expire after this many seconds
+    /// (default 7 days); a background worker records each expiry.
+    #[arg(long, env = "LECTERN_DELIVERY_TTL_SECS", default_value_t = 604_800)]
+    pub delivery_ttl_secs: u64,
+
     /// Run projection workers in this process.
     #[arg(long, env = "LECTERN_RUN_PROJECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_projections: bool,
@@ -80,6 +85,7 @@ impl HttpConfig {
             cors_origins: Vec::new(),
             ready_max_lag: 10_000,
             mail_dir: None,
+            delivery_ttl_secs: 604_800,
             run_projections: true,
         }
     }

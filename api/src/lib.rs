@@ -13,6 +13,7 @@ pub mod bench;
 pub mod bench_auth;
 pub mod config;
 pub mod embedded;
+pub mod expiry;
 pub mod extract;
 pub mod mail;
 pub mod middleware;

@@ -182,3 +182,40 @@ impl Consistency {
         Err(p)
     }
 }
+
+/// An opaque cursor for `raw`, a position in some keyset order.
+pub fn encode_cursor(raw: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The keyset position in `cursor`, read by `parse`; 400 `invalid_cursor`
+/// for anything this API did not hand out.
+pub fn decode_cursor<T>(cursor: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, Problem> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| parse(&s))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+                "The cursor is not one this API returned; start again without it.",
+            )
+        })
+}
+
+/// A cursor-mode `limit`: 1 to 100, default 50.
+pub fn limit(limit: Option<u32>) -> Result<u32, Problem> {
+    let limit = limit.unwrap_or(50);
+    if (1..=100).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Problem::validation(vec![FieldError {
+            pointer: "#/limit".into(),
+            detail: "must be 1 to 100".into(),
+        }]))
+    }
+}

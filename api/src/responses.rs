@@ -2,6 +2,7 @@
 //! problem documents (in one place).
 
 use axum::http::{header, HeaderValue, StatusCode};
+use lectern_commands::classroom::ClassroomError;
 use lectern_commands::identity::IdentityError;
 use lectern_commands::{Committed, StoreError};
 use lectern_domain::identity::UserError;
@@ -129,5 +130,47 @@ impl From<IdentityError> for Problem {
             ),
             IdentityError::Store(s) => s.into(),
         }
+    }
+}
+
+impl From<ClassroomError> for Problem {
+    fn from(e: ClassroomError) -> Self {
+        use lectern_domain::classroom::{BoardError as B, ChannelError as C, LessonError as L};
+        let detail = e.to_string();
+        let (status, code) = match e {
+            ClassroomError::Lesson(L::NotFound) => (StatusCode::NOT_FOUND, "lesson_not_found"),
+            ClassroomError::Board(B::NotFound) => (StatusCode::NOT_FOUND, "board_not_found"),
+            ClassroomError::Channel(C::NotFound) => (StatusCode::NOT_FOUND, "lesson_not_found"),
+            ClassroomError::Lesson(L::NotEnrolled) => {
+                (StatusCode::NOT_FOUND, "enrollment_not_found")
+            }
+            ClassroomError::Lesson(L::NotOwner) | ClassroomError::Board(B::NotOwner) => {
+                (StatusCode::FORBIDDEN, "not_owner")
+            }
+            ClassroomError::Board(B::NotParticipant)
+            | ClassroomError::Channel(C::NotParticipant) => {
+                (StatusCode::FORBIDDEN, "not_participant")
+            }
+            ClassroomError::Board(B::NotLive) => (StatusCode::FORBIDDEN, "lesson_not_live"),
+            ClassroomError::Lesson(L::AlreadyExists) => (StatusCode::CONFLICT, "conflict"),
+            ClassroomError::Lesson(L::Full) => (StatusCode::CONFLICT, "lesson_full"),
+            ClassroomError::Lesson(L::AlreadyEnrolled) => {
+                (StatusCode::CONFLICT, "already_enrolled")
+            }
+            ClassroomError::Channel(C::Closed) => (StatusCode::CONFLICT, "lesson_cancelled"),
+            ClassroomError::Lesson(L::InvalidTransition { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_transition")
+            }
+            ClassroomError::Lesson(L::CapacityBelowEnrolled(_)) => {
+                return invalid("#/capacity", detail)
+            }
+            ClassroomError::Channel(C::InvalidText) => return invalid("#/text", detail),
+            ClassroomError::AckBeyondLast(..) => return invalid("#/up_to_seq", detail),
+            ClassroomError::Channel(C::Duplicate { .. }) | ClassroomError::Conflict => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            ClassroomError::Store(s) => return s.into(),
+        };
+        Problem::new(status, code, detail)
     }
 }

@@ -113,7 +113,14 @@ pub async fn serve(
     if let Some(dir) = http.mail_dir.clone() {
         tokio::spawn(crate::mail::run(db.pool.clone(), dir, cancel.clone()));
     }
+    let ttl = std::time::Duration::from_secs(http.delivery_ttl_secs);
     let state = AppState::new(db.pool.clone(), http, keyring, &cancel);
+    tokio::spawn(crate::expiry::run(
+        db.pool.clone(),
+        state.classroom.clone(),
+        ttl,
+        cancel.clone(),
+    ));
     let app = crate::router(state);
     axum::serve(
         listener,

@@ -8,6 +8,7 @@
 //! `CqrsFramework` can run on it.
 #![forbid(unsafe_code)]
 
+pub mod classroom;
 mod cqrs_store;
 pub mod dispatch;
 pub mod error;

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::error::StoreError;
 
 /// An aggregate's state as loaded from the store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Loaded<A> {
     /// The state after every stored event.
     pub aggregate: A,
@@ -105,6 +105,13 @@ WITH appended AS (
      WHERE snapshots.last_sequence < EXCLUDED.last_sequence
 )
 SELECT sequence, event_id, global_position, tx, recorded_at FROM appended ORDER BY sequence";
+
+/// Several streams' events in one statement: all of them or none.
+const APPEND_STREAMS: &str = "
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT $1, u.id, u.seq, u.et, u.ev, u.p, u.m
+  FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) AS u(id, seq, et, ev, p, m)
+RETURNING aggregate_id, sequence, event_id, global_position, transaction_id::text::bigint AS tx, recorded_at";
 
 impl<A> PgEventStore<A>
 where
@@ -333,6 +340,97 @@ where
                     payload: e.payload.clone(),
                     metadata: e.metadata.clone(),
                 })
+            })
+            .collect()
+    }
+}
+
+/// The events for one stream in [`PgEventStore::append_streams`].
+pub struct StreamAppend<'a, E> {
+    pub aggregate_id: &'a str,
+    pub expected_version: u64,
+    pub events: Vec<NewEvent<'a, E>>,
+}
+
+impl<A: Aggregate> PgEventStore<A> {
+    /// Append to several streams in one statement, so that either every
+    /// stream gets its events or none does ([`StoreError::Conflict`] if any
+    /// stream moved on). No snapshots are taken here; loading stays correct
+    /// without them. Returns each stream's recorded events, in input order.
+    pub async fn append_streams(
+        &self,
+        streams: &[StreamAppend<'_, A::Event>],
+    ) -> Result<Vec<Vec<RecordedEvent<A::Event>>>, StoreError> {
+        let (mut ids, mut sequences, mut types, mut versions, mut payloads, mut metadata) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for s in streams {
+            for (i, e) in s.events.iter().enumerate() {
+                ids.push(s.aggregate_id.to_owned());
+                sequences.push(to_i64(s.expected_version + 1 + i as u64));
+                types.push(e.payload.event_type());
+                versions.push(e.payload.event_version());
+                payloads.push(serde_json::to_value(e.payload)?);
+                metadata.push(serde_json::to_value(e.metadata.to_map())?);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(streams.iter().map(|_| Vec::new()).collect());
+        }
+        let rows = sqlx::query(APPEND_STREAMS)
+            .bind(A::TYPE)
+            .bind(&ids)
+            .bind(&sequences)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .fetch_all(&self.pool)
+            .await?;
+        metrics::counter!("lectern_events_appended_total", "aggregate" => A::TYPE)
+            .increment(ids.len() as u64);
+        let mut stored = HashMap::new();
+        for row in rows {
+            let id: String = row.try_get("aggregate_id")?;
+            let sequence = u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0);
+            let at = (
+                row.try_get::<Uuid, _>("event_id")?,
+                Position {
+                    transaction_id: row.try_get("tx")?,
+                    global_position: row.try_get("global_position")?,
+                },
+                row.try_get::<DateTime<Utc>, _>("recorded_at")?,
+            );
+            stored.insert((id, sequence), at);
+        }
+        streams
+            .iter()
+            .map(|s| {
+                s.events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let sequence = s.expected_version + 1 + i as u64;
+                        let (event_id, position, recorded_at) = stored
+                            .get(&(s.aggregate_id.to_owned(), sequence))
+                            .copied()
+                            .ok_or_else(|| StoreError::from(sqlx::Error::RowNotFound))?;
+                        Ok(RecordedEvent {
+                            event_id,
+                            aggregate_id: s.aggregate_id.to_owned(),
+                            sequence,
+                            position,
+                            recorded_at,
+                            payload: e.payload.clone(),
+                            metadata: e.metadata.clone(),
+                        })
+                    })
+                    .collect()
             })
             .collect()
     }

@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod audit;
+pub mod classroom;
 pub mod identity;
 pub mod log;
 pub mod projection;
@@ -26,5 +27,8 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(analytics::DailyEventCounts),
         Arc::new(identity::IdentityProjection),
         Arc::new(audit::AuditLog),
+        Arc::new(classroom::LessonsProjection),
+        Arc::new(classroom::BoardsProjection),
+        Arc::new(classroom::ChatProjection),
     ]
 }

@@ -1,0 +1,340 @@
+//! `/api/v1/boards*`: server-authoritative whiteboards. A board's id is its
+//! lesson's id.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use lectern_domain::classroom::board::{
+    OpRequest, MAX_ID_LEN, MAX_OPS_PER_REQUEST, MAX_OP_DATA_BYTES,
+};
+use lectern_domain::classroom::{ConflictPolicy, OpOutcome};
+use lectern_domain::policy::Action;
+use lectern_projections::classroom::{self as read, BoardOpRow, BoardRow};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::pagination::{decode_cursor, encode_cursor, limit, Consistency, CursorPage};
+use crate::problem::{FieldError, Problem};
+use crate::responses::{invalid, CommandAccepted};
+use crate::routes::lessons::{actor, refusal};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(apply_op, list_ops))
+        .routes(routes!(apply_batch))
+        .routes(routes!(get_board))
+        .routes(routes!(set_policy))
+}
+
+/// One operation. `kind` is add, update, delete, move, transform, batch,
+/// undo, redo or clear; `data` is at most 64 KiB of JSON.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpBody {
+    /// The sending client's id (bound to the user who first uses it).
+    client_id: String,
+    /// Unique per client; a retry with the same id gets the original answer.
+    op_id: String,
+    /// The client's Lamport clock.
+    lamport: u64,
+    #[schema(value_type = String, example = "add")]
+    kind: lectern_domain::classroom::OpKind,
+    #[serde(default)]
+    element_id: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// Up to 100 operations, applied in order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpBatch {
+    ops: Vec<OpBody>,
+}
+
+/// The answer to one operation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpResult {
+    client_id: String,
+    op_id: String,
+    /// `applied`, `duplicate` (the original answer, again) or `rejected`.
+    status: &'static str,
+    server_version: Option<u64>,
+    lamport: Option<u64>,
+    /// Why it was rejected: `unknown_element`, `element_exists`,
+    /// `superseded`, `conflict`, `nothing_to_undo`, ...
+    reason: Option<String>,
+}
+
+/// The answers, one per operation in order, and the command's position.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpsApplied {
+    results: Vec<OpResult>,
+    /// The board stream's version after the request.
+    version: u64,
+    /// Pass as `consistent_with` to read the board including these ops.
+    position: Option<String>,
+}
+
+fn check(ops: &[OpBody], base: &str) -> Result<(), Problem> {
+    let mut errors = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let at = |f: &str| {
+            if base.is_empty() {
+                format!("#/{f}")
+            } else {
+                format!("{base}/{i}/{f}")
+            }
+        };
+        for (name, v) in [("client_id", &op.client_id), ("op_id", &op.op_id)] {
+            if v.is_empty() || v.len() > MAX_ID_LEN {
+                errors.push(FieldError {
+                    pointer: at(name),
+                    detail: "must be 1 to 128 bytes".into(),
+                });
+            }
+        }
+        let size = serde_json::to_vec(&op.data).map_or(usize::MAX, |v| v.len());
+        if size > MAX_OP_DATA_BYTES {
+            errors.push(FieldError {
+                pointer: at("data"),
+                detail: format!("is {size} bytes of JSON; at most {MAX_OP_DATA_BYTES} are allowed"),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::validation(errors))
+    }
+}
+
+async fn draw(
+    state: &AppState,
+    caller: &Caller,
+    board: Uuid,
+    ops: Vec<OpBody>,
+) -> Result<Json<OpsApplied>, Problem> {
+    let grant = caller.authorize(state, Action::BoardDraw).await?;
+    let requests = ops
+        .into_iter()
+        .map(|o| OpRequest {
+            client_id: o.client_id,
+            op_id: o.op_id,
+            lamport: o.lamport,
+            kind: o.kind,
+            element_id: o.element_id,
+            data: o.data,
+        })
+        .collect::<Vec<_>>();
+    let ids: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| (r.client_id.clone(), r.op_id.clone()))
+        .collect();
+    let (outcomes, committed) = match state
+        .classroom
+        .draw(board, actor(caller, grant), requests, &caller.metadata(""))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return Err(refusal(state, caller, Action::BoardDraw, e).await),
+    };
+    let duplicates: Vec<bool> = committed
+        .events
+        .iter()
+        .filter(|e| e.payload.outcome().is_some())
+        .map(|e| {
+            matches!(
+                e.payload,
+                lectern_domain::classroom::BoardEvent::OpDuplicate { .. }
+            )
+        })
+        .collect();
+    let results = ids
+        .into_iter()
+        .zip(outcomes)
+        .zip(duplicates)
+        .map(|(((client_id, op_id), outcome), duplicate)| match outcome {
+            OpOutcome::Applied {
+                server_version,
+                lamport,
+            } => OpResult {
+                client_id,
+                op_id,
+                status: if duplicate { "duplicate" } else { "applied" },
+                server_version: Some(server_version),
+                lamport: Some(lamport),
+                reason: None,
+            },
+            OpOutcome::Rejected { reason } => OpResult {
+                client_id,
+                op_id,
+                status: if duplicate { "duplicate" } else { "rejected" },
+                server_version: None,
+                lamport: None,
+                reason: Some(reason),
+            },
+        })
+        .collect();
+    Ok(Json(OpsApplied {
+        results,
+        version: committed.version,
+        position: committed.position.map(|p| p.to_string()),
+    }))
+}
+
+/// Apply one operation to a live lesson's board (its tutor and enrolled
+/// students).
+#[utoipa::path(post, path = "/api/v1/boards/{id}/ops", tag = "boards", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Board (lesson) id")), request_body = OpBody,
+    responses((status = 200, body = OpsApplied), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem), (status = 429, body = Problem)))]
+async fn apply_op(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiJson(op): ApiJson<OpBody>,
+) -> Result<Json<OpsApplied>, Problem> {
+    let ops = vec![op];
+    check(&ops, "")?;
+    draw(&state, &caller, id, ops).await
+}
+
+/// Apply up to 100 operations in order, in one append.
+#[utoipa::path(post, path = "/api/v1/boards/{id}/ops/batch", tag = "boards", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Board (lesson) id")), request_body = OpBatch,
+    responses((status = 200, body = OpsApplied), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem), (status = 429, body = Problem)))]
+async fn apply_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiJson(batch): ApiJson<OpBatch>,
+) -> Result<Json<OpsApplied>, Problem> {
+    if batch.ops.is_empty() || batch.ops.len() > MAX_OPS_PER_REQUEST {
+        return Err(invalid("#/ops", "must hold 1 to 100 operations"));
+    }
+    check(&batch.ops, "#/ops")?;
+    draw(&state, &caller, id, batch.ops).await
+}
+
+/// Which operations to fetch.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OpsQuery {
+    /// Operations after this `server_version` (default 0: all).
+    since_version: Option<u64>,
+    /// From the previous page's `next_cursor` (instead of `since_version`).
+    cursor: Option<String>,
+    /// 1 to 100, default 50.
+    limit: Option<u32>,
+    consistent_with: Option<String>,
+}
+
+/// Whether `caller` may read board `id`: participants, admins and auditors.
+async fn may_read(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    action: Action,
+) -> Result<(), Problem> {
+    let grant = caller.authorize(state, action).await?;
+    if grant.own_only {
+        if let Err(e) = state.classroom.channel_for(id, actor(caller, grant)).await {
+            return Err(refusal(state, caller, action, e).await);
+        }
+    }
+    Ok(())
+}
+
+/// The operations a reconnecting client missed, in `server_version` order.
+#[utoipa::path(get, path = "/api/v1/boards/{id}/ops", tag = "boards", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Board (lesson) id"), OpsQuery),
+    responses((status = 200, body = CursorPage<BoardOpRow>), (status = 400, body = Problem), (status = 403, body = Problem)))]
+async fn list_ops(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiQuery(q): ApiQuery<OpsQuery>,
+) -> Result<Json<CursorPage<BoardOpRow>>, Problem> {
+    may_read(&state, &caller, id, Action::BoardRead).await?;
+    let limit = limit(q.limit)?;
+    let since = match &q.cursor {
+        Some(c) => decode_cursor(c, |s| s.strip_prefix("v:")?.parse::<i64>().ok())?,
+        None => i64::try_from(q.since_version.unwrap_or(0)).unwrap_or(i64::MAX),
+    };
+    Consistency {
+        consistent_with: q.consistent_with,
+    }
+    .wait(&state.pool, "boards")
+    .await?;
+    let (results, has_more) = read::board_ops(&state.pool, id, since, limit).await?;
+    let next_cursor = has_more
+        .then(|| results.last())
+        .flatten()
+        .map(|o| encode_cursor(&format!("v:{}", o.server_version)));
+    Ok(Json(CursorPage {
+        results,
+        next_cursor,
+        has_more,
+    }))
+}
+
+/// The board's elements, version and checksum.
+#[utoipa::path(get, path = "/api/v1/boards/{id}", tag = "boards", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Board (lesson) id"), Consistency),
+    responses((status = 200, body = BoardRow), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn get_board(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiQuery(consistency): ApiQuery<Consistency>,
+) -> Result<Json<BoardRow>, Problem> {
+    may_read(&state, &caller, id, Action::BoardRead).await?;
+    consistency.wait(&state.pool, "boards").await?;
+    read::board(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            Problem::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "board_not_found",
+                "No such board.",
+            )
+        })
+}
+
+/// A board's conflict policy.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    #[schema(value_type = String, example = "last_write_wins")]
+    policy: ConflictPolicy,
+}
+
+/// Set how concurrent writes to one element are settled:
+/// `last_write_wins` (the default), `first_write_wins` or `reject`.
+#[utoipa::path(put, path = "/api/v1/boards/{id}/policy", tag = "boards", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Board (lesson) id")), request_body = PolicyBody,
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn set_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<PolicyBody>,
+) -> Result<Json<CommandAccepted>, Problem> {
+    let grant = caller.authorize(&state, Action::BoardConfigure).await?;
+    match state
+        .classroom
+        .set_policy(id, actor(&caller, grant), body.policy, &caller.metadata(""))
+        .await
+    {
+        Ok(c) => Ok(Json(CommandAccepted::new(id, &c))),
+        Err(e) => Err(refusal(&state, &caller, Action::BoardConfigure, e).await),
+    }
+}

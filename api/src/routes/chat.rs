@@ -1,0 +1,262 @@
+//! Lesson chat with delivery marks: `/api/v1/lessons/{id}/messages`,
+//! `/api/v1/deliveries/ack` and `/api/v1/me/deliveries/pending`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::DateTime;
+use lectern_domain::classroom::channel::{text_ok, MAX_TEXT};
+use lectern_domain::classroom::inbox::AckStatus;
+use lectern_domain::policy::Action;
+use lectern_projections::classroom::{self as read, MessageRow, PendingRow};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::pagination::{decode_cursor, encode_cursor, limit, Consistency, CursorPage};
+use crate::problem::Problem;
+use crate::responses::invalid;
+use crate::routes::lessons::{actor, refusal};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(send_message, list_messages))
+        .routes(routes!(acknowledge))
+        .routes(routes!(pending))
+}
+
+/// A message to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    /// The client's id for this message: sending it again gives the same
+    /// message.
+    client_message_id: String,
+    /// 1 to 4000 characters.
+    text: String,
+}
+
+/// A sent message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageSent {
+    id: Uuid,
+    /// The message's sequence number in the lesson's channel.
+    seq: u64,
+    /// The message had been sent before with this `client_message_id`.
+    duplicate: bool,
+    version: u64,
+    position: Option<String>,
+}
+
+/// Send a message to a lesson's participants: each gets a delivery, `sent`.
+#[utoipa::path(post, path = "/api/v1/lessons/{id}/messages", tag = "chat", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Lesson id")), request_body = NewMessage,
+    responses((status = 201, body = MessageSent), (status = 200, description = "A duplicate: the original message", body = MessageSent),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
+async fn send_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<NewMessage>,
+) -> Result<(StatusCode, Json<MessageSent>), Problem> {
+    let grant = caller.authorize(&state, Action::ChatSend).await?;
+    if body.client_message_id.is_empty() || body.client_message_id.len() > 128 {
+        return Err(invalid("#/client_message_id", "must be 1 to 128 bytes"));
+    }
+    if !text_ok(&body.text) {
+        return Err(invalid(
+            "#/text",
+            format!("must be 1 to {MAX_TEXT} characters, not only spaces"),
+        ));
+    }
+    let sent = match state
+        .classroom
+        .send(
+            id,
+            actor(&caller, grant),
+            body.client_message_id,
+            body.text,
+            &caller.metadata(""),
+        )
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return Err(refusal(&state, &caller, Action::ChatSend, e).await),
+    };
+    let status = if sent.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(MessageSent {
+            id: sent.message_id,
+            seq: sent.seq,
+            duplicate: sent.duplicate,
+            version: sent.version,
+            position: sent.position.map(|p| p.to_string()),
+        }),
+    ))
+}
+
+/// Paging through a channel.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct MessagesQuery {
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// 1 to 100, default 50.
+    limit: Option<u32>,
+    consistent_with: Option<String>,
+}
+
+/// A lesson's messages in sequence order (participants, admins, auditors).
+#[utoipa::path(get, path = "/api/v1/lessons/{id}/messages", tag = "chat", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Lesson id"), MessagesQuery),
+    responses((status = 200, body = CursorPage<MessageRow>), (status = 400, body = Problem), (status = 403, body = Problem)))]
+async fn list_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiQuery(q): ApiQuery<MessagesQuery>,
+) -> Result<Json<CursorPage<MessageRow>>, Problem> {
+    let grant = caller.authorize(&state, Action::ChatRead).await?;
+    if grant.own_only {
+        if let Err(e) = state.classroom.channel_for(id, actor(&caller, grant)).await {
+            return Err(refusal(&state, &caller, Action::ChatRead, e).await);
+        }
+    }
+    let limit = limit(q.limit)?;
+    let after = match &q.cursor {
+        Some(c) => decode_cursor(c, |s| s.strip_prefix("s:")?.parse::<i64>().ok())?,
+        None => 0,
+    };
+    Consistency {
+        consistent_with: q.consistent_with,
+    }
+    .wait(&state.pool, "chat")
+    .await?;
+    let (results, has_more) = read::messages(&state.pool, id, after, limit).await?;
+    let next_cursor = has_more
+        .then(|| results.last())
+        .flatten()
+        .map(|m| encode_cursor(&format!("s:{}", m.seq)));
+    Ok(Json(CursorPage {
+        results,
+        next_cursor,
+        has_more,
+    }))
+}
+
+/// An acknowledgement: every delivery to the caller in the lesson up to and
+/// including `up_to_seq` moves forward to `status`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    lesson_id: Uuid,
+    up_to_seq: u64,
+    #[schema(value_type = String, example = "read")]
+    status: AckStatus,
+}
+
+/// The caller's marks after an acknowledgement.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Acked {
+    /// False when the acknowledgement was not ahead of the marks: nothing
+    /// was changed or recorded.
+    changed: bool,
+    version: u64,
+    position: Option<String>,
+}
+
+/// Acknowledge deliveries, forward only (sent → delivered → read).
+#[utoipa::path(post, path = "/api/v1/deliveries/ack", tag = "chat", security(("bearer" = [])), request_body = Ack,
+    responses((status = 200, body = Acked), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn acknowledge(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Ack>,
+) -> Result<Json<Acked>, Problem> {
+    let grant = caller.authorize(&state, Action::ChatAck).await?;
+    if body.up_to_seq == 0 {
+        return Err(invalid("#/up_to_seq", "must be at least 1"));
+    }
+    match state
+        .classroom
+        .acknowledge(
+            body.lesson_id,
+            actor(&caller, grant),
+            body.up_to_seq,
+            body.status,
+            &caller.metadata(""),
+        )
+        .await
+    {
+        Ok(c) => Ok(Json(Acked {
+            changed: !c.events.is_empty(),
+            version: c.version,
+            position: c.position.map(|p| p.to_string()),
+        })),
+        Err(e) => Err(refusal(&state, &caller, Action::ChatAck, e).await),
+    }
+}
+
+/// Paging through pending deliveries.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PendingQuery {
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// 1 to 100, default 50.
+    limit: Option<u32>,
+    consistent_with: Option<String>,
+}
+
+/// What a reconnecting client missed: the caller's unacknowledged
+/// deliveries, in the order they were sent.
+#[utoipa::path(get, path = "/api/v1/me/deliveries/pending", tag = "chat", security(("bearer" = [])), params(PendingQuery),
+    responses((status = 200, body = CursorPage<PendingRow>), (status = 400, body = Problem)))]
+async fn pending(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PendingQuery>,
+) -> Result<Json<CursorPage<PendingRow>>, Problem> {
+    caller.authorize(&state, Action::ChatRead).await?;
+    let limit = limit(q.limit)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            decode_cursor(c, |s| {
+                let mut parts = s.split('|');
+                let at = DateTime::parse_from_rfc3339(parts.next()?).ok()?.to_utc();
+                let lesson = parts.next()?.parse().ok()?;
+                let seq = parts.next()?.parse().ok()?;
+                parts.next().is_none().then_some((at, lesson, seq))
+            })
+        })
+        .transpose()?;
+    Consistency {
+        consistent_with: q.consistent_with,
+    }
+    .wait(&state.pool, "chat")
+    .await?;
+    let (results, has_more) = read::pending(&state.pool, caller.user_id, after, limit).await?;
+    let next_cursor = has_more.then(|| results.last()).flatten().map(|p| {
+        encode_cursor(&format!(
+            "{}|{}|{}",
+            p.message.sent_at.to_rfc3339(),
+            p.message.lesson_id,
+            p.message.seq
+        ))
+    });
+    Ok(Json(CursorPage {
+        results,
+        next_cursor,
+        has_more,
+    }))
+}
