@@ -25,12 +25,26 @@ enum Body {
     Profile,
     Device,
     Role,
+    Lesson,
+    LessonPatch,
+    Bulk,
+    Op,
+    OpBatch,
+    Policy,
+    Message,
+    Ack,
 }
 
 const ANY: [u16; 6] = [200; 6];
 const AUTHED: [u16; 6] = [401, 200, 200, 200, 200, 200];
 const ADMIN: [u16; 6] = [401, 200, 403, 403, 403, 403];
 const HISTORY: [u16; 6] = [401, 200, 200, 403, 403, 403];
+const MISSING: [u16; 6] = [401, 404, 404, 404, 404, 404];
+const TUTOR_OWNS: [u16; 6] = [401, 404, 403, 404, 403, 403];
+/// Admins, tutors and students past the policy; auditors and guests not.
+const ENROLMENT: [u16; 6] = [401, 404, 403, 404, 404, 403];
+/// Admins and auditors read any lesson's list; participants only theirs.
+const PARTICIPANTS_LIST: [u16; 6] = [401, 200, 200, 404, 404, 403];
 
 /// (method, OpenAPI path, body, expected status per caller)
 const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
@@ -109,6 +123,98 @@ const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
         [401, 202, 403, 403, 403, 403],
     ),
     ("GET", "/api/v1/audit/events", Body::None, HISTORY),
+    // Classroom routes, on lessons that do not exist: the policy row decides
+    // 401 and 403; past it, the missing lesson gives 404.
+    (
+        "POST",
+        "/api/v1/lessons",
+        Body::Lesson,
+        [401, 201, 403, 201, 403, 403],
+    ),
+    ("GET", "/api/v1/lessons", Body::None, AUTHED),
+    ("GET", "/api/v1/lessons/{id}", Body::None, MISSING),
+    (
+        "PATCH",
+        "/api/v1/lessons/{id}",
+        Body::LessonPatch,
+        TUTOR_OWNS,
+    ),
+    (
+        "POST",
+        "/api/v1/lessons/{id}/start",
+        Body::Empty,
+        TUTOR_OWNS,
+    ),
+    ("POST", "/api/v1/lessons/{id}/end", Body::Empty, TUTOR_OWNS),
+    (
+        "POST",
+        "/api/v1/lessons/{id}/cancel",
+        Body::Empty,
+        TUTOR_OWNS,
+    ),
+    // An empty body enrols the caller, who must be a student.
+    (
+        "POST",
+        "/api/v1/lessons/{id}/enrollments",
+        Body::Empty,
+        [401, 422, 403, 422, 404, 403],
+    ),
+    (
+        "DELETE",
+        "/api/v1/lessons/{id}/enrollments/{student_id}",
+        Body::None,
+        ENROLMENT,
+    ),
+    (
+        "POST",
+        "/api/v1/bulk/lessons",
+        Body::Bulk,
+        [401, 200, 403, 200, 403, 403],
+    ),
+    ("POST", "/api/v1/boards/{id}/ops", Body::Op, ENROLMENT),
+    (
+        "POST",
+        "/api/v1/boards/{id}/ops/batch",
+        Body::OpBatch,
+        ENROLMENT,
+    ),
+    (
+        "GET",
+        "/api/v1/boards/{id}/ops",
+        Body::None,
+        PARTICIPANTS_LIST,
+    ),
+    (
+        "GET",
+        "/api/v1/boards/{id}",
+        Body::None,
+        [401, 404, 404, 404, 404, 403],
+    ),
+    (
+        "PUT",
+        "/api/v1/boards/{id}/policy",
+        Body::Policy,
+        TUTOR_OWNS,
+    ),
+    (
+        "POST",
+        "/api/v1/lessons/{id}/messages",
+        Body::Message,
+        ENROLMENT,
+    ),
+    (
+        "GET",
+        "/api/v1/lessons/{id}/messages",
+        Body::None,
+        PARTICIPANTS_LIST,
+    ),
+    ("POST", "/api/v1/deliveries/ack", Body::Ack, ENROLMENT),
+    (
+        "GET",
+        "/api/v1/me/deliveries/pending",
+        Body::None,
+        [401, 200, 200, 200, 200, 403],
+    ),
 ];
 
 struct Ctx {
@@ -122,11 +228,14 @@ fn path_for(template: &str, ctx: &Ctx) -> String {
         ctx.tokens.session_id.to_string()
     } else if template.starts_with("/api/v1/admin/users") {
         ctx.victim.to_string()
+    } else if template.starts_with("/api/v1/lessons") || template.starts_with("/api/v1/boards") {
+        Uuid::new_v4().to_string()
     } else {
         "no-such-device".to_owned()
     };
     let path = template
         .replace("{id}", &id)
+        .replace("{student_id}", &Uuid::new_v4().to_string())
         .replace("{name}", "analytics_daily_event_counts");
     if template == "/api/v1/me" || template == "/api/v1/me/sessions" {
         format!(
@@ -160,7 +269,26 @@ fn body_for(body: Body, ctx: &Ctx) -> Option<Value> {
             json!({"device_id": format!("dev-{unique}"), "name": "Laptop", "platform": "web"})
         }
         Body::Role => json!({"role": "tutor"}),
+        Body::Lesson => lesson_body(),
+        Body::LessonPatch => json!({"title": "Renamed"}),
+        Body::Bulk => {
+            json!({"action": "cancel", "items": [{"id": Uuid::new_v4()}], "atomic": false})
+        }
+        Body::Op => op_body(),
+        Body::OpBatch => json!({"ops": [op_body()]}),
+        Body::Policy => json!({"policy": "reject"}),
+        Body::Message => json!({"client_message_id": unique.to_string(), "text": "hello"}),
+        Body::Ack => json!({"lesson_id": Uuid::new_v4(), "up_to_seq": 1, "status": "read"}),
     })
+}
+
+fn lesson_body() -> Value {
+    json!({"title": "Algebra", "starts_at": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339(),
+           "duration_minutes": 60, "capacity": 10, "price": {"amount_minor": 1000, "currency": "EUR"}})
+}
+
+fn op_body() -> Value {
+    json!({"client_id": "c1", "op_id": Uuid::new_v4().to_string(), "lamport": 1, "kind": "add", "element_id": "e1", "data": {}})
 }
 
 fn openapi_routes(doc: &Value) -> Vec<(String, String)> {
@@ -182,10 +310,20 @@ async fn run_column(column: usize) -> Vec<String> {
     let email = format!("{account_role}-{}@example.com", Uuid::new_v4().simple());
     app.register(&email, account_role).await;
     let mut failures = Vec::new();
+    // One session for as long as it lives: logins are rate-limited per
+    // address, and rows that end or rotate the session drop it.
+    let mut session: Option<Tokens> = None;
     for (method, template, body, expected) in MATRIX {
         let needs_session = role != "anonymous" || matches!(body, Body::Refresh);
         let tokens = if needs_session {
-            app.login(&email).await
+            match &session {
+                Some(t) => t.clone(),
+                None => {
+                    let t = app.login(&email).await;
+                    session = Some(t.clone());
+                    t
+                }
+            }
         } else {
             Tokens {
                 access_token: String::new(),
@@ -218,6 +356,17 @@ async fn run_column(column: usize) -> Vec<String> {
                 body_for(*body, &ctx),
             )
             .await;
+        let ends_session = [
+            "/api/v1/auth/login",
+            "/api/v1/auth/refresh",
+            "/api/v1/auth/logout",
+            "/api/v1/auth/logout-all",
+            "/api/v1/auth/change-password",
+            "/api/v1/me/sessions/{id}",
+        ];
+        if ends_session.contains(template) {
+            session = None;
+        }
         let status = r.status().as_u16();
         if status != expected[column] {
             let text = r.text().await.unwrap_or_default();

@@ -3,6 +3,7 @@
 
 mod api;
 mod authz;
+mod classroom;
 mod identity;
 mod projections;
 mod roundtrips;
