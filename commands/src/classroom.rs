@@ -366,8 +366,7 @@ impl ClassroomService {
             up_to_seq,
             status,
         };
-        Ok(self
-            .inboxes
+        self.inboxes
             .execute(
                 &inbox_id(lesson_id, by.user_id),
                 command,
@@ -378,7 +377,7 @@ impl ClassroomService {
                 CommandError::Rejected(never) => match never {},
                 CommandError::Conflict => ClassroomError::Conflict,
                 CommandError::Store(s) => ClassroomError::Store(s),
-            })?)
+            })
     }
 
     /// Expire `recipient`'s deliveries `seqs` in lesson `lesson_id`.
@@ -442,7 +441,7 @@ impl ClassroomService {
     ) -> Result<Vec<BulkResult>, Vec<Option<ClassroomError>>> {
         // Decide each item on the state its predecessors on the same lesson
         // left, without writing.
-        let mut states: Vec<(String, u64, Lesson, Vec<(LessonEvent, EventMetadata)>)> = Vec::new();
+        let mut states: Vec<Pending> = Vec::new();
         let mut placed = Vec::with_capacity(items.len());
         let mut errors: Vec<Option<ClassroomError>> = Vec::with_capacity(items.len());
         for item in items {
@@ -538,6 +537,10 @@ impl ClassroomService {
             .collect())
     }
 }
+
+/// A lesson in a bulk request: its id, loaded version, state so far, and
+/// the events decided for it.
+type Pending = (String, u64, Lesson, Vec<(LessonEvent, EventMetadata)>);
 
 /// The lesson and command of a bulk item.
 fn item_command(item: BulkItem, tutor_id: Uuid, by: Actor) -> (Uuid, LessonCommand) {

@@ -887,7 +887,7 @@ mod tests {
         when(&mut b, TUTOR, vec![o.clone()]);
         let again = b.decide_op(who(TUTOR), o);
         assert!(matches!(again, BoardEvent::OpDuplicate { .. }));
-        assert_eq!(again.outcome().unwrap().2, applied(1, 2));
+        assert_eq!(again.outcome().expect("a test value").2, applied(1, 2));
         b.apply(again);
         assert_eq!(b.server_version, 1);
         // Another user cannot use the same client id.
@@ -1040,7 +1040,8 @@ mod tests {
     #[test]
     fn checksums_ignore_member_order() {
         let a = json!({"b": 1, "a": [1, {"y": 2, "x": 1}]});
-        let b: Value = serde_json::from_str(r#"{"a":[1,{"x":1,"y":2}],"b":1}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":[1,{"x":1,"y":2}],"b":1}"#).expect("a test value");
         assert_eq!(checksum([("e", &a)]), checksum([("e", &b)]));
         assert_ne!(checksum([("e", &a)]), checksum([("f", &a)]));
     }

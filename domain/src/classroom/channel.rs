@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_message_goes_to_everyone_but_the_sender() {
-        let events = send(&channel(), A, "m1").unwrap();
+        let events = send(&channel(), A, "m1").expect("a test value");
         let [ChannelEvent::MessageSent {
             seq, recipients, ..
         }] = events.as_slice()
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn the_same_client_message_id_is_one_message() {
         let mut c = channel();
-        for e in send(&c, A, "m1").unwrap() {
+        for e in send(&c, A, "m1").expect("a test value") {
             c.apply(e);
         }
         assert_eq!(

@@ -37,8 +37,12 @@ async fn create_lesson(app: &TestApp, tutor: &Tokens, capacity: u32) -> (Uuid, S
     assert_eq!(r.status(), StatusCode::CREATED);
     let body = json_of(r).await;
     (
-        body["id"].as_str().unwrap().parse().unwrap(),
-        body["position"].as_str().unwrap().to_owned(),
+        body["id"]
+            .as_str()
+            .expect("a test value")
+            .parse()
+            .expect("a test value"),
+        body["position"].as_str().expect("a test value").to_owned(),
     )
 }
 
@@ -56,15 +60,15 @@ async fn student(app: &TestApp) -> Uuid {
         .state
         .identity
         .register(
-            &Email::parse(&email).unwrap(),
-            &Password::parse(PASSWORD).unwrap(),
-            &DisplayName::parse("Student").unwrap(),
+            &Email::parse(&email).expect("a test value"),
+            &Password::parse(PASSWORD).expect("a test value"),
+            &DisplayName::parse("Student").expect("a test value"),
             Role::Student,
             &EventMetadata::system("CreateUser", "test"),
         )
         .await
         .expect("registered");
-    c.aggregate_id.parse().unwrap()
+    c.aggregate_id.parse().expect("a test value")
 }
 
 async fn action(app: &TestApp, t: &Tokens, lesson: Uuid, what: &str) -> reqwest::Response {
@@ -96,9 +100,9 @@ async fn lessons_validate_change_state_and_list() {
     let body = json_of(r).await;
     let pointers: Vec<&str> = body["errors"]
         .as_array()
-        .unwrap()
+        .expect("a test value")
         .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
+        .map(|e| e["pointer"].as_str().expect("a test value"))
         .collect();
     assert_eq!(
         pointers,
@@ -167,7 +171,10 @@ async fn lessons_validate_change_state_and_list() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let position = json_of(r).await["position"].as_str().unwrap().to_owned();
+    let position = json_of(r).await["position"]
+        .as_str()
+        .expect("a test value")
+        .to_owned();
     let lesson = json_of(
         app.get(
             &format!("/api/v1/lessons/{id}?consistent_with={position}"),
@@ -195,7 +202,10 @@ async fn lessons_validate_change_state_and_list() {
     );
     let r = action(&app, &tutor, id, "end").await;
     assert_eq!(r.status(), StatusCode::OK);
-    let position = json_of(r).await["position"].as_str().unwrap().to_owned();
+    let position = json_of(r).await["position"]
+        .as_str()
+        .expect("a test value")
+        .to_owned();
     let (cancelled, _) = create_lesson(&app, &tutor, 5).await;
     assert_eq!(
         action(&app, &tutor, cancelled, "cancel").await.status(),
@@ -212,7 +222,7 @@ async fn lessons_validate_change_state_and_list() {
     .bind(id.to_string())
     .fetch_all(&app.db.pool)
     .await
-    .unwrap();
+    .expect("a test value");
     assert_eq!(
         types,
         [
@@ -232,11 +242,11 @@ async fn lessons_validate_change_state_and_list() {
         .await,
     )
     .await;
-    assert_eq!(page["results"].as_array().unwrap().len(), 1);
+    assert_eq!(page["results"].as_array().expect("a test value").len(), 1);
     assert_eq!(page["results"][0]["timing"], "past");
     let first = json_of(app.get("/api/v1/lessons?limit=1", &stud.access_token).await).await;
     assert_eq!(first["has_more"], true);
-    let cursor = first["next_cursor"].as_str().unwrap();
+    let cursor = first["next_cursor"].as_str().expect("a test value");
     let second = json_of(
         app.get(
             &format!("/api/v1/lessons?limit=1&cursor={cursor}"),
@@ -257,7 +267,7 @@ async fn lessons_validate_change_state_and_list() {
             .await,
     )
     .await;
-    assert_eq!(mine["results"].as_array().unwrap().len(), 0);
+    assert_eq!(mine["results"].as_array().expect("a test value").len(), 0);
 }
 
 #[tokio::test]
@@ -299,7 +309,7 @@ async fn fifty_concurrent_enrolments_fill_ten_seats_exactly() {
     )
     .fetch_one(&app.db.pool)
     .await
-    .unwrap();
+    .expect("a test value");
     let l = json_of(
         app.get(
             &format!("/api/v1/lessons/{lesson}?consistent_with={position}"),
@@ -385,7 +395,13 @@ async fn all_ops(app: &TestApp, t: &Tokens, board: Uuid, position: &str) -> Vec<
         format!("/api/v1/boards/{board}/ops?since_version=0&limit=100&consistent_with={position}");
     loop {
         let page = json_of(app.get(&url, &t.access_token).await).await;
-        ops.extend(page["results"].as_array().unwrap().iter().cloned());
+        ops.extend(
+            page["results"]
+                .as_array()
+                .expect("a test value")
+                .iter()
+                .cloned(),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => url = format!("/api/v1/boards/{board}/ops?cursor={c}&limit=100"),
             None => return ops,
@@ -397,9 +413,9 @@ async fn all_ops(app: &TestApp, t: &Tokens, board: Uuid, position: &str) -> Vec<
 fn replay(ops: &[Value]) -> BoardModel {
     let mut model = BoardModel::default();
     for o in ops {
-        let kind: OpKind = serde_json::from_value(o["kind"].clone()).unwrap();
+        let kind: OpKind = serde_json::from_value(o["kind"].clone()).expect("a test value");
         model.apply(
-            o["server_version"].as_u64().unwrap(),
+            o["server_version"].as_u64().expect("a test value"),
             kind,
             o["element_id"].as_str(),
             &o["data"],
@@ -454,7 +470,7 @@ async fn boards_order_deduplicate_settle_conflicts_and_undo() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let results = body["results"].as_array().unwrap();
+    let results = body["results"].as_array().expect("a test value");
     assert_eq!(
         (
             results[0]["status"].as_str(),
@@ -583,12 +599,12 @@ async fn boards_order_deduplicate_settle_conflicts_and_undo() {
 
     // Reconnect: the ops after version 2, in order; the state replays to the
     // projection's checksum.
-    let position = won["position"].as_str().unwrap().to_owned();
-    let last = own_undo["position"].as_str().unwrap();
+    let position = won["position"].as_str().expect("a test value").to_owned();
+    let last = own_undo["position"].as_str().expect("a test value");
     let ops = all_ops(&app, &stud, board, last).await;
     let versions: Vec<u64> = ops
         .iter()
-        .map(|o| o["server_version"].as_u64().unwrap())
+        .map(|o| o["server_version"].as_u64().expect("a test value"))
         .collect();
     assert_eq!(versions, [1, 2, 3, 4, 5]);
     let since = json_of(
@@ -601,9 +617,9 @@ async fn boards_order_deduplicate_settle_conflicts_and_undo() {
     .await;
     let kinds: Vec<&str> = since["results"]
         .as_array()
-        .unwrap()
+        .expect("a test value")
         .iter()
-        .map(|o| o["kind"].as_str().unwrap())
+        .map(|o| o["kind"].as_str().expect("a test value"))
         .collect();
     assert_eq!(kinds, ["move", "undo", "undo"]);
     let state = json_of(
@@ -623,7 +639,10 @@ async fn boards_order_deduplicate_settle_conflicts_and_undo() {
         Value::Object(model.elements.clone().into_iter().collect()),
         state["elements"]
     );
-    assert_eq!(state["checksum"].as_str().unwrap(), model.checksum());
+    assert_eq!(
+        state["checksum"].as_str().expect("a test value"),
+        model.checksum()
+    );
     assert_eq!(state["version"], 5);
     // Everything happened as events: 5 applied, 3 rejected, 1 duplicate.
     let stored: Vec<(String, i64)> = sqlx::query_as(
@@ -631,7 +650,7 @@ async fn boards_order_deduplicate_settle_conflicts_and_undo() {
     )
     .fetch_all(&app.db.pool)
     .await
-    .unwrap();
+    .expect("a test value");
     assert_eq!(
         stored,
         [
@@ -721,7 +740,7 @@ async fn many_clients_drawing_on_one_board_converge() {
                 }
                 let (status, body) = draw(app, t, board, ops).await;
                 assert_eq!(status, StatusCode::OK, "{body}");
-                last = body["position"].as_str().unwrap().to_owned();
+                last = body["position"].as_str().expect("a test value").to_owned();
             }
             last
         }
@@ -729,12 +748,12 @@ async fn many_clients_drawing_on_one_board_converge() {
     let positions = futures::future::join_all(tasks).await;
     let newest = positions
         .iter()
-        .max_by_key(|p| p.parse::<lectern_domain::Position>().unwrap())
-        .unwrap();
+        .max_by_key(|p| p.parse::<lectern_domain::Position>().expect("a test value"))
+        .expect("a test value");
     let ops = all_ops(&app, &tutor, board, newest).await;
     let versions: Vec<u64> = ops
         .iter()
-        .map(|o| o["server_version"].as_u64().unwrap())
+        .map(|o| o["server_version"].as_u64().expect("a test value"))
         .collect();
     let n = versions.len() as u64;
     assert_eq!(
@@ -761,7 +780,10 @@ async fn many_clients_drawing_on_one_board_converge() {
         Value::Object(model.elements.clone().into_iter().collect()),
         state["elements"]
     );
-    assert_eq!(state["checksum"].as_str().unwrap(), model.checksum());
+    assert_eq!(
+        state["checksum"].as_str().expect("a test value"),
+        model.checksum()
+    );
     // The aggregate's live elements are the projection's.
     let aggregate = app
         .state
@@ -770,7 +792,7 @@ async fn many_clients_drawing_on_one_board_converge() {
         .store()
         .load(&board.to_string())
         .await
-        .unwrap();
+        .expect("a test value");
     let live: BTreeMap<String, ()> = aggregate
         .aggregate
         .elements
@@ -853,7 +875,7 @@ async fn chat_delivers_acknowledges_and_expires() {
     );
 
     // B missed both, in order; A missed only the tutor's.
-    let pos = second["position"].as_str().unwrap();
+    let pos = second["position"].as_str().expect("a test value");
     let pending = json_of(
         app.get(
             &format!("/api/v1/me/deliveries/pending?consistent_with={pos}"),
@@ -864,9 +886,9 @@ async fn chat_delivers_acknowledges_and_expires() {
     .await;
     let seqs: Vec<i64> = pending["results"]
         .as_array()
-        .unwrap()
+        .expect("a test value")
         .iter()
-        .map(|p| p["seq"].as_i64().unwrap())
+        .map(|p| p["seq"].as_i64().expect("a test value"))
         .collect();
     assert_eq!(seqs, [1, 2]);
     let pending_a = json_of(
@@ -878,7 +900,10 @@ async fn chat_delivers_acknowledges_and_expires() {
     )
     .await;
     assert_eq!(pending_a["results"][0]["text"], "Welcome");
-    assert_eq!(pending_a["results"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        pending_a["results"].as_array().expect("a test value").len(),
+        1
+    );
 
     // Acks move forward only; each that moves is one event.
     let r = ack(&app, lesson, &b, 2, "read").await;
@@ -899,7 +924,7 @@ async fn chat_delivers_acknowledges_and_expires() {
         .await,
         1
     );
-    let pos = read["position"].as_str().unwrap();
+    let pos = read["position"].as_str().expect("a test value");
     let pending = json_of(
         app.get(
             &format!("/api/v1/me/deliveries/pending?consistent_with={pos}"),
@@ -908,10 +933,13 @@ async fn chat_delivers_acknowledges_and_expires() {
         .await,
     )
     .await;
-    assert_eq!(pending["results"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        pending["results"].as_array().expect("a test value").len(),
+        0
+    );
     let statuses = lectern_projections::classroom::delivery_statuses(&app.db.pool, lesson, b_id)
         .await
-        .unwrap();
+        .expect("a test value");
     assert_eq!(statuses, [(1, "read".to_owned()), (2, "read".to_owned())]);
 
     // Paging the channel by cursor.
@@ -930,7 +958,7 @@ async fn chat_delivers_acknowledges_and_expires() {
         ),
         (Some(1), Some(true))
     );
-    let cursor = page["next_cursor"].as_str().unwrap();
+    let cursor = page["next_cursor"].as_str().expect("a test value");
     let page = json_of(
         app.get(
             &format!("/api/v1/lessons/{lesson}/messages?limit=1&cursor={cursor}"),
@@ -951,13 +979,13 @@ async fn chat_delivers_acknowledges_and_expires() {
     // each, and the audit log shows them.
     let expired = lectern_api::expiry::sweep(&app.db.pool, &app.state.classroom, Duration::ZERO)
         .await
-        .unwrap();
+        .expect("a test value");
     // A's delivery of 2 and the tutor's of 1 (B read both).
     assert_eq!(expired, 2);
     assert_eq!(
         lectern_api::expiry::sweep(&app.db.pool, &app.state.classroom, Duration::ZERO)
             .await
-            .unwrap(),
+            .expect("a test value"),
         0
     );
     let stored: Vec<(String, i64)> = sqlx::query_as(
@@ -966,7 +994,7 @@ async fn chat_delivers_acknowledges_and_expires() {
     )
     .fetch_all(&app.db.pool)
     .await
-    .unwrap();
+    .expect("a test value");
     let mut expected = vec![(a_id.to_string(), 2), (tutor_id.to_string(), 1)];
     expected.sort();
     assert_eq!(stored, expected);
@@ -975,7 +1003,7 @@ async fn chat_delivers_acknowledges_and_expires() {
     )
     .fetch_one(&app.db.pool)
     .await
-    .unwrap();
+    .expect("a test value");
     let (_, auditor) = {
         let email = format!("aud-{}@example.com", Uuid::new_v4().simple());
         app.register(&email, "auditor").await;
@@ -989,7 +1017,11 @@ async fn chat_delivers_acknowledges_and_expires() {
         .await,
     )
     .await;
-    assert_eq!(audit["results"].as_array().unwrap().len(), 2, "{audit}");
+    assert_eq!(
+        audit["results"].as_array().expect("a test value").len(),
+        2,
+        "{audit}"
+    );
 }
 
 #[tokio::test]
@@ -1018,9 +1050,9 @@ async fn bulk_writes_are_atomic_when_asked() {
     assert_eq!(lessons().await, 3);
     let ids: Vec<String> = done["results"]
         .as_array()
-        .unwrap()
+        .expect("a test value")
         .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .map(|r| r["id"].as_str().expect("a test value").to_owned())
         .collect();
 
     // One bad item: nothing written.
