@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod bench_auth;
+pub mod bench_classroom;
 pub mod config;
 pub mod embedded;
 pub mod expiry;

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use lectern_api::bench::{self, LoadBench, StoreBench};
 use lectern_api::bench_auth::{self, AuthBench};
+use lectern_api::bench_classroom::{self, ClassroomBench};
 use lectern_api::config::{AuthConfig, DatabaseConfig, HttpConfig};
 use lectern_api::server::{self, Database};
 use lectern_projections::runner::{self, RunnerConfig, Runners, Wakeup};
@@ -92,6 +93,10 @@ enum BenchCommand {
     /// Authenticated reads and token refresh over HTTP, and the in-process
     /// cost of authentication plus the policy check; prints one JSON line.
     Auth(AuthBench),
+    /// Many clients drawing on one live board over HTTP, an op on a fresh
+    /// and on a 100,000-op board, and lesson listing over 100,000 lessons;
+    /// prints one JSON line.
+    Classroom(ClassroomBench),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -143,6 +148,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let BenchCommand::Store(opts) = &cmd {
                 database.pool_size = database.pool_size.max(opts.clients as u32 + 2);
             }
+            if let BenchCommand::Classroom(opts) = &cmd {
+                database.pool_size = database.pool_size.max(opts.clients as u32 + 8);
+            }
             let db = Database::open(&database).await?;
             let result = async {
                 server::migrate(&db.pool).await?;
@@ -156,6 +164,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     BenchCommand::Auth(opts) => {
                         serde_json::to_string(&bench_auth::run_auth(db.pool.clone(), &opts).await?)?
                     }
+                    BenchCommand::Classroom(opts) => serde_json::to_string(
+                        &bench_classroom::run_classroom(db.pool.clone(), &opts).await?,
+                    )?,
                 };
                 println!("{line}");
                 Ok(())

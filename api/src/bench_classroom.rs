@@ -1,0 +1,377 @@
+//! `lectern bench classroom`: many clients drawing on one live board over
+//! HTTP; an op's latency on a fresh board and on one with 100,000 ops (from
+//! a cold cache, so through the snapshot); and lesson listing over 100,000
+//! lessons, first page against a deep cursor page.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use lectern_domain::classroom::board::OpRequest;
+use lectern_domain::classroom::lesson::{LessonDetails, Price};
+use lectern_domain::classroom::{Actor, LessonCommand, OpKind};
+use lectern_domain::identity::{DisplayName, Email, Password, Role};
+use lectern_domain::EventMetadata;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth::tokens::Keyring;
+use crate::bench::{percentile, round3};
+use crate::config::HttpConfig;
+use crate::AppState;
+
+/// `lectern bench classroom` options.
+#[derive(Debug, Clone, Args)]
+pub struct ClassroomBench {
+    /// Clients drawing on the one board (the tutor and enrolled students).
+    #[arg(long, default_value_t = 30)]
+    pub clients: usize,
+    /// Measured duration of the drawing run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Operations per request (`POST /api/v1/boards/{id}/ops/batch`).
+    #[arg(long, default_value_t = 20)]
+    pub batch: usize,
+    /// Operations on the long board.
+    #[arg(long, default_value_t = 100_000)]
+    pub board_ops: usize,
+    /// Lessons in the listing run.
+    #[arg(long, default_value_t = 100_000)]
+    pub lessons: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassroomResult {
+    pub scenario: &'static str,
+    pub clients: usize,
+    pub batch: usize,
+    pub requests: u64,
+    pub applied_ops: u64,
+    pub rejected_ops: u64,
+    pub throttled: u64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub fresh_op_p50_ms: f64,
+    pub fresh_op_p99_ms: f64,
+    pub long_board_ops: usize,
+    pub long_op_p50_ms: f64,
+    pub long_op_p99_ms: f64,
+    pub lessons: usize,
+    pub list_first_p50_ms: f64,
+    pub list_first_p99_ms: f64,
+    pub list_deep_p50_ms: f64,
+    pub list_deep_p99_ms: f64,
+}
+
+struct Server {
+    state: AppState,
+    base: String,
+}
+
+async fn server(
+    pool: &PgPool,
+    keyring: Keyring,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Server> {
+    let state = AppState::new(pool.clone(), HttpConfig::for_tests(), keyring, cancel);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = crate::router(state.clone());
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    });
+    Ok(Server { state, base })
+}
+
+/// A logged-in account: its id and an access token.
+async fn account(
+    state: &AppState,
+    run: &str,
+    i: usize,
+    role: Role,
+) -> anyhow::Result<(Uuid, String)> {
+    let meta = EventMetadata::system("Bench", run);
+    let email = Email::parse(&format!("bench-{run}-{i}@example.com"))?;
+    let password = Password::parse("benchmark passphrase")?;
+    let c = state
+        .identity
+        .register(
+            &email,
+            &password,
+            &DisplayName::parse("Bench")?,
+            role,
+            &meta,
+        )
+        .await?;
+    let issued = state
+        .identity
+        .login(email.as_str(), &password, "bench-device", &meta)
+        .await?;
+    Ok((c.aggregate_id.parse()?, state.auth.issue(&issued).0))
+}
+
+/// A live lesson taught by `tutor` with `students` enrolled; its id.
+async fn live_lesson(state: &AppState, tutor: Uuid, students: &[Uuid]) -> anyhow::Result<Uuid> {
+    let meta = EventMetadata::system("Bench", "");
+    let details = LessonDetails {
+        title: "Bench".into(),
+        description: String::new(),
+        starts_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        duration_minutes: 60,
+        capacity: 500,
+        price: Price {
+            amount_minor: 0,
+            currency: "EUR".into(),
+        },
+    };
+    let c = &state.classroom;
+    let (id, _) = c
+        .schedule(tutor, details, &meta)
+        .await
+        .map_err(anyhow::Error::msg_of)?;
+    let by = Actor::unrestricted(tutor);
+    for s in students {
+        c.lesson(id, LessonCommand::Enroll { by, student_id: *s }, &meta)
+            .await
+            .map_err(anyhow::Error::msg_of)?;
+    }
+    c.lesson(id, LessonCommand::Start { by }, &meta)
+        .await
+        .map_err(anyhow::Error::msg_of)?;
+    Ok(id)
+}
+
+trait MsgOf {
+    fn msg_of(e: lectern_commands::classroom::ClassroomError) -> anyhow::Error;
+}
+impl MsgOf for anyhow::Error {
+    fn msg_of(e: lectern_commands::classroom::ClassroomError) -> anyhow::Error {
+        anyhow::anyhow!("{e}")
+    }
+}
+
+/// Sequential single-op requests on `board`; sorted latencies in ms.
+async fn single_ops(
+    base: &str,
+    token: &str,
+    board: Uuid,
+    n: usize,
+    tag: &str,
+) -> anyhow::Result<Vec<f64>> {
+    let client = reqwest::Client::new();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let r = client
+            .post(format!("{base}/api/v1/boards/{board}/ops"))
+            .bearer_auth(token)
+            .json(&json!({"client_id": format!("probe-{tag}"), "op_id": i.to_string(), "lamport": i,
+                          "kind": "add", "element_id": format!("probe-{tag}-{i}"), "data": {"x": i}}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 200, "single op answered {}", r.status());
+        let body: serde_json::Value = r.json().await?;
+        anyhow::ensure!(
+            body["results"][0]["status"] == "applied",
+            "op not applied: {body}"
+        );
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}
+
+pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Result<ClassroomResult> {
+    let cancel = CancellationToken::new();
+    let key: [u8; 32] = rand::random();
+    let keyring = || {
+        Keyring::new(
+            vec![("bench".to_owned(), key.to_vec())],
+            "lectern",
+            "lectern-api",
+        )
+    };
+    let _runners = crate::server::start_runners(&pool, &cancel).await?;
+    let srv = server(&pool, keyring()?, &cancel).await?;
+    let run = Uuid::new_v4().simple().to_string();
+
+    // 1. Drawing: one tutor and clients - 1 students on one live board.
+    let (tutor, tutor_token) = account(&srv.state, &run, 0, Role::Tutor).await?;
+    let mut tokens = vec![tutor_token.clone()];
+    let mut students = Vec::new();
+    for i in 1..opts.clients {
+        let (id, token) = account(&srv.state, &run, i, Role::Student).await?;
+        students.push(id);
+        tokens.push(token);
+    }
+    let board = live_lesson(&srv.state, tutor, &students).await?;
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(opts.seconds);
+    let started = Instant::now();
+    let tokens = Arc::new(tokens);
+    let mut tasks = Vec::new();
+    for c in 0..opts.clients {
+        let (client, base, tokens, batch) = (
+            client.clone(),
+            srv.base.clone(),
+            Arc::clone(&tokens),
+            opts.batch,
+        );
+        tasks.push(tokio::spawn(async move {
+            let (mut samples, mut applied, mut rejected, mut throttled) = (Vec::new(), 0u64, 0u64, 0u64);
+            let mut n = 0usize;
+            let url = format!("{base}/api/v1/boards/{board}/ops/batch");
+            while Instant::now() < deadline {
+                // Each client adds its elements, then keeps moving them.
+                let ops: Vec<_> = (0..batch)
+                    .map(|_| {
+                        n += 1;
+                        let el = format!("c{c}-{}", n % 200);
+                        let kind = if n <= 200 { "add" } else { "move" };
+                        json!({"client_id": format!("client-{c}"), "op_id": n.to_string(), "lamport": n,
+                               "kind": kind, "element_id": el, "data": {"x": n, "y": c}})
+                    })
+                    .collect();
+                let t = Instant::now();
+                let r = client.post(&url).bearer_auth(&tokens[c]).json(&json!({"ops": ops})).send().await?;
+                if r.status() == 429 {
+                    throttled += 1;
+                    let _ = r.bytes().await?;
+                    continue;
+                }
+                anyhow::ensure!(r.status() == 200, "ops batch answered {}", r.status());
+                let body: serde_json::Value = r.json().await?;
+                samples.push(t.elapsed().as_secs_f64() * 1000.0);
+                for res in body["results"].as_array().into_iter().flatten() {
+                    if res["status"] == "applied" {
+                        applied += 1;
+                    } else {
+                        rejected += 1;
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((samples, applied, rejected, throttled))
+        }));
+    }
+    let (mut lat, mut applied, mut rejected, mut throttled) = (Vec::new(), 0, 0, 0);
+    for t in tasks {
+        let (s, a, r, th) = t.await??;
+        lat.extend(s);
+        applied += a;
+        rejected += r;
+        throttled += th;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+
+    // 2. An op on a fresh board, and on a board with board_ops ops loaded
+    // cold through its snapshot (a second server with an empty cache).
+    let fresh = live_lesson(&srv.state, tutor, &[]).await?;
+    let fresh_lat = single_ops(&srv.base, &tutor_token, fresh, 300, "fresh").await?;
+    let long = live_lesson(&srv.state, tutor, &[]).await?;
+    let meta = EventMetadata::system("Bench", &run);
+    let mut n = 0;
+    while n < opts.board_ops {
+        let ops: Vec<OpRequest> = (0..100.min(opts.board_ops - n))
+            .map(|k| {
+                let i = n + k;
+                OpRequest {
+                    client_id: format!("filler-{}", i % 30),
+                    op_id: i.to_string(),
+                    lamport: i as u64,
+                    kind: if i < 1000 { OpKind::Add } else { OpKind::Move },
+                    element_id: Some(format!("el-{}", i % 1000)),
+                    data: json!({"x": i}),
+                }
+            })
+            .collect();
+        n += ops.len();
+        srv.state
+            .classroom
+            .draw(long, Actor::unrestricted(tutor), ops, &meta)
+            .await
+            .map_err(anyhow::Error::msg_of)?;
+    }
+    let cold = server(&pool, keyring()?, &cancel).await?;
+    let long_lat = single_ops(&cold.base, &tutor_token, long, 300, "long").await?;
+
+    // 3. Listing: lessons written straight into the read model.
+    sqlx::query(
+        "INSERT INTO lessons (id, tutor_id, title, description, starts_at, duration_minutes, capacity,
+                              price_amount_minor, price_currency, status, created_at, updated_at, version)
+         SELECT gen_random_uuid(), $1, 'Lesson ' || g, '', now() + g * interval '1 minute', 60, 10, 1000, 'EUR',
+                'scheduled', now(), now(), 1
+           FROM generate_series(1, $2) AS g",
+    )
+    .bind(tutor)
+    .bind(i64::try_from(opts.lessons)?)
+    .execute(&pool)
+    .await?;
+    sqlx::query("ANALYZE lessons").execute(&pool).await?;
+    let deep: (chrono::DateTime<chrono::Utc>, Uuid) = sqlx::query_as(
+        "SELECT starts_at, id FROM lessons ORDER BY starts_at, id OFFSET $1 LIMIT 1",
+    )
+    .bind(i64::try_from(opts.lessons * 9 / 10)?)
+    .fetch_one(&pool)
+    .await?;
+    let deep_cursor =
+        crate::pagination::encode_cursor(&format!("{}|{}", deep.0.to_rfc3339(), deep.1));
+    let mut first = Vec::new();
+    let mut deep_lat = Vec::new();
+    for i in 0..400 {
+        let (url, out) = if i % 2 == 0 {
+            (format!("{}/api/v1/lessons?limit=50", srv.base), &mut first)
+        } else {
+            (
+                format!("{}/api/v1/lessons?limit=50&cursor={deep_cursor}", srv.base),
+                &mut deep_lat,
+            )
+        };
+        let t = Instant::now();
+        let r = client.get(url).bearer_auth(&tutor_token).send().await?;
+        anyhow::ensure!(r.status() == 200, "list answered {}", r.status());
+        let body: serde_json::Value = r.json().await?;
+        anyhow::ensure!(
+            body["results"].as_array().map_or(0, Vec::len) == 50,
+            "a full page"
+        );
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    first.sort_by(f64::total_cmp);
+    deep_lat.sort_by(f64::total_cmp);
+    cancel.cancel();
+
+    let p = |v: &[f64], q| round3(percentile(v, q));
+    Ok(ClassroomResult {
+        scenario: "classroom",
+        clients: opts.clients,
+        batch: opts.batch,
+        requests: lat.len() as u64,
+        applied_ops: applied,
+        rejected_ops: rejected,
+        throttled,
+        ops_per_sec: round3(applied as f64 / secs),
+        p50_ms: p(&lat, 0.5),
+        p99_ms: p(&lat, 0.99),
+        fresh_op_p50_ms: p(&fresh_lat, 0.5),
+        fresh_op_p99_ms: p(&fresh_lat, 0.99),
+        long_board_ops: opts.board_ops,
+        long_op_p50_ms: p(&long_lat, 0.5),
+        long_op_p99_ms: p(&long_lat, 0.99),
+        lessons: opts.lessons,
+        list_first_p50_ms: p(&first, 0.5),
+        list_first_p99_ms: p(&first, 0.99),
+        list_deep_p50_ms: p(&deep_lat, 0.5),
+        list_deep_p99_ms: p(&deep_lat, 0.99),
+    })
+}
