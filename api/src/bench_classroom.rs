@@ -160,6 +160,26 @@ impl MsgOf for anyhow::Error {
     }
 }
 
+/// Wait until every projection has applied the whole log.
+async fn settle(pool: &PgPool) -> anyhow::Result<()> {
+    let (tx, pos): (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events ORDER BY global_position DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await?;
+    let at = lectern_domain::Position {
+        transaction_id: tx,
+        global_position: pos,
+    };
+    for p in lectern_projections::all() {
+        let caught_up =
+            lectern_projections::status::wait_for(pool, p.name(), at, Duration::from_secs(600))
+                .await?;
+        anyhow::ensure!(caught_up, "projection {} did not catch up", p.name());
+    }
+    Ok(())
+}
+
 /// Sequential single-op requests on `board`; sorted latencies in ms.
 async fn single_ops(
     base: &str,
@@ -275,8 +295,11 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
     lat.sort_by(f64::total_cmp);
 
     // 2. An op on a fresh board, and on a board with board_ops ops loaded
-    // cold through its snapshot (a second server with an empty cache).
+    // cold through its snapshot (a second server with an empty cache). Each
+    // is measured once the projections have caught up, so both runs see the
+    // same background load.
     let fresh = live_lesson(&srv.state, tutor, &[]).await?;
+    settle(&pool).await?;
     let fresh_lat = single_ops(&srv.base, &tutor_token, fresh, 300, "fresh").await?;
     let long = live_lesson(&srv.state, tutor, &[]).await?;
     let meta = EventMetadata::system("Bench", &run);
@@ -303,6 +326,7 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
             .map_err(anyhow::Error::msg_of)?;
     }
     let cold = server(&pool, keyring()?, &cancel).await?;
+    settle(&pool).await?;
     let long_lat = single_ops(&cold.base, &tutor_token, long, 300, "long").await?;
 
     // 3. Listing: lessons written straight into the read model.
