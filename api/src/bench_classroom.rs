@@ -135,29 +135,14 @@ async fn live_lesson(state: &AppState, tutor: Uuid, students: &[Uuid]) -> anyhow
         },
     };
     let c = &state.classroom;
-    let (id, _) = c
-        .schedule(tutor, details, &meta)
-        .await
-        .map_err(anyhow::Error::msg_of)?;
+    let (id, _) = c.schedule(tutor, details, &meta).await?;
     let by = Actor::unrestricted(tutor);
     for s in students {
         c.lesson(id, LessonCommand::Enroll { by, student_id: *s }, &meta)
-            .await
-            .map_err(anyhow::Error::msg_of)?;
+            .await?;
     }
-    c.lesson(id, LessonCommand::Start { by }, &meta)
-        .await
-        .map_err(anyhow::Error::msg_of)?;
+    c.lesson(id, LessonCommand::Start { by }, &meta).await?;
     Ok(id)
-}
-
-trait MsgOf {
-    fn msg_of(e: lectern_commands::classroom::ClassroomError) -> anyhow::Error;
-}
-impl MsgOf for anyhow::Error {
-    fn msg_of(e: lectern_commands::classroom::ClassroomError) -> anyhow::Error {
-        anyhow::anyhow!("{e}")
-    }
 }
 
 /// Wait until every projection has applied the whole log.
@@ -322,8 +307,7 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
         srv.state
             .classroom
             .draw(long, Actor::unrestricted(tutor), ops, &meta)
-            .await
-            .map_err(anyhow::Error::msg_of)?;
+            .await?;
     }
     let cold = server(&pool, keyring()?, &cancel).await?;
     settle(&pool).await?;

@@ -12,8 +12,8 @@ use lectern_domain::classroom::inbox::{inbox_id, AckStatus};
 use lectern_domain::classroom::lesson::{LessonDetails, LessonPatch};
 use lectern_domain::classroom::{
     board::OpRequest, Actor, Board, BoardCommand, BoardError, BoardEvent, Channel, ChannelCommand,
-    ChannelError, ChannelEvent, ConflictPolicy, Inbox, InboxCommand, Lesson, LessonCommand,
-    LessonError, LessonEvent, OpOutcome,
+    ChannelError, ChannelEvent, ConflictPolicy, Inbox, InboxCommand, InboxError, Lesson,
+    LessonCommand, LessonError, LessonEvent, OpOutcome,
 };
 use lectern_domain::{EventMetadata, Position};
 use sqlx::PgPool;
@@ -59,6 +59,16 @@ macro_rules! from_command_error {
 from_command_error!(LessonError, Lesson);
 from_command_error!(BoardError, Board);
 from_command_error!(ChannelError, Channel);
+
+impl From<CommandError<InboxError>> for ClassroomError {
+    fn from(e: CommandError<InboxError>) -> Self {
+        match e {
+            CommandError::Rejected(never) => match never {},
+            CommandError::Conflict => Self::Conflict,
+            CommandError::Store(s) => Self::Store(s),
+        }
+    }
+}
 
 impl From<StoreError> for ClassroomError {
     fn from(e: StoreError) -> Self {
@@ -150,15 +160,7 @@ impl ClassroomService {
         command: LessonCommand,
         meta: &EventMetadata,
     ) -> Result<Committed<LessonEvent>, ClassroomError> {
-        let name = match &command {
-            LessonCommand::Schedule { .. } => "ScheduleLesson",
-            LessonCommand::Update { .. } => "UpdateLesson",
-            LessonCommand::Start { .. } => "StartLesson",
-            LessonCommand::End { .. } => "EndLesson",
-            LessonCommand::Cancel { .. } => "CancelLesson",
-            LessonCommand::Enroll { .. } => "EnrollStudent",
-            LessonCommand::Unenroll { .. } => "UnenrollStudent",
-        };
+        let name = command.name();
         let roster_changes = !matches!(command, LessonCommand::Update { .. });
         let committed = self
             .lessons
@@ -195,6 +197,20 @@ impl ClassroomService {
         Ok(())
     }
 
+    /// [`Self::sync`] after a refusal that a stale roster copy may explain;
+    /// `missing` is the error when the lesson does not exist.
+    async fn resync(
+        &self,
+        id: Uuid,
+        meta: &EventMetadata,
+        missing: ClassroomError,
+    ) -> Result<(), ClassroomError> {
+        match self.sync(id, meta).await {
+            Err(ClassroomError::Lesson(LessonError::NotFound)) => Err(missing),
+            other => other,
+        }
+    }
+
     /// Apply whiteboard operations; one answer per operation, in order.
     pub async fn draw(
         &self,
@@ -218,12 +234,8 @@ impl ClassroomService {
         let committed = match run().await {
             Err(CommandError::Rejected(_)) => {
                 // The roster copy may be behind the lesson: refresh, retry once.
-                match self.sync(board_id, &meta).await {
-                    Err(ClassroomError::Lesson(LessonError::NotFound)) => {
-                        return Err(ClassroomError::Board(BoardError::NotFound))
-                    }
-                    other => other?,
-                }
+                self.resync(board_id, &meta, ClassroomError::Board(BoardError::NotFound))
+                    .await?;
                 run().await?
             }
             other => other?,
@@ -286,12 +298,12 @@ impl ClassroomService {
             ChannelError::NotFound | ChannelError::NotParticipant | ChannelError::Closed,
         )) = result
         {
-            match self.sync(lesson_id, &meta).await {
-                Err(ClassroomError::Lesson(LessonError::NotFound)) => {
-                    return Err(ClassroomError::Channel(ChannelError::NotFound))
-                }
-                other => other?,
-            }
+            self.resync(
+                lesson_id,
+                &meta,
+                ClassroomError::Channel(ChannelError::NotFound),
+            )
+            .await?;
             result = run().await;
         }
         match result {
@@ -373,11 +385,7 @@ impl ClassroomService {
                 meta.clone().for_command("AcknowledgeDeliveries"),
             )
             .await
-            .map_err(|e| match e {
-                CommandError::Rejected(never) => match never {},
-                CommandError::Conflict => ClassroomError::Conflict,
-                CommandError::Store(s) => ClassroomError::Store(s),
-            })
+            .map_err(ClassroomError::from)
     }
 
     /// Expire `recipient`'s deliveries `seqs` in lesson `lesson_id`.
@@ -400,11 +408,7 @@ impl ClassroomService {
                 EventMetadata::system("ExpireDeliveries", &lesson_id.to_string()),
             )
             .await
-            .map_err(|e| match e {
-                CommandError::Rejected(never) => match never {},
-                CommandError::Conflict => ClassroomError::Conflict,
-                CommandError::Store(s) => ClassroomError::Store(s),
-            })?;
+            .map_err(ClassroomError::from)?;
         Ok(committed.events.len())
     }
 
@@ -466,11 +470,7 @@ impl ClassroomService {
                     states.len() - 1
                 }
             };
-            let name = match &command {
-                LessonCommand::Schedule { .. } => "ScheduleLesson",
-                LessonCommand::Cancel { .. } => "CancelLesson",
-                _ => "UpdateLesson",
-            };
+            let name = command.name();
             let state = &mut states[slot];
             match state.2.decide(command) {
                 Ok(events) => {

@@ -484,26 +484,6 @@ pub struct BulkResponse {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UpdateItem {
-    id: Uuid,
-    #[serde(flatten)]
-    changes: LessonChangesLoose,
-}
-
-/// `LessonChanges` without `deny_unknown_fields` (which `flatten` does not
-/// support); `UpdateItem` refuses unknown fields itself.
-#[derive(Deserialize)]
-struct LessonChangesLoose {
-    title: Option<String>,
-    description: Option<String>,
-    starts_at: Option<DateTime<Utc>>,
-    duration_minutes: Option<i64>,
-    capacity: Option<i64>,
-    price: Option<PriceBody>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CancelItem {
     id: Uuid,
     #[serde(default)]
@@ -519,18 +499,16 @@ fn parse_item(action: BulkAction, index: usize, item: Value) -> Result<BulkItem,
             Ok(BulkItem::Create(new.details(&base).map_err(problem_of)?))
         }
         BulkAction::Update => {
-            let u: UpdateItem = serde_json::from_value(item).map_err(shape)?;
-            let c = u.changes;
-            let changes = LessonChanges {
-                title: c.title,
-                description: c.description,
-                starts_at: c.starts_at,
-                duration_minutes: c.duration_minutes,
-                capacity: c.capacity,
-                price: c.price,
-            };
+            // `{id, ...changes}`: the id apart, the rest as PATCH takes it.
+            let mut item = item;
+            let id = item
+                .as_object_mut()
+                .and_then(|o| o.remove("id"))
+                .and_then(|v| serde_json::from_value::<Uuid>(v).ok())
+                .ok_or_else(|| invalid(&format!("{base}/id"), "must be a lesson id"))?;
+            let changes: LessonChanges = serde_json::from_value(item).map_err(shape)?;
             Ok(BulkItem::Update(
-                u.id,
+                id,
                 changes.patch(&base).map_err(problem_of)?,
             ))
         }

@@ -252,6 +252,21 @@ pub enum LessonCommand {
     },
 }
 
+impl LessonCommand {
+    /// The command's name, as event metadata records it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Schedule { .. } => "ScheduleLesson",
+            Self::Update { .. } => "UpdateLesson",
+            Self::Start { .. } => "StartLesson",
+            Self::End { .. } => "EndLesson",
+            Self::Cancel { .. } => "CancelLesson",
+            Self::Enroll { .. } => "EnrollStudent",
+            Self::Unenroll { .. } => "UnenrollStudent",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LessonEvent {
     LessonScheduled {
