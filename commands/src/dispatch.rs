@@ -267,6 +267,7 @@ where
 
     async fn process(&mut self, batch: Vec<Job<A>>) {
         let mut attempts = 0;
+        let mut careful = false;
         loop {
             let fresh = self.state.is_none();
             let base = match self.state.take() {
@@ -276,13 +277,21 @@ where
                     Err(e) => return fail_all(batch, &e),
                 },
             };
-            let (state_after, events, outcomes) = self.run_batch(&base, &batch).await;
+            let (version, snapshot_version) = (base.version, base.snapshot_version);
+            let Some((state_after, events, outcomes)) =
+                self.run_batch(base.aggregate, &batch, careful).await
+            else {
+                // A handler emitted events and then failed, so the state it
+                // left is half-changed: reload, and run the batch again with a
+                // copy taken before each command.
+                careful = true;
+                continue;
+            };
 
             // A rejection decided on cached state may be stale (another process
             // may have moved the aggregate on): confirm it on fresh state.
             let any_rejected = outcomes.iter().any(|o| matches!(o, Outcome::Rejected(_)));
             if any_rejected && !fresh {
-                self.state = None;
                 continue;
             }
 
@@ -296,22 +305,22 @@ where
             let appended = self
                 .inner
                 .store
-                .append(&self.aggregate_id, base.version, &new_events, &state_after)
+                .append(&self.aggregate_id, version, &new_events, &state_after)
                 .await;
             match appended {
                 Ok(recorded) => {
-                    let version = base.version + recorded.len() as u64;
-                    let snapshot_version = if self.inner.store.snapshot_due(base.version, version) {
-                        version
+                    let new_version = version + recorded.len() as u64;
+                    let snapshot_version = if self.inner.store.snapshot_due(version, new_version) {
+                        new_version
                     } else {
-                        base.snapshot_version
+                        snapshot_version
                     };
                     self.state = Some(Loaded {
                         aggregate: state_after,
-                        version,
+                        version: new_version,
                         snapshot_version,
                     });
-                    return answer_all(batch, outcomes, recorded, &self.aggregate_id, base.version);
+                    return answer_all(batch, outcomes, recorded, &self.aggregate_id, version);
                 }
                 Err(StoreError::Conflict) if attempts < self.inner.config.max_retries => {
                     attempts += 1;
@@ -329,36 +338,44 @@ where
         }
     }
 
-    /// Run every command of the batch in order on a copy of `base`.
+    /// Run every command of the batch in order on `state`.
+    ///
+    /// cqrs-es applies events as a handler emits them, so a handler that
+    /// fails after emitting leaves a half-changed state. A handler that fails
+    /// before emitting anything leaves the state as it was (handlers change
+    /// the state only through the sink), so no copy is needed on the common
+    /// path. `None` means a handler failed after emitting while `careful` was
+    /// off; with `careful` on, a copy taken before each command is restored.
     async fn run_batch(
         &self,
-        base: &Loaded<A>,
+        mut state: A,
         batch: &[Job<A>],
-    ) -> (A, Vec<(A::Event, usize)>, Vec<Outcome<A::Error>>) {
-        let mut state = base.aggregate.clone();
+        careful: bool,
+    ) -> Option<(A, Vec<(A::Event, usize)>, Vec<Outcome<A::Error>>)> {
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         for (index, job) in batch.iter().enumerate() {
-            // cqrs-es applies events as the handler emits them, so a command
-            // that fails half-way leaves a half-changed state: keep a copy.
-            let before = state.clone();
+            let before = careful.then(|| state.clone());
             let sink = EventSink::default();
-            match state
+            let result = state
                 .handle(job.command.clone(), &self.inner.services, &sink)
-                .await
-            {
+                .await;
+            let emitted = sink.collect().await;
+            match result {
                 Ok(()) => {
                     let start = events.len();
-                    events.extend(sink.collect().await.into_iter().map(|e| (e, index)));
+                    events.extend(emitted.into_iter().map(|e| (e, index)));
                     outcomes.push(Outcome::Accepted(start..events.len()));
                 }
                 Err(e) => {
-                    state = before;
+                    if !emitted.is_empty() {
+                        state = before?;
+                    }
                     outcomes.push(Outcome::Rejected(e));
                 }
             }
         }
-        (state, events, outcomes)
+        Some((state, events, outcomes))
     }
 }
 

@@ -30,27 +30,63 @@ impl Projection for AuditLog {
         tables: &Tables,
         event: &LogEvent,
     ) -> Result<(), ProjectionError> {
+        self.apply_all(conn, tables, &[event]).await
+    }
+
+    /// One multi-row insert for the whole run.
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        tables: &Tables,
+        events: &[&LogEvent],
+    ) -> Result<(), ProjectionError> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let sql = format!(
             "INSERT INTO {} (transaction_id, global_position, event_id, recorded_at, actor_id, actor_role,
                              action, aggregate_type, aggregate_id, sequence, request_id, ip, user_agent, summary)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::timestamptz[], $5::text[],
+                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[],
+                                  $12::text[], $13::text[], $14::jsonb[])",
             tables.get(TABLE)
         );
+        let column = |f: fn(&LogEvent) -> &str| events.iter().map(|e| f(e)).collect::<Vec<_>>();
         sqlx::query(&sql)
-            .bind(event.position.transaction_id)
-            .bind(event.position.global_position)
-            .bind(event.event_id)
-            .bind(event.recorded_at)
-            .bind(event.meta("actor_id"))
-            .bind(event.meta("actor_role"))
-            .bind(&event.event_type)
-            .bind(&event.aggregate_type)
-            .bind(mask::text(&event.aggregate_id))
-            .bind(event.sequence)
-            .bind(event.meta("request_id"))
-            .bind(event.meta("ip"))
-            .bind(event.meta("user_agent"))
-            .bind(summary(&event.payload))
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.position.transaction_id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.position.global_position)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
+            .bind(column(|e| e.meta("actor_id")))
+            .bind(column(|e| e.meta("actor_role")))
+            .bind(column(|e| &e.event_type))
+            .bind(column(|e| &e.aggregate_type))
+            .bind(
+                events
+                    .iter()
+                    .map(|e| mask::text(&e.aggregate_id))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+            .bind(column(|e| e.meta("request_id")))
+            .bind(column(|e| e.meta("ip")))
+            .bind(column(|e| e.meta("user_agent")))
+            .bind(
+                events
+                    .iter()
+                    .map(|e| summary(&e.payload))
+                    .collect::<Vec<_>>(),
+            )
             .execute(conn)
             .await?;
         Ok(())

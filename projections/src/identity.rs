@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::log::LogEvent;
-use crate::projection::{Projection, ProjectionError, Tables};
+use crate::projection::{Interest, Projection, ProjectionError, Tables};
 
 /// Keeps `users`, `sessions` and `devices`.
 pub struct IdentityProjection;
@@ -24,6 +24,10 @@ impl Projection for IdentityProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &[USERS, SESSIONS, DEVICES]
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::types(&["User"])
     }
 
     async fn apply(

@@ -15,7 +15,7 @@ pub mod runner;
 pub mod status;
 
 pub use log::LogEvent;
-pub use projection::{Projection, ProjectionError, Tables};
+pub use projection::{Interest, Projection, ProjectionError, Tables};
 pub use runner::{RunnerConfig, RunnerHandle, RunnerState, Runners};
 pub use status::ProjectionStatus;
 

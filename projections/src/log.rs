@@ -15,6 +15,8 @@ use serde_json::Value;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use crate::projection::Interest;
+
 /// An event as a projection sees it.
 #[derive(Debug, Clone)]
 pub struct LogEvent {
@@ -37,9 +39,15 @@ impl LogEvent {
     }
 }
 
+/// `$4`: the aggregate types whose payload and metadata are wanted (NULL for
+/// all); `$5`: whether any payload is wanted at all. Other events come back
+/// without them (as JSON null): the reader still sees every position.
 const READ: &str = "
 SELECT event_id, transaction_id::text::bigint AS tx, global_position, aggregate_type, aggregate_id,
-       sequence, event_type, event_version, payload, metadata, recorded_at
+       sequence, event_type, event_version,
+       CASE WHEN $5 AND ($4::text[] IS NULL OR aggregate_type = ANY($4)) THEN payload END AS payload,
+       CASE WHEN $5 AND ($4::text[] IS NULL OR aggregate_type = ANY($4)) THEN metadata END AS metadata,
+       recorded_at
   FROM events
  WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -47,16 +55,20 @@ SELECT event_id, transaction_id::text::bigint AS tx, global_position, aggregate_
  LIMIT $3";
 
 /// The next `limit` events after `after` that can never again be preceded by
-/// a later commit.
+/// a later commit; only those `interest` names carry their payload and
+/// metadata.
 pub async fn read_after(
     conn: &mut PgConnection,
     after: Position,
     limit: i64,
+    interest: Interest,
 ) -> Result<Vec<LogEvent>, sqlx::Error> {
     let rows = sqlx::query(READ)
         .bind(after.transaction_id.to_string())
         .bind(after.global_position)
         .bind(limit)
+        .bind(interest.aggregate_types)
+        .bind(interest.body)
         .fetch_all(conn)
         .await?;
     rows.into_iter()
@@ -72,8 +84,12 @@ pub async fn read_after(
                 sequence: row.try_get("sequence")?,
                 event_type: row.try_get("event_type")?,
                 event_version: row.try_get("event_version")?,
-                payload: row.try_get("payload")?,
-                metadata: row.try_get("metadata")?,
+                payload: row
+                    .try_get::<Option<Value>, _>("payload")?
+                    .unwrap_or_default(),
+                metadata: row
+                    .try_get::<Option<Value>, _>("metadata")?
+                    .unwrap_or_default(),
                 recorded_at: row.try_get("recorded_at")?,
             })
         })

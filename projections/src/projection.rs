@@ -68,6 +68,13 @@ pub trait Projection: Send + Sync + 'static {
     /// fills copies of these and swaps them in.
     fn tables(&self) -> &'static [&'static str];
 
+    /// The events it reads. The runner still walks every event in commit
+    /// order (the checkpoint moves over the others), but only these are
+    /// fetched whole and handed to the projection.
+    fn interest(&self) -> Interest {
+        Interest::ALL
+    }
+
     /// Apply one event, writing through `conn` into `tables`.
     async fn apply(
         &self,
@@ -75,4 +82,53 @@ pub trait Projection: Send + Sync + 'static {
         tables: &Tables,
         event: &LogEvent,
     ) -> Result<(), ProjectionError>;
+
+    /// Apply a run of events in commit order. The default applies them one by
+    /// one; a projection may write the run in fewer statements, as long as
+    /// the result equals applying each event with [`Projection::apply`]. If
+    /// this fails, the runner rolls the batch back and applies the events one
+    /// by one, so a bad event is still pinned down exactly.
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        tables: &Tables,
+        events: &[&LogEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(conn, tables, event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Which events a projection reads: see [`Projection::interest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    /// Only events of these aggregate types; `None` for every type.
+    pub aggregate_types: Option<&'static [&'static str]>,
+    /// Whether it reads the payload and the metadata. Without them an event
+    /// carries its identity, position, types and time only.
+    pub body: bool,
+}
+
+impl Interest {
+    /// Every event, whole.
+    pub const ALL: Self = Self {
+        aggregate_types: None,
+        body: true,
+    };
+
+    /// Every event of these aggregate types, whole.
+    pub const fn types(aggregate_types: &'static [&'static str]) -> Self {
+        Self {
+            aggregate_types: Some(aggregate_types),
+            body: true,
+        }
+    }
+
+    /// Whether `event` is one the projection reads.
+    pub fn wants(&self, event: &LogEvent) -> bool {
+        self.aggregate_types
+            .is_none_or(|types| types.contains(&event.aggregate_type.as_str()))
+    }
 }

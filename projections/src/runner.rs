@@ -493,40 +493,47 @@ async fn apply_batch(
     limit: i64,
     checkpoint: bool,
 ) -> Result<Option<Position>, RunError> {
+    let interest = projection.interest();
     let mut tx = conn.begin().await?;
-    let events = log::read_after(&mut tx, after, limit).await?;
+    let events = log::read_after(&mut tx, after, limit, interest).await?;
     let Some(last) = events.last().map(|e| e.position) else {
         tx.rollback().await?;
         return Ok(None);
     };
-    for (index, event) in events.iter().enumerate() {
-        if let Err(error) = projection.apply(&mut tx, tables, event).await {
-            let _ = tx.rollback().await;
-            if let ProjectionError::Database(e) = &error {
-                if is_connection_error(e) {
-                    return Err(RunError::Connection(sqlx::Error::Protocol(e.to_string())));
-                }
+    let wanted: Vec<&LogEvent> = events.iter().filter(|e| interest.wants(e)).collect();
+    if let Err(error) = projection.apply_all(&mut tx, tables, &wanted).await {
+        let _ = tx.rollback().await;
+        check_connection(&error)?;
+        // Find the bad event by applying the batch again one event at a time.
+        tx = conn.begin().await?;
+        for (index, event) in events.iter().enumerate() {
+            if !interest.wants(event) {
+                continue;
             }
-            // Commit the events before the bad one, so the projection stops
-            // exactly at it rather than at the start of its batch.
-            let committed = if index > 0 {
-                Box::pin(apply_batch(
-                    conn,
-                    projection,
-                    tables,
-                    after,
-                    index as i64,
-                    checkpoint,
-                ))
-                .await?
-            } else {
-                None
-            };
-            return Err(RunError::Apply {
-                event: Box::new(event.clone()),
-                error,
-                committed,
-            });
+            if let Err(error) = projection.apply(&mut tx, tables, event).await {
+                let _ = tx.rollback().await;
+                check_connection(&error)?;
+                // Commit the events before the bad one, so the projection
+                // stops exactly at it rather than at the start of its batch.
+                let committed = if index > 0 {
+                    Box::pin(apply_batch(
+                        conn,
+                        projection,
+                        tables,
+                        after,
+                        index as i64,
+                        checkpoint,
+                    ))
+                    .await?
+                } else {
+                    None
+                };
+                return Err(RunError::Apply {
+                    event: Box::new(event.clone()),
+                    error,
+                    committed,
+                });
+            }
         }
     }
     if checkpoint {
@@ -547,6 +554,16 @@ async fn apply_batch(
     metrics::counter!("lectern_projection_events_total", "projection" => projection.name())
         .increment(events.len() as u64);
     Ok(Some(last))
+}
+
+/// A lost connection ends the runner's turn rather than failing the event.
+fn check_connection(error: &ProjectionError) -> Result<(), RunError> {
+    match error {
+        ProjectionError::Database(e) if is_connection_error(e) => {
+            Err(RunError::Connection(sqlx::Error::Protocol(e.to_string())))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn is_connection_error(e: &sqlx::Error) -> bool {

@@ -745,7 +745,23 @@ async fn many_clients_drawing_on_one_board_converge() {
             last
         }
     });
-    let positions = futures::future::join_all(tasks).await;
+    let mut positions = futures::future::join_all(tasks).await;
+    // Then the tutor adds, clears the board and draws again in one request:
+    // the projection folds the clear inside one run of events.
+    let (status, end) = draw(
+        &app,
+        &tutor,
+        board,
+        vec![
+            op("tutor-end", "1", 1000, "add", "late-1", json!({"k": 1})),
+            op("tutor-end", "2", 1001, "clear", "", Value::Null),
+            op("tutor-end", "3", 1002, "add", "late-2", json!({"k": 2})),
+            op("tutor-end", "4", 1003, "move", "late-2", json!({"x": 5})),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{end}");
+    positions.push(end["position"].as_str().expect("a test value").to_owned());
     let newest = positions
         .iter()
         .max_by_key(|p| p.parse::<lectern_domain::Position>().expect("a test value"))
@@ -802,6 +818,38 @@ async fn many_clients_drawing_on_one_board_converge() {
     let projected: BTreeMap<String, ()> = model.elements.keys().map(|k| (k.clone(), ())).collect();
     assert_eq!(live, projected);
     assert_eq!(aggregate.aggregate.server_version, n);
+    assert_eq!(
+        projected.keys().collect::<Vec<_>>(),
+        ["late-2"],
+        "only what was drawn after the clear"
+    );
+
+    // The audit log and the analytics counts, written a run at a time, hold
+    // every event exactly once.
+    let at: lectern_domain::Position = newest.parse().expect("a test value");
+    for name in ["audit_log", "analytics_daily_event_counts"] {
+        assert!(
+            lectern_projections::status::wait_for(&app.db.pool, name, at, Duration::from_secs(20))
+                .await
+                .expect("a test value"),
+            "{name} caught up"
+        );
+    }
+    let events = count(&app, "SELECT count(*) FROM events").await;
+    assert_eq!(count(&app, "SELECT count(*) FROM audit_log").await, events);
+    assert_eq!(
+        count(&app, "SELECT count(DISTINCT event_id) FROM audit_log").await,
+        events
+    );
+    let mismatched = count(
+        &app,
+        "SELECT count(*) FROM (SELECT aggregate_type, event_type, count(*) AS n FROM events GROUP BY 1, 2) e
+           FULL JOIN (SELECT aggregate_type, event_type, sum(events) AS n FROM analytics.daily_event_counts
+                       GROUP BY 1, 2) a USING (aggregate_type, event_type)
+          WHERE e.n IS DISTINCT FROM a.n",
+    )
+    .await;
+    assert_eq!(mismatched, 0, "analytics counts equal the log's");
 }
 
 async fn send(app: &TestApp, lesson: Uuid, t: &Tokens, cid: &str, text: &str) -> reqwest::Response {

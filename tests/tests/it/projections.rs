@@ -9,7 +9,7 @@ use lectern_domain::Position;
 use lectern_projections::log::read_after;
 use lectern_projections::runner::{self, RunnerConfig, Runners, Wakeup};
 use lectern_projections::{
-    LogEvent, Projection, ProjectionError, RunnerHandle, RunnerState, Tables,
+    Interest, LogEvent, Projection, ProjectionError, RunnerHandle, RunnerState, Tables,
 };
 use lectern_tests::TestDb;
 use sqlx::{Connection, PgPool};
@@ -192,7 +192,7 @@ async fn a_transaction_that_commits_late_is_neither_skipped_nor_duplicated() {
 
     // The gap-free reader sees nothing yet: A's transaction is still open.
     let mut conn = db.pool.acquire().await.expect("conn");
-    assert!(read_after(&mut conn, Position::ZERO, 100)
+    assert!(read_after(&mut conn, Position::ZERO, 100, Interest::ALL)
         .await
         .expect("read")
         .is_empty());

@@ -364,6 +364,49 @@ async fn a_rejected_command_writes_nothing_and_does_not_disturb_its_batch() {
 }
 
 #[tokio::test]
+async fn a_handler_failing_after_emitting_leaves_no_trace_in_state_or_store() {
+    let db = TestDb::new().await;
+    // A snapshot on every commit shows the state the worker keeps.
+    let store = AggregateStore::new(
+        PgEventStore::<Tally>::new(db.pool.clone()).with_snapshots(1),
+        (),
+        DispatchConfig::default(),
+    );
+    let (ok1, half, ok2) = tokio::join!(
+        store.execute("h1", add("a", 1), meta("Add")),
+        store.execute("h1", add("half", 3), meta("Add")),
+        store.execute("h1", add("b", 2), meta("Add")),
+    );
+    assert!(matches!(half, Err(CommandError::Rejected(_))));
+    assert_eq!(ok1.expect("ok").events.len(), 1);
+    assert_eq!(ok2.expect("ok").events.len(), 2);
+    // The cached state goes on from the clean state.
+    let last = store
+        .execute("h1", add("c", 1), meta("Add"))
+        .await
+        .expect("ok");
+    assert_eq!(last.version, 4);
+    assert_eq!(
+        stored_sequences(&db.pool, "Tally", "h1").await,
+        vec![1, 2, 3, 4]
+    );
+    let snapshot: serde_json::Value = sqlx::query_scalar(
+        "SELECT payload FROM snapshots WHERE aggregate_type = 'Tally' AND aggregate_id = 'h1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("snapshot");
+    let kept: Tally = serde_json::from_value(snapshot).expect("a Tally");
+    assert_eq!(
+        kept,
+        Tally {
+            events: 4,
+            tags: vec!["a".into(), "b".into(), "b".into(), "c".into()],
+        }
+    );
+}
+
+#[tokio::test]
 async fn the_events_table_refuses_updates_and_deletes() {
     let db = TestDb::new().await;
     let store = AggregateStore::new(
