@@ -290,7 +290,7 @@ pub async fn run_load(pool: PgPool, opts: &LoadBench) -> anyhow::Result<LoadResu
                 metadata: &meta,
             })
             .collect();
-        store.append(&id, version, &new, &state).await?;
+        store.append(&id, version, &new, Some(&state)).await?;
         version += n;
     }
     let timed =

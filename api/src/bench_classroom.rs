@@ -35,6 +35,12 @@ pub struct ClassroomBench {
     /// Operations per request (`POST /api/v1/boards/{id}/ops/batch`).
     #[arg(long, default_value_t = 20)]
     pub batch: usize,
+    /// Also run open-loop at this many offered ops/s (0: skip): every client
+    /// sends one batch per `clients * batch / rate` seconds on a fixed
+    /// schedule, and latency counts from the scheduled send time, so a slow
+    /// answer also charges the requests queued behind it.
+    #[arg(long, default_value_t = 3000)]
+    pub rate: u64,
     /// Operations on the long board.
     #[arg(long, default_value_t = 100_000)]
     pub board_ops: usize,
@@ -55,6 +61,8 @@ pub struct ClassroomResult {
     pub ops_per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The open-loop run at `rate` offered ops/s, if asked for.
+    pub open_loop: Option<OpenLoopResult>,
     pub fresh_op_p50_ms: f64,
     pub fresh_op_p99_ms: f64,
     pub long_board_ops: usize,
@@ -65,6 +73,111 @@ pub struct ClassroomResult {
     pub list_first_p99_ms: f64,
     pub list_deep_p50_ms: f64,
     pub list_deep_p99_ms: f64,
+}
+
+/// The open-loop drawing run.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoopResult {
+    pub offered_ops_per_sec: u64,
+    pub requests: u64,
+    pub applied_ops: u64,
+    pub rejected_ops: u64,
+    pub throttled: u64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What one drawing run measured.
+struct Drawing {
+    /// Sorted request latencies, ms.
+    latencies: Vec<f64>,
+    applied: u64,
+    rejected: u64,
+    throttled: u64,
+    secs: f64,
+}
+
+/// `clients` clients drawing on `board` for `seconds`, `batch` ops per
+/// request: closed-loop when `interval` is `None`, else each client sends on
+/// a fixed schedule of one request per `interval`, its clients staggered
+/// evenly across it.
+async fn drawing(
+    base: &str,
+    tokens: &Arc<Vec<String>>,
+    board: Uuid,
+    batch: usize,
+    seconds: u64,
+    interval: Option<Duration>,
+) -> anyhow::Result<Drawing> {
+    let client = reqwest::Client::new();
+    let clients = tokens.len();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, tokens) = (client.clone(), Arc::clone(tokens));
+        let url = format!("{base}/api/v1/boards/{board}/ops/batch");
+        tasks.push(tokio::spawn(async move {
+            let (mut samples, mut applied, mut rejected, mut throttled) = (Vec::new(), 0u64, 0u64, 0u64);
+            let mut n = 0usize;
+            let mut due = interval.map(|i| started + i.mul_f64(c as f64 / clients as f64));
+            while due.unwrap_or_else(Instant::now) < deadline {
+                if let Some(at) = due {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                // Each client adds its elements, then keeps moving them.
+                let ops: Vec<_> = (0..batch)
+                    .map(|_| {
+                        n += 1;
+                        let el = format!("c{c}-{}", n % 200);
+                        let kind = if n <= 200 { "add" } else { "move" };
+                        json!({"client_id": format!("client-{c}"), "op_id": n.to_string(), "lamport": n,
+                               "kind": kind, "element_id": el, "data": {"x": n, "y": c}})
+                    })
+                    .collect();
+                let t = due.unwrap_or_else(Instant::now);
+                if let (Some(at), Some(every)) = (due.as_mut(), interval) {
+                    *at += every;
+                }
+                let r = client.post(&url).bearer_auth(&tokens[c]).json(&json!({"ops": ops})).send().await?;
+                if r.status() == 429 {
+                    throttled += 1;
+                    let _ = r.bytes().await?;
+                    continue;
+                }
+                anyhow::ensure!(r.status() == 200, "ops batch answered {}", r.status());
+                let body: serde_json::Value = r.json().await?;
+                samples.push(t.elapsed().as_secs_f64() * 1000.0);
+                for res in body["results"].as_array().into_iter().flatten() {
+                    if res["status"] == "applied" {
+                        applied += 1;
+                    } else {
+                        rejected += 1;
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((samples, applied, rejected, throttled))
+        }));
+    }
+    let mut run = Drawing {
+        latencies: Vec::new(),
+        applied: 0,
+        rejected: 0,
+        throttled: 0,
+        secs: 0.0,
+    };
+    for t in tasks {
+        let (s, a, r, th) = t.await??;
+        run.latencies.extend(s);
+        run.applied += a;
+        run.rejected += r;
+        run.throttled += th;
+    }
+    run.secs = started.elapsed().as_secs_f64();
+    run.latencies.sort_by(f64::total_cmp);
+    Ok(run)
 }
 
 struct Server {
@@ -219,65 +332,30 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
         students.push(id);
         tokens.push(token);
     }
-    let board = live_lesson(&srv.state, tutor, &students).await?;
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(opts.seconds);
-    let started = Instant::now();
     let tokens = Arc::new(tokens);
-    let mut tasks = Vec::new();
-    for c in 0..opts.clients {
-        let (client, base, tokens, batch) = (
-            client.clone(),
-            srv.base.clone(),
-            Arc::clone(&tokens),
-            opts.batch,
-        );
-        tasks.push(tokio::spawn(async move {
-            let (mut samples, mut applied, mut rejected, mut throttled) = (Vec::new(), 0u64, 0u64, 0u64);
-            let mut n = 0usize;
-            let url = format!("{base}/api/v1/boards/{board}/ops/batch");
-            while Instant::now() < deadline {
-                // Each client adds its elements, then keeps moving them.
-                let ops: Vec<_> = (0..batch)
-                    .map(|_| {
-                        n += 1;
-                        let el = format!("c{c}-{}", n % 200);
-                        let kind = if n <= 200 { "add" } else { "move" };
-                        json!({"client_id": format!("client-{c}"), "op_id": n.to_string(), "lamport": n,
-                               "kind": kind, "element_id": el, "data": {"x": n, "y": c}})
-                    })
-                    .collect();
-                let t = Instant::now();
-                let r = client.post(&url).bearer_auth(&tokens[c]).json(&json!({"ops": ops})).send().await?;
-                if r.status() == 429 {
-                    throttled += 1;
-                    let _ = r.bytes().await?;
-                    continue;
-                }
-                anyhow::ensure!(r.status() == 200, "ops batch answered {}", r.status());
-                let body: serde_json::Value = r.json().await?;
-                samples.push(t.elapsed().as_secs_f64() * 1000.0);
-                for res in body["results"].as_array().into_iter().flatten() {
-                    if res["status"] == "applied" {
-                        applied += 1;
-                    } else {
-                        rejected += 1;
-                    }
-                }
-            }
-            Ok::<_, anyhow::Error>((samples, applied, rejected, throttled))
-        }));
-    }
-    let (mut lat, mut applied, mut rejected, mut throttled) = (Vec::new(), 0, 0, 0);
-    for t in tasks {
-        let (s, a, r, th) = t.await??;
-        lat.extend(s);
-        applied += a;
-        rejected += r;
-        throttled += th;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
+    let board = live_lesson(&srv.state, tutor, &students).await?;
+    let closed = drawing(&srv.base, &tokens, board, opts.batch, opts.seconds, None).await?;
+    let open = if opts.rate > 0 {
+        // A new board, once the closed-loop run's projections caught up.
+        let board = live_lesson(&srv.state, tutor, &students).await?;
+        settle(&pool).await?;
+        let interval =
+            Duration::from_secs_f64((opts.clients * opts.batch) as f64 / opts.rate as f64);
+        Some(
+            drawing(
+                &srv.base,
+                &tokens,
+                board,
+                opts.batch,
+                opts.seconds,
+                Some(interval),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let client = reqwest::Client::new();
 
     // 2. An op on a fresh board, and on a board with board_ops ops loaded
     // cold through its snapshot (a second server with an empty cache). Each
@@ -364,13 +442,24 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
         scenario: "classroom",
         clients: opts.clients,
         batch: opts.batch,
-        requests: lat.len() as u64,
-        applied_ops: applied,
-        rejected_ops: rejected,
-        throttled,
-        ops_per_sec: round3(applied as f64 / secs),
-        p50_ms: p(&lat, 0.5),
-        p99_ms: p(&lat, 0.99),
+        requests: closed.latencies.len() as u64,
+        applied_ops: closed.applied,
+        rejected_ops: closed.rejected,
+        throttled: closed.throttled,
+        ops_per_sec: round3(closed.applied as f64 / closed.secs),
+        p50_ms: p(&closed.latencies, 0.5),
+        p99_ms: p(&closed.latencies, 0.99),
+        open_loop: open.map(|o| OpenLoopResult {
+            offered_ops_per_sec: opts.rate,
+            requests: o.latencies.len() as u64,
+            applied_ops: o.applied,
+            rejected_ops: o.rejected,
+            throttled: o.throttled,
+            ops_per_sec: round3(o.applied as f64 / o.secs),
+            p50_ms: p(&o.latencies, 0.5),
+            p99_ms: p(&o.latencies, 0.99),
+            max_ms: round3(o.latencies.last().copied().unwrap_or(0.0)),
+        }),
         fresh_op_p50_ms: p(&fresh_lat, 0.5),
         fresh_op_p99_ms: p(&fresh_lat, 0.99),
         long_board_ops: opts.board_ops,

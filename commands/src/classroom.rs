@@ -23,7 +23,10 @@ use crate::dispatch::{AggregateStore, Committed, DispatchConfig};
 use crate::error::{CommandError, StoreError};
 use crate::store::{Loaded, NewEvent, PgEventStore, StreamAppend};
 
-/// Boards snapshot this often: a long board loads from its snapshot.
+/// Boards snapshot this often: a long board loads from its snapshot. The
+/// snapshot (clocks, element stamps, each client's recent answers and undo
+/// stack) runs to hundreds of KB, so it is written in the background rather
+/// than in the append that the drawing clients wait for.
 pub const BOARD_SNAPSHOT_EVERY: u64 = 1000;
 
 /// Why a classroom command failed.
@@ -122,7 +125,9 @@ impl ClassroomService {
                 DispatchConfig::default(),
             ),
             boards: AggregateStore::new(
-                PgEventStore::new(pool.clone()).with_snapshots(BOARD_SNAPSHOT_EVERY),
+                PgEventStore::new(pool.clone())
+                    .with_snapshots(BOARD_SNAPSHOT_EVERY)
+                    .with_background_snapshots(),
                 (),
                 DispatchConfig::default(),
             ),

@@ -101,7 +101,7 @@ where
                 &context.aggregate_id,
                 context.loaded.version,
                 &new,
-                &context.loaded.aggregate,
+                Some(&context.loaded.aggregate),
             )
             .await
             .map_err(to_aggregate_error)?;

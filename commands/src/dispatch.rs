@@ -171,6 +171,7 @@ where
             inner: Arc::clone(&self.inner),
             aggregate_id: aggregate_id.to_owned(),
             state: None,
+            snapshot_write: None,
         };
         tokio::spawn(worker.run(receiver));
         sender
@@ -196,6 +197,8 @@ struct Worker<A: Aggregate> {
     aggregate_id: String,
     /// The cached state, and whether it was loaded for the current attempt.
     state: Option<Loaded<A>>,
+    /// The snapshot being written, if any.
+    snapshot_write: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// One command's result inside a batch, before the append decides its fate.
@@ -268,6 +271,7 @@ where
     async fn process(&mut self, batch: Vec<Job<A>>) {
         let mut attempts = 0;
         let mut careful = false;
+        let background = self.inner.store.background_snapshots();
         loop {
             let fresh = self.state.is_none();
             let base = match self.state.take() {
@@ -305,12 +309,20 @@ where
             let appended = self
                 .inner
                 .store
-                .append(&self.aggregate_id, version, &new_events, &state_after)
+                .append(
+                    &self.aggregate_id,
+                    version,
+                    &new_events,
+                    (!background).then_some(&state_after),
+                )
                 .await;
             match appended {
                 Ok(recorded) => {
                     let new_version = version + recorded.len() as u64;
                     let snapshot_version = if self.inner.store.snapshot_due(version, new_version) {
+                        if background {
+                            self.snapshot(&state_after, new_version).await;
+                        }
                         new_version
                     } else {
                         snapshot_version
@@ -336,6 +348,32 @@ where
                 Err(e) => return fail_all(batch, &e),
             }
         }
+    }
+
+    /// Store a snapshot of `state` at `version` off the command path: the
+    /// commands of this batch are answered without waiting for it (a large
+    /// aggregate's snapshot costs more than its append). One write per
+    /// aggregate is in flight at a time; a failed one only costs a longer
+    /// replay at the next load.
+    async fn snapshot(&mut self, state: &A, version: u64) {
+        let json = match serde_json::to_string(state) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::warn!(aggregate_type = A::TYPE, error = %e, "snapshot not serialisable");
+                return;
+            }
+        };
+        if let Some(previous) = self.snapshot_write.take() {
+            let _ = previous.await;
+        }
+        let store = self.inner.store.clone();
+        let id = self.aggregate_id.clone();
+        self.snapshot_write = Some(tokio::spawn(async move {
+            if let Err(e) = store.save_snapshot(&id, version, json).await {
+                tracing::warn!(aggregate_type = A::TYPE, aggregate_id = %id, error = %e,
+                    "snapshot not stored; loads replay from the previous one");
+            }
+        }));
     }
 
     /// Run every command of the batch in order on `state`.

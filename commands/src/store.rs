@@ -3,7 +3,8 @@
 //! Two round trips per command at most: [`PgEventStore::load`] reads the
 //! snapshot and the events after it in one query, and [`PgEventStore::append`]
 //! writes all of a batch's events, and the snapshot when one is due, in one
-//! statement. The primary key `(aggregate_type, aggregate_id, sequence)`
+//! statement (or, with background snapshots, the snapshot goes in a statement
+//! of its own that no command waits for). The primary key `(aggregate_type, aggregate_id, sequence)`
 //! refuses a stale writer.
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
 use lectern_domain::{EventMetadata, Position};
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -53,6 +55,7 @@ pub struct NewEvent<'a, E> {
 pub struct PgEventStore<A> {
     pool: PgPool,
     snapshot_every: Option<u64>,
+    background_snapshots: bool,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
     _aggregate: PhantomData<fn() -> A>,
 }
@@ -62,6 +65,7 @@ impl<A> Clone for PgEventStore<A> {
         Self {
             pool: self.pool.clone(),
             snapshot_every: self.snapshot_every,
+            background_snapshots: self.background_snapshots,
             upcasters: Arc::clone(&self.upcasters),
             _aggregate: PhantomData,
         }
@@ -106,6 +110,15 @@ WITH appended AS (
 )
 SELECT sequence, event_id, global_position, tx, recorded_at FROM appended ORDER BY sequence";
 
+/// A snapshot on its own; it too only moves forward.
+const SAVE_SNAPSHOT: &str = "
+INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+VALUES ($1, $2, $3, $3, $4::text::jsonb)
+ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+   SET last_sequence = EXCLUDED.last_sequence, current_snapshot = EXCLUDED.current_snapshot,
+       payload = EXCLUDED.payload, taken_at = now()
+ WHERE snapshots.last_sequence < EXCLUDED.last_sequence";
+
 /// Several streams' events in one statement: all of them or none.
 const APPEND_STREAMS: &str = "
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -122,6 +135,7 @@ where
         Self {
             pool,
             snapshot_every: None,
+            background_snapshots: false,
             upcasters: Arc::new(Vec::new()),
             _aggregate: PhantomData,
         }
@@ -131,6 +145,20 @@ where
     pub fn with_snapshots(mut self, every: u64) -> Self {
         self.snapshot_every = (every > 0).then_some(every);
         self
+    }
+
+    /// Have [`crate::AggregateStore`] write snapshots apart from the append,
+    /// off the command path, instead of in the append's statement: for
+    /// aggregates whose snapshot is large enough to hold up the commands
+    /// committed with it.
+    pub fn with_background_snapshots(mut self) -> Self {
+        self.background_snapshots = true;
+        self
+    }
+
+    /// Whether snapshots are written apart from the append.
+    pub fn background_snapshots(&self) -> bool {
+        self.background_snapshots
     }
 
     /// Upcasters applied, in order, to stored events before deserialisation.
@@ -275,19 +303,40 @@ where
         self.snapshot_every.is_some_and(|k| to / k > from / k)
     }
 
+    /// Store `state`, the aggregate as of sequence `version` (already
+    /// committed) serialised as JSON, as its snapshot, unless a newer one is
+    /// stored. A snapshot is only a shortcut for loading, so this may run
+    /// after, and apart from, the append that made it due.
+    pub async fn save_snapshot(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+        state: String,
+    ) -> Result<(), StoreError> {
+        sqlx::query(SAVE_SNAPSHOT)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(to_i64(version))
+            .bind(state)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Append `events` after sequence `expected_version`, in one statement.
     ///
-    /// `state_after` is the aggregate with every one of these events already
-    /// applied: it is what the snapshot stores when one is due. It is never
-    /// re-applied, which is the cqrs-es 0.5.0 snapshot defect this avoids.
-    /// Returns [`StoreError::Conflict`] when another writer got there first;
-    /// then nothing was written.
+    /// `state_after`, if given, is the aggregate with every one of these
+    /// events already applied: when a snapshot is due, the same statement
+    /// stores it. It is never re-applied, which is the cqrs-es 0.5.0 snapshot
+    /// defect this avoids. Pass `None` to leave snapshots to
+    /// [`Self::save_snapshot`]. Returns [`StoreError::Conflict`] when another
+    /// writer got there first; then nothing was written.
     pub async fn append(
         &self,
         aggregate_id: &str,
         expected_version: u64,
         events: &[NewEvent<'_, A::Event>],
-        state_after: &A,
+        state_after: Option<&A>,
     ) -> Result<Vec<RecordedEvent<A::Event>>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -303,14 +352,14 @@ where
             sequences.push(to_i64(expected_version + 1 + i as u64));
             types.push(e.payload.event_type());
             versions.push(e.payload.event_version());
-            payloads.push(serde_json::to_value(e.payload)?);
-            metadata.push(serde_json::to_value(e.metadata.to_map())?);
+            // Serialised straight into the statement, with no JSON tree
+            // built on the way.
+            payloads.push(Json(e.payload));
+            metadata.push(Json(e.metadata.to_map()));
         }
-        let snapshot = if self.snapshot_due(expected_version, new_version) {
-            Some(serde_json::to_value(state_after)?)
-        } else {
-            None
-        };
+        let snapshot = state_after
+            .filter(|_| self.snapshot_due(expected_version, new_version))
+            .map(Json);
         let rows = sqlx::query(APPEND)
             .bind(A::TYPE)
             .bind(aggregate_id)
@@ -375,8 +424,8 @@ impl<A: Aggregate> PgEventStore<A> {
                 sequences.push(to_i64(s.expected_version + 1 + i as u64));
                 types.push(e.payload.event_type());
                 versions.push(e.payload.event_version());
-                payloads.push(serde_json::to_value(e.payload)?);
-                metadata.push(serde_json::to_value(e.metadata.to_map())?);
+                payloads.push(Json(e.payload));
+                metadata.push(Json(e.metadata.to_map()));
             }
         }
         if ids.is_empty() {

@@ -25,7 +25,7 @@ use crate::log::LogEvent;
 use crate::projection::{Interest, Projection, ProjectionError, Tables};
 
 fn decode<T: DeserializeOwned>(event: &LogEvent) -> Result<T, ProjectionError> {
-    serde_json::from_value(event.payload.clone())
+    T::deserialize(&event.payload)
         .map_err(|e| ProjectionError::Invalid(format!("{} payload: {e}", event.event_type)))
 }
 

@@ -151,6 +151,53 @@ async fn snapshot_loads_equal_a_full_replay_across_many_intervals() {
     );
 }
 
+#[tokio::test]
+async fn background_snapshots_land_and_load_equal_a_full_replay() {
+    let db = TestDb::new().await;
+    let store = PgEventStore::<Tally>::new(db.pool.clone())
+        .with_snapshots(5)
+        .with_background_snapshots();
+    let dispatch = AggregateStore::new(store.clone(), (), DispatchConfig::default());
+    let (mut version, mut snapshot_due_at) = (0u64, 0u64);
+    for (tag, count) in plan(60) {
+        let c = dispatch
+            .execute("bg", add(tag, count), meta("Add"))
+            .await
+            .expect("commit");
+        if store.snapshot_due(version, c.version) {
+            snapshot_due_at = c.version;
+        }
+        version = c.version;
+    }
+    assert!(snapshot_due_at > 0);
+    // The last snapshot is written after its commit was answered: wait for it.
+    let mut stored = (0i64, serde_json::Value::Null);
+    for _ in 0..100 {
+        stored = sqlx::query_as(
+            "SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = 'Tally' AND aggregate_id = 'bg'",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .expect("read snapshot")
+        .unwrap_or((0, serde_json::Value::Null));
+        if stored.0 == snapshot_due_at as i64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored.0, snapshot_due_at as i64);
+    assert_eq!(
+        stored.1["events"].as_i64(),
+        Some(stored.0),
+        "the snapshot counts exactly its events"
+    );
+    let via_snapshot = store.load("bg").await.expect("load");
+    let replayed = store.load_from_events("bg").await.expect("replay");
+    assert_eq!(via_snapshot.aggregate, replayed.aggregate);
+    assert_eq!(via_snapshot.version, version);
+    assert_eq!(via_snapshot.snapshot_version, snapshot_due_at);
+}
+
 /// The same workload on cqrs-es 0.5.0's own snapshot store. Its
 /// `update_snapshot_with_events` applies a command's events a second time
 /// (they were already applied by `EventSink::write`), so the snapshot, and
