@@ -319,7 +319,7 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
             "lectern-api",
         )
     };
-    let _runners = crate::server::start_runners(&pool, &cancel).await?;
+    let _runners = crate::server::ProjectionWorkers::start(&pool, &cancel).await?;
     let srv = server(&pool, keyring()?, &cancel).await?;
     let run = Uuid::new_v4().simple().to_string();
 

@@ -70,23 +70,76 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .context("migrations failed")
 }
 
-/// Start a runner for every projection; each stands by until it holds its
-/// projection's lock.
+/// Start a runner for every projection on the current runtime.
 pub async fn start_runners(
     pool: &PgPool,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Vec<RunnerHandle>> {
-    let wakeup = Wakeup::listen(pool, cancel.clone()).await?;
-    let runners = Runners {
-        connect: (*pool.connect_options()).clone(),
-        config: RunnerConfig::default(),
-        wakeup,
-        cancel: cancel.clone(),
-    };
+    let runners = runners(pool, cancel).await?;
     Ok(lectern_projections::all()
         .into_iter()
         .map(|p| runners.spawn(p))
         .collect())
+}
+
+async fn runners(pool: &PgPool, cancel: &CancellationToken) -> anyhow::Result<Runners> {
+    let wakeup = Wakeup::listen(pool, cancel.clone()).await?;
+    Ok(Runners {
+        connect: (*pool.connect_options()).clone(),
+        config: RunnerConfig::default(),
+        wakeup,
+        cancel: cancel.clone(),
+    })
+}
+
+/// The projection runners on a runtime of their own, with one worker thread.
+///
+/// A runner decodes and folds a batch of up to 500 events between two awaits.
+/// On the API's runtime that holds up every request queued on the same worker
+/// thread; on a thread of its own the OS shares the cores out fairly instead,
+/// and requests wait for nothing but the CPU.
+pub struct ProjectionWorkers {
+    runtime: Option<tokio::runtime::Runtime>,
+    handles: Vec<RunnerHandle>,
+}
+
+impl ProjectionWorkers {
+    /// Start a runner for every projection; `cancel` stops them.
+    pub async fn start(pool: &PgPool, cancel: &CancellationToken) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lectern-projections")
+            .enable_all()
+            .build()?;
+        let runners = runners(pool, cancel).await?;
+        let handles = {
+            let _on = runtime.enter();
+            lectern_projections::all()
+                .into_iter()
+                .map(|p| runners.spawn(p))
+                .collect()
+        };
+        Ok(Self {
+            runtime: Some(runtime),
+            handles,
+        })
+    }
+
+    /// Wait for the runners to finish (after `cancel`), releasing their
+    /// locks, then stop their runtime.
+    pub async fn join(mut self) {
+        for r in std::mem::take(&mut self.handles) {
+            let _ = r.task.await;
+        }
+    }
+}
+
+impl Drop for ProjectionWorkers {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// `lectern serve`: run until SIGINT or SIGTERM, then finish in-flight
@@ -102,9 +155,9 @@ pub async fn serve(
     migrate(&db.pool).await?;
     let cancel = CancellationToken::new();
     let runners = if http.run_projections {
-        start_runners(&db.pool, &cancel).await?
+        Some(ProjectionWorkers::start(&db.pool, &cancel).await?)
     } else {
-        Vec::new()
+        None
     };
     let listener = tokio::net::TcpListener::bind(http.addr)
         .await
@@ -130,8 +183,8 @@ pub async fn serve(
     .await?;
     tracing::info!("HTTP server drained; stopping projection runners");
     cancel.cancel();
-    for r in runners {
-        let _ = r.task.await;
+    if let Some(runners) = runners {
+        runners.join().await;
     }
     db.close().await;
     Ok(())
