@@ -2,8 +2,7 @@
 -- Lectern's own `events` table (its five indexes and its NOTIFY trigger), the
 -- same columns and RETURNING as an append, with nothing of Lectern around it.
 -- A fresh aggregate per transaction, as in `lectern bench store --mode distinct`.
-\set n random(1, 2000000000)
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-VALUES ('PgBench', :client_id || '-' || :n, 1, 'Deposited', '1.0', '{"Deposited":{"amount":1}}',
+VALUES ('PgBench', gen_random_uuid()::text, 1, 'Deposited', '1.0', '{"Deposited":{"amount":1}}',
         '{"actor_id":"bench","actor_role":"system","session_id":"","request_id":"pgbench","correlation_id":"pgbench","causation_id":"","ip":"","user_agent":"pgbench","command":"Deposit"}')
 RETURNING sequence, event_id, global_position, transaction_id, recorded_at;
