@@ -9,7 +9,7 @@
 //! [`DispatchConfig::max_retries`] gives up with [`CommandError::Conflict`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cqrs_es::event_sink::EventSink;
@@ -17,6 +17,7 @@ use cqrs_es::Aggregate;
 use lectern_domain::{EventMetadata, Position};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::committer::Committer;
 use crate::error::{CommandError, StoreError};
 use crate::store::{Loaded, NewEvent, PgEventStore, RecordedEvent};
 
@@ -33,6 +34,10 @@ pub struct DispatchConfig {
     /// command costs one round trip (the append); a stale cache is caught by
     /// the primary key.
     pub cache: bool,
+    /// How many appends of this aggregate type may be in flight at once;
+    /// appends to other aggregates that arrive while all are busy share the
+    /// next statement (see `committer.rs`).
+    pub concurrent_appends: usize,
 }
 
 impl Default for DispatchConfig {
@@ -42,6 +47,7 @@ impl Default for DispatchConfig {
             max_retries: 8,
             idle_timeout: Duration::from_secs(30),
             cache: true,
+            concurrent_appends: 2,
         }
     }
 }
@@ -73,6 +79,8 @@ struct Inner<A: Aggregate> {
     services: A::Services,
     config: DispatchConfig,
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Job<A>>>>,
+    /// Started on first use, inside the runtime.
+    committer: OnceLock<Committer<A>>,
 }
 
 /// Runs commands against aggregates of type `A`.
@@ -103,6 +111,7 @@ where
                 services,
                 config,
                 queues: Mutex::new(HashMap::new()),
+                committer: OnceLock::new(),
             }),
         }
     }
@@ -299,23 +308,34 @@ where
                 continue;
             }
 
-            let new_events: Vec<_> = events
-                .iter()
-                .map(|(payload, job)| NewEvent {
-                    payload,
-                    metadata: &batch[*job].metadata,
-                })
-                .collect();
-            let appended = self
-                .inner
-                .store
-                .append(
-                    &self.aggregate_id,
-                    version,
-                    &new_events,
-                    (!background).then_some(&state_after),
-                )
-                .await;
+            let inline_snapshot = !background
+                && self
+                    .inner
+                    .store
+                    .snapshot_due(version, version + events.len() as u64);
+            let appended = if inline_snapshot || events.is_empty() {
+                let new_events: Vec<_> = events
+                    .iter()
+                    .map(|(payload, job)| NewEvent {
+                        payload,
+                        metadata: &batch[*job].metadata,
+                    })
+                    .collect();
+                self.inner
+                    .store
+                    .append(&self.aggregate_id, version, &new_events, Some(&state_after))
+                    .await
+            } else {
+                let owned = events
+                    .into_iter()
+                    .map(|(payload, job)| (payload, batch[job].metadata.clone()))
+                    .collect();
+                let inner = &self.inner;
+                let committer = inner.committer.get_or_init(|| {
+                    Committer::start(inner.store.clone(), inner.config.concurrent_appends)
+                });
+                committer.append(&self.aggregate_id, version, owned).await
+            };
             match appended {
                 Ok(recorded) => {
                     let new_version = version + recorded.len() as u64;

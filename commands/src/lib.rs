@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod classroom;
+mod committer;
 mod cqrs_store;
 pub mod dispatch;
 pub mod error;
