@@ -94,6 +94,10 @@ pub fn router(state: AppState) -> Router {
     let app = api_router
         .merge(routes::meta::docs_router())
         .layer(axum::Extension(api))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::layer,
+        ))
         .with_state(state);
     with_layers(app, &http)
 }

@@ -1,6 +1,7 @@
 //! The delivery-expiry worker: deliveries still `sent` after the TTL are
 //! expired, one `DeliveryExpired` event each, through the Inbox aggregate
-//! (which skips any acknowledged meanwhile).
+//! (which skips any acknowledged meanwhile). It also drops idempotency keys
+//! past their 24 hours.
 
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub async fn run(
 ) {
     let every = ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
+        if let Err(e) = crate::idempotency::prune(&pool).await {
+            tracing::warn!(error = %e, "idempotency key pruning failed");
+        }
         match sweep(&pool, &classroom, ttl).await {
             Ok(n) if n > 0 => {
                 tracing::info!(expired = n, "chat deliveries expired");

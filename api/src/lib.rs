@@ -16,6 +16,7 @@ pub mod config;
 pub mod embedded;
 pub mod expiry;
 pub mod extract;
+pub mod idempotency;
 pub mod mail;
 pub mod middleware;
 pub mod openapi;

@@ -11,7 +11,11 @@ pub fn base() -> OpenApi {
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(
                     "Event-sourced backend for live-tutoring platforms. Errors are RFC 9457 problem documents \
-                     (application/problem+json).",
+                     (application/problem+json). An authenticated POST outside /api/v1/auth/ honours an \
+                     Idempotency-Key header (1-255 printable ASCII characters, kept 24 hours per caller): the \
+                     same key and request get the stored answer (Idempotent-Replayed: true), the same key with \
+                     another request gets 422 idempotency_key_reused, and while the first is still running 409 \
+                     idempotency_key_in_use with Retry-After.",
                 ))
                 .build(),
         )

@@ -3,7 +3,8 @@
 //! [`PgEventStore`] reads and appends aggregate streams in the shared `events`
 //! table (snapshot plus tail in one query, an append in one statement).
 //! [`AggregateStore`] runs commands through it: one queue per aggregate, group
-//! commit, an in-memory cache, and bounded retries on cross-process conflicts.
+//! commit (within an aggregate, and across the aggregates of one type), an
+//! in-memory cache, and bounded retries on cross-process conflicts.
 //! [`PgEventStore`] also implements `cqrs_es::EventStore`, so a stock
 //! `CqrsFramework` can run on it.
 #![forbid(unsafe_code)]

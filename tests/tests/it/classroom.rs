@@ -1151,3 +1151,113 @@ async fn bulk_writes_are_atomic_when_asked() {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(lessons().await, 6);
 }
+
+async fn create_with_key(app: &TestApp, t: &Tokens, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/lessons"))
+        .bearer_auth(&t.access_token)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("the request is sent")
+}
+
+#[tokio::test]
+async fn a_retried_post_with_an_idempotency_key_runs_once() {
+    let app = spawn_app().await;
+    let (_, tutor) = app.user("tutor").await;
+    let scheduled = "SELECT count(*) FROM events WHERE event_type = 'LessonScheduled'";
+    let body = lesson_body(5);
+
+    // The same key and body: one lesson, the same answer twice.
+    let first = create_with_key(&app, &tutor, "retry-1", &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(first.headers()["idempotent-replayed"], "false");
+    let first = json_of(first).await;
+    let again = create_with_key(&app, &tutor, "retry-1", &body).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(json_of(again).await, first);
+    assert_eq!(count(&app, scheduled).await, 1);
+
+    // The same key with another body is refused, and writes nothing.
+    let other = create_with_key(&app, &tutor, "retry-1", &lesson_body(6)).await;
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_of(other).await["code"], "idempotency_key_reused");
+    assert_eq!(count(&app, scheduled).await, 1);
+
+    // Keys are per caller: another tutor's "retry-1" is a new request.
+    let (_, other_tutor) = app.user("tutor").await;
+    let theirs = create_with_key(&app, &other_tutor, "retry-1", &body).await;
+    assert_eq!(theirs.status(), StatusCode::CREATED);
+    assert_ne!(json_of(theirs).await["id"], first["id"]);
+    assert_eq!(count(&app, scheduled).await, 2);
+
+    // A refusal is remembered too: the retry gets the same 422.
+    let invalid = json!({"title": ""});
+    let refused = create_with_key(&app, &tutor, "bad-1", &invalid).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let refused_again = create_with_key(&app, &tutor, "bad-1", &invalid).await;
+    assert_eq!(refused_again.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused_again.headers()["idempotent-replayed"], "true");
+
+    // Ten concurrent sends of one request: exactly one lesson; every answer is
+    // that lesson or a 409 asking to retry.
+    let answers =
+        futures::future::join_all((0..10).map(|_| create_with_key(&app, &tutor, "burst-1", &body)))
+            .await;
+    let mut ids = std::collections::BTreeSet::new();
+    for r in answers {
+        match r.status() {
+            StatusCode::CREATED => {
+                ids.insert(json_of(r).await["id"].as_str().expect("an id").to_owned());
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                assert_eq!(json_of(r).await["code"], "idempotency_key_in_use");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "every success is the same lesson");
+    assert_eq!(count(&app, scheduled).await, 3);
+    let stored: i64 = count(
+        &app,
+        "SELECT count(*) FROM idempotency_keys WHERE status IS NOT NULL",
+    )
+    .await;
+    assert_eq!(stored, 4, "retry-1 twice (two callers), bad-1, burst-1");
+
+    // Without a key, the same body twice is two lessons.
+    for _ in 0..2 {
+        let r = app
+            .post("/api/v1/lessons", Some(&tutor.access_token), body.clone())
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    assert_eq!(count(&app, scheduled).await, 5);
+
+    // Past its 24 hours a key is pruned, and may be used afresh.
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'bad-1'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("age the key");
+    assert_eq!(
+        lectern_api::idempotency::prune(&app.db.pool)
+            .await
+            .expect("prune"),
+        1
+    );
+    let fresh = create_with_key(&app, &tutor, "bad-1", &body).await;
+    assert_eq!(fresh.status(), StatusCode::CREATED);
+    assert_eq!(fresh.headers()["idempotent-replayed"], "false");
+    assert_eq!(count(&app, scheduled).await, 6);
+
+    // A malformed key is a 400.
+    let bad_key = create_with_key(&app, &tutor, "has space", &body).await;
+    assert_eq!(bad_key.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(count(&app, scheduled).await, 6);
+}
