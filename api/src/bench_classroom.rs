@@ -278,35 +278,32 @@ async fn settle(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sequential single-op requests on `board`; sorted latencies in ms.
-async fn single_ops(
+/// One single-op request (op `i`) on `board`; its latency in ms.
+async fn single_op(
+    client: &reqwest::Client,
     base: &str,
     token: &str,
     board: Uuid,
-    n: usize,
+    i: usize,
     tag: &str,
-) -> anyhow::Result<Vec<f64>> {
-    let client = reqwest::Client::new();
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        let r = client
-            .post(format!("{base}/api/v1/boards/{board}/ops"))
-            .bearer_auth(token)
-            .json(&json!({"client_id": format!("probe-{tag}"), "op_id": i.to_string(), "lamport": i,
-                          "kind": "add", "element_id": format!("probe-{tag}-{i}"), "data": {"x": i}}))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 200, "single op answered {}", r.status());
-        let body: serde_json::Value = r.json().await?;
-        anyhow::ensure!(
-            body["results"][0]["status"] == "applied",
-            "op not applied: {body}"
-        );
-        samples.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples)
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let r = client
+        .post(format!("{base}/api/v1/boards/{board}/ops"))
+        .bearer_auth(token)
+        .json(
+            &json!({"client_id": format!("probe-{tag}"), "op_id": i.to_string(), "lamport": i,
+                      "kind": "add", "element_id": format!("probe-{tag}-{i}"), "data": {"x": i}}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "single op answered {}", r.status());
+    let body: serde_json::Value = r.json().await?;
+    anyhow::ensure!(
+        body["results"][0]["status"] == "applied",
+        "op not applied: {body}"
+    );
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 
 pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Result<ClassroomResult> {
@@ -358,12 +355,10 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
     let client = reqwest::Client::new();
 
     // 2. An op on a fresh board, and on a board with board_ops ops loaded
-    // cold through its snapshot (a second server with an empty cache). Each
-    // is measured once the projections have caught up, so both runs see the
-    // same background load.
+    // cold through its snapshot (a second server with an empty cache).
+    // Measured once the projections have caught up, one op on each in turn,
+    // so both see the same background load.
     let fresh = live_lesson(&srv.state, tutor, &[]).await?;
-    settle(&pool).await?;
-    let fresh_lat = single_ops(&srv.base, &tutor_token, fresh, 300, "fresh").await?;
     let long = live_lesson(&srv.state, tutor, &[]).await?;
     let meta = EventMetadata::system("Bench", &run);
     let mut n = 0;
@@ -389,7 +384,13 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
     }
     let cold = server(&pool, keyring()?, &cancel).await?;
     settle(&pool).await?;
-    let long_lat = single_ops(&cold.base, &tutor_token, long, 300, "long").await?;
+    let (mut fresh_lat, mut long_lat) = (Vec::new(), Vec::new());
+    for i in 0..300 {
+        fresh_lat.push(single_op(&client, &srv.base, &tutor_token, fresh, i, "fresh").await?);
+        long_lat.push(single_op(&client, &cold.base, &tutor_token, long, i, "long").await?);
+    }
+    fresh_lat.sort_by(f64::total_cmp);
+    long_lat.sort_by(f64::total_cmp);
 
     // 3. Listing: lessons written straight into the read model.
     sqlx::query(
