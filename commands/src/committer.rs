@@ -5,11 +5,12 @@
 //! be one transaction each, and PostgreSQL pays per transaction (a round trip,
 //! snapshot, commit record, WAL flush wait) as much as per row. So appends go
 //! through one committer per aggregate type: at most
-//! [`crate::DispatchConfig::concurrent_appends`] statements are in flight,
-//! and the appends that arrive while they are all busy go together in the
-//! next one, all or nothing ([`PgEventStore::append_streams`]). Under light
-//! load an append goes out at once, alone; under heavy load several share a
-//! transaction.
+//! [`crate::DispatchConfig::concurrent_appends`] statements are in flight.
+//! An append that finds a free slot goes out at once, alone, from its own
+//! worker; the appends that arrive while every slot is busy queue, and go
+//! together in the next statement that gets a slot, all or nothing
+//! ([`PgEventStore::append_streams`]). So under light load nothing waits,
+//! and under heavy load several aggregates share a transaction.
 //!
 //! A shared statement fails as a whole when any one stream moved on (another
 //! process appended to it). Each append of it is then retried alone, so only
@@ -50,6 +51,9 @@ impl<A: Aggregate> Pending<A> {
 /// The committer of one aggregate type: see the module documentation.
 pub(crate) struct Committer<A: Aggregate> {
     queue: mpsc::UnboundedSender<Pending<A>>,
+    store: PgEventStore<A>,
+    /// One permit per statement in flight, shared by direct and shared appends.
+    slots: Arc<Semaphore>,
 }
 
 impl<A> Committer<A>
@@ -59,12 +63,13 @@ where
     /// Start the committer's task on the current runtime.
     pub(crate) fn start(store: PgEventStore<A>, concurrent: usize) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(
+        let slots = Arc::new(Semaphore::new(concurrent.max(1)));
+        tokio::spawn(run(store.clone(), receiver, Arc::clone(&slots)));
+        Self {
+            queue,
             store,
-            receiver,
-            Arc::new(Semaphore::new(concurrent.max(1))),
-        ));
-        Self { queue }
+            slots,
+        }
     }
 
     /// Append `events` to `aggregate_id` after `expected_version`, possibly in
@@ -75,6 +80,18 @@ where
         expected_version: u64,
         events: Vec<(A::Event, EventMetadata)>,
     ) -> Answer<A::Event> {
+        // A free slot: go straight to the database, with no hop through the
+        // committer's task.
+        if let Ok(_slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            let new_events: Vec<_> = events
+                .iter()
+                .map(|(payload, metadata)| NewEvent { payload, metadata })
+                .collect();
+            return self
+                .store
+                .append(aggregate_id, expected_version, &new_events, None)
+                .await;
+        }
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending {
