@@ -28,6 +28,9 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            // A deadlock aborted the statement and wrote nothing: as safe to
+            // retry as a lost race.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01") => Self::Conflict,
             _ => Self::Database(Arc::new(e)),
         }
     }

@@ -418,7 +418,12 @@ impl<A: Aggregate> PgEventStore<A> {
             Vec::new(),
             Vec::new(),
         );
-        for s in streams {
+        // Rows go in aggregate-id order, so two writers whose statements
+        // touch the same aggregates take their index locks in the same order
+        // and wait for each other instead of deadlocking.
+        let mut order: Vec<&StreamAppend<'_, A::Event>> = streams.iter().collect();
+        order.sort_by_key(|s| s.aggregate_id);
+        for s in order {
             for (i, e) in s.events.iter().enumerate() {
                 ids.push(s.aggregate_id.to_owned());
                 sequences.push(to_i64(s.expected_version + 1 + i as u64));
