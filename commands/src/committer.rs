@@ -41,11 +41,15 @@ struct Pending<A: Aggregate> {
 
 impl<A: Aggregate> Pending<A> {
     fn new_events(&self) -> Vec<NewEvent<'_, A::Event>> {
-        self.events
-            .iter()
-            .map(|(payload, metadata)| NewEvent { payload, metadata })
-            .collect()
+        new_events(&self.events)
     }
+}
+
+fn new_events<E>(events: &[(E, EventMetadata)]) -> Vec<NewEvent<'_, E>> {
+    events
+        .iter()
+        .map(|(payload, metadata)| NewEvent { payload, metadata })
+        .collect()
 }
 
 /// The committer of one aggregate type: see the module documentation.
@@ -83,13 +87,9 @@ where
         // A free slot: go straight to the database, with no hop through the
         // committer's task.
         if let Ok(_slot) = Arc::clone(&self.slots).try_acquire_owned() {
-            let new_events: Vec<_> = events
-                .iter()
-                .map(|(payload, metadata)| NewEvent { payload, metadata })
-                .collect();
             return self
                 .store
-                .append(aggregate_id, expected_version, &new_events, None)
+                .append(aggregate_id, expected_version, &new_events(&events), None)
                 .await;
         }
         let (reply, answer) = oneshot::channel();

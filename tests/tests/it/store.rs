@@ -289,32 +289,43 @@ async fn stored_tag_counts(pool: &sqlx::PgPool, id: &str) -> HashMap<String, u32
         .collect()
 }
 
-#[tokio::test]
-async fn two_processes_writing_one_aggregate_retry_conflicts_and_lose_nothing() {
-    let db = TestDb::new().await;
+/// Two stores on separate pools, standing for two processes, each with
+/// `tasks` tasks sending `commands` Adds of `count` events to `ids[pick(t, i)]`.
+/// Asserts that each aggregate stored exactly its acknowledged commands, with
+/// contiguous sequences; returns how many commands were acknowledged.
+async fn two_processes_write(
+    db: &TestDb,
+    config: DispatchConfig,
+    ids: &[&'static str],
+    tasks: usize,
+    commands: usize,
+    count: u32,
+    pick: fn(usize, usize) -> usize,
+) -> usize {
     let second = db.second_pool().await;
-    let config = DispatchConfig {
-        max_retries: 50,
-        ..DispatchConfig::default()
-    };
     let a = AggregateStore::new(
         PgEventStore::<Tally>::new(db.pool.clone()),
         (),
         config.clone(),
     );
     let b = AggregateStore::new(PgEventStore::<Tally>::new(second), (), config);
-    let ids = ["p1", "p2"];
-    let mut tasks = Vec::new();
+    let mut handles = Vec::new();
     for (name, store) in [("a", a), ("b", b)] {
-        for t in 0..6 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
+        for t in 0..tasks {
+            let (store, ids) = (store.clone(), ids.to_vec());
+            handles.push(tokio::spawn(async move {
                 let mut acked = Vec::new();
-                for i in 0..25 {
-                    let id = ids[i % 2];
+                for i in 0..commands {
+                    let id = ids[pick(t, i) % ids.len()];
                     let tag = format!("{name}{t}-{i}");
-                    match store.execute(id, add(tag.clone(), 1), meta("Add")).await {
-                        Ok(_) => acked.push((id, tag)),
+                    match store
+                        .execute(id, add(tag.clone(), count), meta("Add"))
+                        .await
+                    {
+                        Ok(c) => {
+                            assert_eq!(c.events.len(), count as usize);
+                            acked.push((id, tag));
+                        }
                         Err(CommandError::Conflict) => {}
                         Err(e) => panic!("unexpected error {e}"),
                     }
@@ -324,9 +335,9 @@ async fn two_processes_writing_one_aggregate_retry_conflicts_and_lose_nothing() 
         }
     }
     let mut acknowledged: HashMap<&str, HashMap<String, u32>> = HashMap::new();
-    for t in tasks {
-        for (id, tag) in t.await.expect("task") {
-            acknowledged.entry(id).or_default().insert(tag, 1);
+    for h in handles {
+        for (id, tag) in h.await.expect("task") {
+            acknowledged.entry(id).or_default().insert(tag, count);
         }
     }
     let mut total = 0;
@@ -341,6 +352,17 @@ async fn two_processes_writing_one_aggregate_retry_conflicts_and_lose_nothing() 
         let seqs = stored_sequences(&db.pool, "Tally", id).await;
         assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     }
+    total
+}
+
+#[tokio::test]
+async fn two_processes_writing_one_aggregate_retry_conflicts_and_lose_nothing() {
+    let db = TestDb::new().await;
+    let config = DispatchConfig {
+        max_retries: 50,
+        ..DispatchConfig::default()
+    };
+    let total = two_processes_write(&db, config, &["p1", "p2"], 6, 25, 1, |_, i| i).await;
     assert!(
         total >= 250,
         "with 50 retries nearly every command commits; got {total} of 300"
@@ -350,7 +372,6 @@ async fn two_processes_writing_one_aggregate_retry_conflicts_and_lose_nothing() 
 #[tokio::test]
 async fn appends_to_many_aggregates_share_transactions_and_survive_conflicts() {
     let db = TestDb::new().await;
-    let second = db.second_pool().await;
     // One append in flight per process: whatever waits meanwhile shares the
     // next statement, so the other process's writes conflict with shared ones.
     let config = DispatchConfig {
@@ -358,53 +379,8 @@ async fn appends_to_many_aggregates_share_transactions_and_survive_conflicts() {
         concurrent_appends: 1,
         ..DispatchConfig::default()
     };
-    let a = AggregateStore::new(
-        PgEventStore::<Tally>::new(db.pool.clone()),
-        (),
-        config.clone(),
-    );
-    let b = AggregateStore::new(PgEventStore::<Tally>::new(second), (), config);
-    let ids: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
-    let mut tasks = Vec::new();
-    for (name, store) in [("a", a), ("b", b)] {
-        for t in 0..8 {
-            let (store, ids) = (store.clone(), ids.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut acked = Vec::new();
-                for i in 0..20 {
-                    let id = ids[(t + i) % ids.len()].clone();
-                    let tag = format!("{name}{t}-{i}");
-                    match store.execute(&id, add(tag.clone(), 2), meta("Add")).await {
-                        Ok(c) => {
-                            assert_eq!(c.events.len(), 2);
-                            acked.push((id, tag));
-                        }
-                        Err(CommandError::Conflict) => {}
-                        Err(e) => panic!("unexpected error {e}"),
-                    }
-                }
-                acked
-            }));
-        }
-    }
-    let mut acknowledged: HashMap<String, HashMap<String, u32>> = HashMap::new();
-    for t in tasks {
-        for (id, tag) in t.await.expect("task") {
-            acknowledged.entry(id).or_default().insert(tag, 2);
-        }
-    }
-    let mut total = 0;
-    for id in &ids {
-        let stored = stored_tag_counts(&db.pool, id).await;
-        let acked = acknowledged.remove(id).unwrap_or_default();
-        total += acked.len();
-        assert_eq!(
-            stored, acked,
-            "aggregate {id}: stored exactly the acknowledged commands"
-        );
-        let seqs = stored_sequences(&db.pool, "Tally", id).await;
-        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
-    }
+    let ids = ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7"];
+    let total = two_processes_write(&db, config, &ids, 8, 20, 2, |t, i| t + i).await;
     assert!(
         total >= 300,
         "with 50 retries nearly every command commits; got {total} of 320"
