@@ -118,6 +118,10 @@ pub struct StoreBench {
     pub snapshot_every: u64,
     #[arg(long, value_enum, default_value_t = StoreKind::Lectern)]
     pub store: StoreKind,
+    /// Lectern only: append statements in flight at once for the aggregate
+    /// type (`DispatchConfig::concurrent_appends`; default: its default).
+    #[arg(long)]
+    pub concurrent_appends: Option<usize>,
 }
 
 /// One benchmark run's figures.
@@ -181,7 +185,11 @@ pub async fn run_store(pool: PgPool, opts: &StoreBench) -> anyhow::Result<StoreR
         StoreKind::Lectern => {
             let store =
                 PgEventStore::<BenchAccount>::new(pool.clone()).with_snapshots(opts.snapshot_every);
-            Runner::Lectern(AggregateStore::new(store, (), DispatchConfig::default()))
+            let mut config = DispatchConfig::default();
+            if let Some(n) = opts.concurrent_appends {
+                config.concurrent_appends = n;
+            }
+            Runner::Lectern(AggregateStore::new(store, (), config))
         }
         StoreKind::Peer => {
             let repo = PostgresEventRepository::new(pool.clone());

@@ -16,11 +16,21 @@
 //! process appended to it). Each append of it is then retried alone, so only
 //! the stale one answers [`StoreError::Conflict`] to its worker, which reloads
 //! and retries as usual.
+//!
+//! The committer keeps the connections it appends on, at most one per slot,
+//! instead of handing each back to the pool after its statement: sqlx tests a
+//! connection on every release with a round trip of its own, which would
+//! double the round trips of every command. A connection kept but unused for
+//! [`KEEP_IDLE`] goes back to the pool; one whose statement failed other than
+//! by a conflict is never kept.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use cqrs_es::Aggregate;
 use lectern_domain::EventMetadata;
+use sqlx::pool::PoolConnection;
+use sqlx::Postgres;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::StoreError;
@@ -28,6 +38,9 @@ use crate::store::{NewEvent, PgEventStore, RecordedEvent, StreamAppend};
 
 /// The most appends one shared statement carries.
 const MAX_SHARED: usize = 64;
+
+/// How long the committer keeps a connection it is not using.
+const KEEP_IDLE: Duration = Duration::from_millis(250);
 
 type Answer<E> = Result<Vec<RecordedEvent<E>>, StoreError>;
 
@@ -55,9 +68,104 @@ fn new_events<E>(events: &[(E, EventMetadata)]) -> Vec<NewEvent<'_, E>> {
 /// The committer of one aggregate type: see the module documentation.
 pub(crate) struct Committer<A: Aggregate> {
     queue: mpsc::UnboundedSender<Pending<A>>,
-    store: PgEventStore<A>,
+    appender: Appender<A>,
     /// One permit per statement in flight, shared by direct and shared appends.
     slots: Arc<Semaphore>,
+}
+
+/// Connections kept between statements, with when each was last used.
+type Kept = Arc<Mutex<Vec<(PoolConnection<Postgres>, Instant)>>>;
+
+/// Runs append statements on the committer's kept connections.
+struct Appender<A> {
+    store: PgEventStore<A>,
+    kept: Kept,
+    /// The most connections kept: one per slot.
+    keep: usize,
+}
+
+impl<A> Clone for Appender<A> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            kept: Arc::clone(&self.kept),
+            keep: self.keep,
+        }
+    }
+}
+
+impl<A: Aggregate> Appender<A> {
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match kept {
+            Some((conn, _)) => Ok(conn),
+            None => Ok(self.store.pool().acquire().await?),
+        }
+    }
+
+    /// Keep `conn` after a statement that answered `result`, if the
+    /// connection is sure to be sound: the statement completed, or the
+    /// database refused it. After any other failure it goes back through the
+    /// pool, whose test on release closes it if it is broken.
+    fn release<T>(&self, conn: PoolConnection<Postgres>, result: &Result<T, StoreError>) {
+        let pool = self.store.pool();
+        // Never hold a connection that the pool has no other to replace:
+        // keeping is a saving, never a reason for someone else to wait.
+        let spare = pool.num_idle() > 0 || pool.size() < pool.options().get_max_connections();
+        if matches!(result, Ok(_) | Err(StoreError::Conflict)) && spare && !pool.is_closed() {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if kept.len() < self.keep {
+                kept.push((conn, Instant::now()));
+            }
+        }
+    }
+
+    /// Hand back to the pool the connections unused for [`KEEP_IDLE`], and
+    /// all of them once the pool is closing (its `close` waits for them).
+    fn release_idle(&self) {
+        let now = Instant::now();
+        let closing = self.store.pool().is_closed();
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(_, used)| !closing && now.duration_since(*used) < KEEP_IDLE);
+    }
+
+    async fn append(
+        &self,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: &[NewEvent<'_, A::Event>],
+        state_after: Option<&A>,
+    ) -> Answer<A::Event> {
+        let mut conn = self.connection().await?;
+        let result = self
+            .store
+            .append_on(
+                &mut *conn,
+                aggregate_id,
+                expected_version,
+                events,
+                state_after,
+            )
+            .await;
+        self.release(conn, &result);
+        result
+    }
+
+    async fn append_streams(
+        &self,
+        streams: &[StreamAppend<'_, A::Event>],
+    ) -> Result<Vec<Vec<RecordedEvent<A::Event>>>, StoreError> {
+        let mut conn = self.connection().await?;
+        let result = self.store.append_streams_on(&mut *conn, streams).await;
+        self.release(conn, &result);
+        result
+    }
 }
 
 impl<A> Committer<A>
@@ -68,10 +176,15 @@ where
     pub(crate) fn start(store: PgEventStore<A>, concurrent: usize) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let slots = Arc::new(Semaphore::new(concurrent.max(1)));
-        tokio::spawn(run(store.clone(), receiver, Arc::clone(&slots)));
+        let appender = Appender {
+            store,
+            kept: Kept::default(),
+            keep: concurrent.max(1),
+        };
+        tokio::spawn(run(appender.clone(), receiver, Arc::clone(&slots)));
         Self {
             queue,
-            store,
+            appender,
             slots,
         }
     }
@@ -88,7 +201,7 @@ where
         // committer's task.
         if let Ok(_slot) = Arc::clone(&self.slots).try_acquire_owned() {
             return self
-                .store
+                .appender
                 .append(aggregate_id, expected_version, &new_events(&events), None)
                 .await;
         }
@@ -105,12 +218,48 @@ where
     }
 }
 
+impl<A> Committer<A>
+where
+    A: Aggregate + 'static,
+{
+    /// Append `events` and, in the same statement, `state_after` (the
+    /// aggregate with them applied) as its snapshot. This waits for a slot
+    /// rather than sharing a statement: a snapshot is one aggregate's.
+    pub(crate) async fn append_with_snapshot(
+        &self,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: &[NewEvent<'_, A::Event>],
+        state_after: &A,
+    ) -> Answer<A::Event> {
+        let _slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::WorkerGone)?;
+        self.appender
+            .append(aggregate_id, expected_version, events, Some(state_after))
+            .await
+    }
+}
+
 async fn run<A: Aggregate + 'static>(
-    store: PgEventStore<A>,
+    appender: Appender<A>,
     mut receiver: mpsc::UnboundedReceiver<Pending<A>>,
     slots: Arc<Semaphore>,
 ) {
-    while let Some(first) = receiver.recv().await {
+    let mut tidy = tokio::time::interval(KEEP_IDLE);
+    tidy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            pending = receiver.recv() => match pending {
+                Some(p) => p,
+                None => return,
+            },
+            _ = tidy.tick() => {
+                appender.release_idle();
+                continue;
+            }
+        };
         // Wait for a free slot; whatever arrives meanwhile joins this append.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
@@ -124,17 +273,17 @@ async fn run<A: Aggregate + 'static>(
         }
         metrics::histogram!("lectern_shared_append_streams", "aggregate" => A::TYPE)
             .record(batch.len() as f64);
-        let store = store.clone();
+        let appender = appender.clone();
         tokio::spawn(async move {
-            commit(&store, batch).await;
+            commit(&appender, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn commit<A: Aggregate>(store: &PgEventStore<A>, batch: Vec<Pending<A>>) {
+async fn commit<A: Aggregate>(appender: &Appender<A>, batch: Vec<Pending<A>>) {
     if batch.len() == 1 {
-        return alone(store, batch).await;
+        return alone(appender, batch).await;
     }
     let result = {
         let streams: Vec<_> = batch
@@ -145,7 +294,7 @@ async fn commit<A: Aggregate>(store: &PgEventStore<A>, batch: Vec<Pending<A>>) {
                 events: p.new_events(),
             })
             .collect();
-        store.append_streams(&streams).await
+        appender.append_streams(&streams).await
     };
     match result {
         Ok(recorded) => {
@@ -154,7 +303,7 @@ async fn commit<A: Aggregate>(store: &PgEventStore<A>, batch: Vec<Pending<A>>) {
             }
         }
         // Some stream moved on, and nothing was written: find out which.
-        Err(StoreError::Conflict) => alone(store, batch).await,
+        Err(StoreError::Conflict) => alone(appender, batch).await,
         Err(e) => {
             for p in batch {
                 let _ = p.reply.send(Err(e.clone()));
@@ -164,9 +313,9 @@ async fn commit<A: Aggregate>(store: &PgEventStore<A>, batch: Vec<Pending<A>>) {
 }
 
 /// Each append in a statement of its own, all at once.
-async fn alone<A: Aggregate>(store: &PgEventStore<A>, batch: Vec<Pending<A>>) {
+async fn alone<A: Aggregate>(appender: &Appender<A>, batch: Vec<Pending<A>>) {
     futures::future::join_all(batch.into_iter().map(|p| async move {
-        let answer = store
+        let answer = appender
             .append(&p.aggregate_id, p.expected_version, &p.new_events(), None)
             .await;
         let _ = p.reply.send(answer);

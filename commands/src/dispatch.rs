@@ -313,7 +313,13 @@ where
                     .inner
                     .store
                     .snapshot_due(version, version + events.len() as u64);
-            let appended = if inline_snapshot || events.is_empty() {
+            let inner = &self.inner;
+            let committer = inner.committer.get_or_init(|| {
+                Committer::start(inner.store.clone(), inner.config.concurrent_appends)
+            });
+            let appended = if events.is_empty() {
+                Ok(Vec::new())
+            } else if inline_snapshot {
                 let new_events: Vec<_> = events
                     .iter()
                     .map(|(payload, job)| NewEvent {
@@ -321,19 +327,14 @@ where
                         metadata: &batch[*job].metadata,
                     })
                     .collect();
-                self.inner
-                    .store
-                    .append(&self.aggregate_id, version, &new_events, Some(&state_after))
+                committer
+                    .append_with_snapshot(&self.aggregate_id, version, &new_events, &state_after)
                     .await
             } else {
                 let owned = events
                     .into_iter()
                     .map(|(payload, job)| (payload, batch[job].metadata.clone()))
                     .collect();
-                let inner = &self.inner;
-                let committer = inner.committer.get_or_init(|| {
-                    Committer::start(inner.store.clone(), inner.config.concurrent_appends)
-                });
                 committer.append(&self.aggregate_id, version, owned).await
             };
             match appended {

@@ -17,7 +17,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use lectern_domain::{EventMetadata, Position};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{PgPool, Row};
+use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
 use crate::error::StoreError;
@@ -109,6 +109,15 @@ WITH appended AS (
      WHERE snapshots.last_sequence < EXCLUDED.last_sequence
 )
 SELECT sequence, event_id, global_position, tx, recorded_at FROM appended ORDER BY sequence";
+
+/// The events alone, when no snapshot goes with them: the statement the
+/// committer sends nearly every time, so it carries nothing it does not need
+/// (no snapshot branch for the planner to consider, no sort).
+const APPEND_EVENTS: &str = "
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT $1, $2, u.seq, u.et, u.ev, u.p, u.m
+  FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) AS u(seq, et, ev, p, m)
+RETURNING sequence, event_id, global_position, transaction_id::text::bigint AS tx, recorded_at";
 
 /// A snapshot on its own; it too only moves forward.
 const SAVE_SNAPSHOT: &str = "
@@ -338,6 +347,26 @@ where
         events: &[NewEvent<'_, A::Event>],
         state_after: Option<&A>,
     ) -> Result<Vec<RecordedEvent<A::Event>>, StoreError> {
+        self.append_on(
+            &self.pool,
+            aggregate_id,
+            expected_version,
+            events,
+            state_after,
+        )
+        .await
+    }
+
+    /// [`Self::append`] on a connection the caller holds (the committer keeps
+    /// its connections between statements; see `committer.rs`).
+    pub(crate) async fn append_on<'c>(
+        &self,
+        db: impl PgExecutor<'c>,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: &[NewEvent<'_, A::Event>],
+        state_after: Option<&A>,
+    ) -> Result<Vec<RecordedEvent<A::Event>>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -360,18 +389,27 @@ where
         let snapshot = state_after
             .filter(|_| self.snapshot_due(expected_version, new_version))
             .map(Json);
-        let rows = sqlx::query(APPEND)
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .bind(&sequences)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(&metadata)
-            .bind(to_i64(new_version))
-            .bind(snapshot)
-            .fetch_all(&self.pool)
-            .await?;
+        let query = sqlx::query(if snapshot.is_some() {
+            APPEND
+        } else {
+            APPEND_EVENTS
+        })
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(&sequences)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&payloads)
+        .bind(&metadata);
+        let mut rows = match snapshot {
+            Some(snapshot) => query.bind(to_i64(new_version)).bind(snapshot),
+            None => query,
+        }
+        .fetch_all(db)
+        .await?;
+        // RETURNING has no defined order; the rows are matched to the events
+        // by sequence number.
+        rows.sort_by_cached_key(|row| row.try_get::<i64, _>("sequence").unwrap_or(0));
         metrics::counter!("lectern_events_appended_total", "aggregate" => A::TYPE)
             .increment(n as u64);
         rows.into_iter()
@@ -410,6 +448,15 @@ impl<A: Aggregate> PgEventStore<A> {
         &self,
         streams: &[StreamAppend<'_, A::Event>],
     ) -> Result<Vec<Vec<RecordedEvent<A::Event>>>, StoreError> {
+        self.append_streams_on(&self.pool, streams).await
+    }
+
+    /// [`Self::append_streams`] on a connection the caller holds.
+    pub(crate) async fn append_streams_on<'c>(
+        &self,
+        db: impl PgExecutor<'c>,
+        streams: &[StreamAppend<'_, A::Event>],
+    ) -> Result<Vec<Vec<RecordedEvent<A::Event>>>, StoreError> {
         let (mut ids, mut sequences, mut types, mut versions, mut payloads, mut metadata) = (
             Vec::new(),
             Vec::new(),
@@ -444,7 +491,7 @@ impl<A: Aggregate> PgEventStore<A> {
             .bind(&versions)
             .bind(&payloads)
             .bind(&metadata)
-            .fetch_all(&self.pool)
+            .fetch_all(db)
             .await?;
         metrics::counter!("lectern_events_appended_total", "aggregate" => A::TYPE)
             .increment(ids.len() as u64);

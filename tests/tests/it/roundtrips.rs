@@ -2,13 +2,17 @@
 //! proxy that counts the client's synchronisation points (`Sync` in the
 //! extended protocol, `Query` in the simple one). Each is one round trip.
 //!
-//! sqlx 0.8 also pings every connection as it goes back to the pool (a bare
-//! `Sync`, in `PoolConnection`'s drop, after the caller has its rows). The
-//! command does not wait for it, so it is counted apart: a bare `Sync` that
-//! closes no work is a ping.
+//! Two kinds are counted apart:
+//! - a trip that parses a statement (`Parse`) prepares it on that connection,
+//!   once per connection and statement;
+//! - sqlx 0.8 pings every connection as it goes back to the pool (a bare
+//!   `Sync`, in `PoolConnection`'s drop, after the caller has its rows). The
+//!   caller does not wait for it, but the database and the client both pay
+//!   for it. A bare `Sync` that closes no work is a ping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use lectern_commands::{AggregateStore, DispatchConfig, PgEventStore};
 use lectern_domain::EventMetadata;
@@ -18,11 +22,22 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{Add, Tally};
 
-/// Round trips that carried work, and bare pings.
+/// Round trips that ran statements, that prepared them, and bare pings.
 #[derive(Default)]
 struct Counts {
     trips: AtomicU64,
+    prepares: AtomicU64,
     pings: AtomicU64,
+}
+
+impl Counts {
+    fn now(&self) -> [u64; 3] {
+        [
+            self.trips.load(Ordering::SeqCst),
+            self.prepares.load(Ordering::SeqCst),
+            self.pings.load(Ordering::SeqCst),
+        ]
+    }
 }
 
 /// Forward client bytes to `upstream`, counting Sync and Query messages.
@@ -45,7 +60,7 @@ async fn pump(
             break;
         }
     }
-    let mut work = false;
+    let (mut work, mut parse) = (false, false);
     loop {
         let kind = client.read_u8().await?;
         let len = client.read_i32().await?;
@@ -55,6 +70,10 @@ async fn pump(
             b'Q' => {
                 counts.trips.fetch_add(1, Ordering::SeqCst);
             }
+            b'S' if parse => {
+                counts.prepares.fetch_add(1, Ordering::SeqCst);
+                (work, parse) = (false, false);
+            }
             b'S' if work => {
                 counts.trips.fetch_add(1, Ordering::SeqCst);
                 work = false;
@@ -62,6 +81,7 @@ async fn pump(
             b'S' => {
                 counts.pings.fetch_add(1, Ordering::SeqCst);
             }
+            b'P' => (work, parse) = (true, true),
             _ => work = true,
         }
         upstream.write_u8(kind).await?;
@@ -102,32 +122,33 @@ async fn counting_proxy(db: &TestDb, counts: Arc<Counts>) -> String {
     proxied.to_string()
 }
 
+/// Pings are sent in the background; long enough for one to land.
+const SETTLE: Duration = Duration::from_millis(40);
+
 #[tokio::test]
 async fn a_command_costs_two_round_trips_and_one_when_cached() {
     let db = TestDb::new().await;
     let counts = Arc::new(Counts::default());
     let url = counting_proxy(&db, Arc::clone(&counts)).await;
-    let pool = lectern_commands::pool::connect(&url, 1)
+    let pool = lectern_commands::pool::connect(&url, 4)
         .await
         .expect("connect through the proxy");
-    // The proxy tells work from pings: one query is one trip and one ping.
-    // (Pings are sent in the background; let the connect's own one land.)
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let (trips, pings) = (
-        counts.trips.load(Ordering::SeqCst),
-        counts.pings.load(Ordering::SeqCst),
-    );
+    tokio::time::sleep(SETTLE).await;
+    // The proxy tells the kinds apart: through the pool, each query is one
+    // trip and one ping, and its first use on a connection also prepares it
+    // (which connection the pool hands out varies, so prepares are not
+    // asserted, only that they are told apart).
+    let before = counts.now();
     for _ in 0..3 {
         let _: i32 = sqlx::query_scalar("SELECT 1")
             .fetch_one(&pool)
             .await
             .expect("select");
+        tokio::time::sleep(SETTLE).await;
     }
-    // The release ping is sent after the caller has its rows; let it land.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    // The first use of a statement on a connection also prepares it.
-    assert_eq!(counts.trips.load(Ordering::SeqCst) - trips, 2 + 1 + 1);
-    assert_eq!(counts.pings.load(Ordering::SeqCst) - pings, 3);
+    let after = counts.now();
+    assert_eq!([after[0] - before[0], after[2] - before[2]], [3, 3]);
+    assert!(after[1] > before[1]);
     let meta = EventMetadata::system("Add", "roundtrips");
     let run = |cache: bool| {
         let store = AggregateStore::new(
@@ -141,10 +162,10 @@ async fn a_command_costs_two_round_trips_and_one_when_cached() {
         let meta = meta.clone();
         let counts = Arc::clone(&counts);
         async move {
-            let mut per_command = Vec::new();
+            let (mut trips, mut pings) = (Vec::new(), Vec::new());
             let id = uuid::Uuid::new_v4().to_string();
             for i in 0..6 {
-                let before = counts.trips.load(Ordering::SeqCst);
+                let before = counts.now();
                 store
                     .execute(
                         &id,
@@ -156,17 +177,33 @@ async fn a_command_costs_two_round_trips_and_one_when_cached() {
                     )
                     .await
                     .expect("committed");
-                per_command.push(counts.trips.load(Ordering::SeqCst) - before);
+                tokio::time::sleep(SETTLE).await;
+                let after = counts.now();
+                trips.push(after[0] - before[0]);
+                pings.push(after[2] - before[2]);
             }
-            per_command
+            (trips, pings)
         }
     };
     // Uncached: load (snapshot plus tail, one query) then append (one
-    // statement, with the snapshot when due). The first command also
-    // prepares both statements on the connection.
-    assert_eq!(run(false).await, [4, 2, 2, 2, 2, 2]);
-    // Cached: the first command loads; every later one only appends.
-    assert_eq!(run(true).await, [2, 1, 1, 1, 1, 1]);
+    // statement, with the snapshot when due: commands 2, 3, 5 and 6 cross a
+    // multiple of 3). The load's connection goes back to the pool, with its
+    // ping; the committer keeps the connection it appends on, so the append
+    // costs no ping.
+    assert_eq!(
+        run(false).await,
+        (vec![2, 2, 2, 2, 2, 2], vec![1, 1, 1, 1, 1, 1])
+    );
+    // Connections the committer kept go back to the pool once left unused
+    // (with their ping, which is why this waits before counting again).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pool.num_idle(), pool.size() as usize);
+    // Cached: the first command loads; every later one is one append, and
+    // nothing else reaches the database.
+    assert_eq!(
+        run(true).await,
+        (vec![2, 1, 1, 1, 1, 1], vec![1, 0, 0, 0, 0, 0])
+    );
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&db.pool)
         .await
