@@ -363,6 +363,16 @@ impl ClassroomService {
         Ok(self.lessons.store().load(&id.to_string()).await?.version > 0)
     }
 
+    /// `Lesson(NotFound)` unless lesson `id` was ever scheduled: for readers
+    /// who may see every lesson, so that an unknown id is not an empty page.
+    pub async fn require_lesson(&self, id: Uuid) -> Result<(), ClassroomError> {
+        if self.lesson_exists(id).await? {
+            Ok(())
+        } else {
+            Err(ClassroomError::Lesson(LessonError::NotFound))
+        }
+    }
+
     /// Move `by`'s delivery marks in lesson `lesson_id` forward. `None` when
     /// nothing moved (the acknowledgement was not ahead of the marks).
     pub async fn acknowledge(

@@ -312,13 +312,14 @@ async fn commit<A: Aggregate>(appender: &Appender<A>, batch: Vec<Pending<A>>) {
     }
 }
 
-/// Each append in a statement of its own, all at once.
+/// Each append in a statement of its own, one after another, inside the
+/// slot the failed statement held, so that a conflict never puts more
+/// statements in flight than the slots allow.
 async fn alone<A: Aggregate>(appender: &Appender<A>, batch: Vec<Pending<A>>) {
-    futures::future::join_all(batch.into_iter().map(|p| async move {
+    for p in batch {
         let answer = appender
             .append(&p.aggregate_id, p.expected_version, &p.new_events(), None)
             .await;
         let _ = p.reply.send(answer);
-    }))
-    .await;
+    }
 }

@@ -248,6 +248,8 @@ async fn may_read(
         if let Err(e) = state.classroom.channel_for(id, actor(caller, grant)).await {
             return Err(refusal(state, caller, action, e).await);
         }
+    } else {
+        state.classroom.require_lesson(id).await?;
     }
     Ok(())
 }
@@ -255,7 +257,7 @@ async fn may_read(
 /// The operations a reconnecting client missed, in `server_version` order.
 #[utoipa::path(get, path = "/api/v1/boards/{id}/ops", tag = "boards", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Board (lesson) id"), OpsQuery),
-    responses((status = 200, body = CursorPage<BoardOpRow>), (status = 400, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = CursorPage<BoardOpRow>), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn list_ops(
     State(state): State<AppState>,
     caller: Caller,

@@ -118,7 +118,7 @@ pub struct MessagesQuery {
 /// A lesson's messages in sequence order (participants, admins, auditors).
 #[utoipa::path(get, path = "/api/v1/lessons/{id}/messages", tag = "chat", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Lesson id"), MessagesQuery),
-    responses((status = 200, body = CursorPage<MessageRow>), (status = 400, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = CursorPage<MessageRow>), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn list_messages(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,6 +130,8 @@ async fn list_messages(
         if let Err(e) = state.classroom.channel_for(id, actor(&caller, grant)).await {
             return Err(refusal(&state, &caller, Action::ChatRead, e).await);
         }
+    } else {
+        state.classroom.require_lesson(id).await?;
     }
     let limit = limit(q.limit)?;
     let after = match &q.cursor {

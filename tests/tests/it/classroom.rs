@@ -1070,6 +1070,29 @@ async fn chat_delivers_acknowledges_and_expires() {
         2,
         "{audit}"
     );
+    // A reader who may see every lesson reads this one's messages, but an
+    // unknown lesson is 404, not an empty page, and reading writes nothing.
+    let events_before = count(&app, "SELECT count(*) FROM events").await;
+    let r = app
+        .get(
+            &format!("/api/v1/lessons/{lesson}/messages"),
+            &auditor.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let unknown = Uuid::new_v4();
+    for path in [
+        format!("/api/v1/lessons/{unknown}/messages"),
+        format!("/api/v1/boards/{unknown}/ops"),
+    ] {
+        let r = app.get(&path, &auditor.access_token).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(json_of(r).await["code"], "lesson_not_found", "{path}");
+    }
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM events").await,
+        events_before
+    );
 }
 
 #[tokio::test]
