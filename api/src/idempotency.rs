@@ -98,9 +98,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
 
 /// Delete keys older than they are kept; returns how many.
 pub async fn prune(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(&format!(
-        "DELETE FROM idempotency_keys WHERE created_at < now() - interval '{KEPT_FOR}'"
-    ))
+    Ok(sqlx::query!(
+        "DELETE FROM idempotency_keys WHERE created_at < now() - $1::text::interval",
+        KEPT_FOR,
+    )
     .execute(pool)
     .await?
     .rows_affected())
@@ -113,19 +114,21 @@ async fn claim(
     key: &str,
     fingerprint: &[u8],
 ) -> Result<bool, sqlx::Error> {
-    let claimed: Option<i32> = sqlx::query_scalar(&format!(
+    let claimed = sqlx::query_scalar!(
         "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
          ON CONFLICT (scope, key) DO UPDATE
             SET fingerprint = EXCLUDED.fingerprint, status = NULL, content_type = NULL, body = NULL,
                 created_at = now()
-          WHERE idempotency_keys.created_at < now() - interval '{KEPT_FOR}'
+          WHERE idempotency_keys.created_at < now() - $4::text::interval
              OR (idempotency_keys.status IS NULL
-                 AND idempotency_keys.created_at < now() - interval '{ABANDONED_AFTER}')
-         RETURNING 1"
-    ))
-    .bind(scope)
-    .bind(key)
-    .bind(fingerprint)
+                 AND idempotency_keys.created_at < now() - $5::text::interval)
+         RETURNING 1",
+        scope,
+        key,
+        fingerprint,
+        KEPT_FOR,
+        ABANDONED_AFTER,
+    )
     .fetch_optional(&state.pool)
     .await?;
     Ok(claimed.is_some())
@@ -146,15 +149,15 @@ async fn remember(state: &AppState, scope: &str, key: &str, response: Response) 
     if parts.status.is_server_error() {
         forget(state, scope, key).await;
     } else {
-        let stored = sqlx::query(
+        let stored = sqlx::query!(
             "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5
               WHERE scope = $1 AND key = $2",
+            scope,
+            key,
+            i16::try_from(parts.status.as_u16()).unwrap_or(i16::MAX),
+            content_type,
+            bytes.as_ref(),
         )
-        .bind(scope)
-        .bind(key)
-        .bind(i16::try_from(parts.status.as_u16()).unwrap_or(i16::MAX))
-        .bind(content_type)
-        .bind(bytes.as_ref())
         .execute(&state.pool)
         .await;
         if let Err(e) = stored {
@@ -168,27 +171,26 @@ async fn remember(state: &AppState, scope: &str, key: &str, response: Response) 
 }
 
 async fn forget(state: &AppState, scope: &str, key: &str) {
-    let _ = sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
-        .bind(scope)
-        .bind(key)
-        .execute(&state.pool)
-        .await;
+    let _ = sqlx::query!(
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        scope,
+        key,
+    )
+    .execute(&state.pool)
+    .await;
 }
-
-/// A stored key: fingerprint, and the answer's status, content type and body
-/// once the first request finished.
-type Stored = (Vec<u8>, Option<i16>, Option<String>, Option<Vec<u8>>);
 
 /// The stored answer, or why there is none to give.
 async fn replay(state: &AppState, scope: &str, key: &str, fingerprint: &[u8]) -> Response {
-    let row: Result<Option<Stored>, _> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT fingerprint, status, content_type, body FROM idempotency_keys
-              WHERE scope = $1 AND key = $2",
+          WHERE scope = $1 AND key = $2",
+        scope,
+        key,
     )
-    .bind(scope)
-    .bind(key)
     .fetch_optional(&state.pool)
-    .await;
+    .await
+    .map(|r| r.map(|r| (r.fingerprint, r.status, r.content_type, r.body)));
     match row {
         Err(e) => Problem::unavailable(e).into_response(),
         // Freed by a server error in between: the client may try again.

@@ -11,7 +11,6 @@ use std::time::Duration;
 use lectern_domain::mask;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 /// How often the outbox is checked.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -19,26 +18,30 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// Deliver one batch into `dir`. Returns how many messages were delivered.
 pub async fn deliver_batch(pool: &PgPool, dir: &Path) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Uuid, String, String, String)> = sqlx::query_as(
-        "SELECT id, recipient, subject, body FROM outbound_messages
+    let rows = sqlx::query!(
+        // The filter guarantees the body.
+        r#"SELECT id, recipient, subject, body AS "body!" FROM outbound_messages
           WHERE sent_at IS NULL AND body IS NOT NULL AND (expires_at IS NULL OR expires_at > now())
           ORDER BY created_at
           LIMIT 20
-          FOR UPDATE SKIP LOCKED",
+          FOR UPDATE SKIP LOCKED"#,
     )
     .fetch_all(&mut *tx)
     .await?;
-    for (id, recipient, subject, body) in &rows {
+    for row in &rows {
+        let (id, recipient, subject, body) = (&row.id, &row.recipient, &row.subject, &row.body);
         let text = format!(
             "To: {recipient}\r\nFrom: Lectern <no-reply@lectern.invalid>\r\nSubject: {subject}\r\n\
              Message-ID: <{id}@lectern.invalid>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
         );
         let path = dir.join(format!("{id}.eml"));
         crate::embedded::write_private(&path, &text)?;
-        sqlx::query("UPDATE outbound_messages SET sent_at = now(), body = NULL, attempts = attempts + 1 WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE outbound_messages SET sent_at = now(), body = NULL, attempts = attempts + 1 WHERE id = $1",
+            id,
+        )
+        .execute(&mut *tx)
+        .await?;
         tracing::info!(message_id = %id, recipient = %mask::email(recipient), "mail delivered");
     }
     tx.commit().await?;

@@ -189,12 +189,6 @@ async fn rebuild(db: &Database, name: &str, wait_secs: u64) -> anyhow::Result<()
             .collect();
         bail!("no projection named {name:?}; known: {}", names.join(", "));
     };
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(name)
-    .execute(&db.pool)
-    .await?;
     runner::request_rebuild(&db.pool, name).await?;
     // Stand by for the projection: if no server holds it, this runner does
     // the rebuild; if one does, it stays in standby while that one works.
@@ -208,13 +202,7 @@ async fn rebuild(db: &Database, name: &str, wait_secs: u64) -> anyhow::Result<()
     let handle = runners.spawn(projection);
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
     let outcome = loop {
-        let pending: Option<bool> = sqlx::query_scalar(
-            "SELECT rebuild_requested_at IS NOT NULL FROM projection_checkpoints WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&db.pool)
-        .await?;
-        if pending == Some(false) {
+        if !runner::rebuild_requested(&db.pool, name).await? {
             break Ok(());
         }
         if Instant::now() > deadline {

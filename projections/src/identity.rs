@@ -322,15 +322,16 @@ pub async fn sessions_of(
     user_id: Uuid,
     all: bool,
 ) -> Result<Vec<SessionRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        SessionRow,
         "SELECT id, started_at, expires_at, last_refresh_at, generation, ip, user_agent, revoked_at, revoke_reason
            FROM sessions
           WHERE user_id = $1 AND ($2 OR (revoked_at IS NULL AND expires_at > now()))
           ORDER BY started_at DESC, id
           LIMIT 100",
+        user_id,
+        all,
     )
-    .bind(user_id)
-    .bind(all)
     .fetch_all(pool)
     .await
 }
@@ -347,11 +348,12 @@ pub struct DeviceRow {
 
 /// A user's devices that are not revoked, in registration order.
 pub async fn devices_of(pool: &sqlx::PgPool, user_id: Uuid) -> Result<Vec<DeviceRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DeviceRow,
         "SELECT device_id, name, platform, active, registered_at FROM devices
           WHERE user_id = $1 AND revoked_at IS NULL ORDER BY registered_at, device_id",
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(pool)
     .await
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lectern_domain::Position;
 use sqlx::postgres::{PgConnectOptions, PgListener};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -257,7 +257,7 @@ impl Runner {
                 return Exit::Cancelled;
             }
             self.wakeup.borrow_and_update();
-            match rebuild_requested(conn, name).await {
+            match rebuild_requested(&mut *conn, name).await {
                 Ok(true) => match self.rebuild(conn).await {
                     Ok(Some(position)) => {
                         checkpoint = position;
@@ -440,17 +440,17 @@ impl Runner {
                 sqlx::query(&sql).execute(&mut *tx).await?;
             }
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE projection_checkpoints
                 SET last_tx = $2::text::xid8, last_position = $3, events_applied = $4, status = 'running',
                     rebuild_requested_at = NULL, rebuilt_at = now(), last_error = NULL, failing_position = NULL,
                     updated_at = now()
               WHERE name = $1",
+            name,
+            position.transaction_id.to_string(),
+            position.global_position,
+            applied,
         )
-        .bind(name)
-        .bind(position.transaction_id.to_string())
-        .bind(position.global_position)
-        .bind(applied)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -537,16 +537,16 @@ async fn apply_batch(
         }
     }
     if checkpoint {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE projection_checkpoints
                 SET last_tx = $2::text::xid8, last_position = $3, events_applied = events_applied + $4,
                     status = 'running', last_error = NULL, failing_position = NULL, updated_at = now()
               WHERE name = $1",
+            projection.name(),
+            last.transaction_id.to_string(),
+            last.global_position,
+            events.len() as i64,
         )
-        .bind(projection.name())
-        .bind(last.transaction_id.to_string())
-        .bind(last.global_position)
-        .bind(events.len() as i64)
         .execute(&mut *tx)
         .await?;
     }
@@ -581,54 +581,56 @@ async fn count_between(
     after: Position,
     upto: Position,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM events
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-            AND (transaction_id, global_position) <= ($3::text::xid8, $4)",
+            AND (transaction_id, global_position) <= ($3::text::xid8, $4)"#,
+        after.transaction_id.to_string(),
+        after.global_position,
+        upto.transaction_id.to_string(),
+        upto.global_position,
     )
-    .bind(after.transaction_id.to_string())
-    .bind(after.global_position)
-    .bind(upto.transaction_id.to_string())
-    .bind(upto.global_position)
     .fetch_one(conn)
     .await
 }
 
 async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+        name,
     )
-    .bind(name)
     .execute(&mut *conn)
     .await?;
-    let row = sqlx::query(
-        "SELECT last_tx::text::bigint AS tx, last_position FROM projection_checkpoints WHERE name = $1",
+    sqlx::query_as!(
+        Position,
+        r#"SELECT last_tx::text::bigint AS "transaction_id!", last_position AS global_position
+             FROM projection_checkpoints WHERE name = $1"#,
+        name,
     )
-    .bind(name)
     .fetch_one(conn)
-    .await?;
-    Ok(Position {
-        transaction_id: row.try_get("tx")?,
-        global_position: row.try_get("last_position")?,
-    })
+    .await
 }
 
-async fn rebuild_requested(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT rebuild_requested_at IS NOT NULL FROM projection_checkpoints WHERE name = $1",
+/// Whether a rebuild of `name` was asked for and has not finished.
+pub async fn rebuild_requested<'c>(
+    conn: impl PgExecutor<'c>,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT rebuild_requested_at IS NOT NULL AS "requested!" FROM projection_checkpoints WHERE name = $1"#,
+        name,
     )
-    .bind(name)
     .fetch_optional(conn)
     .await
     .map(|r| r.unwrap_or(false))
 }
 
 async fn mark_running(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE projection_checkpoints SET status = 'running', updated_at = now()
           WHERE name = $1 AND status <> 'running'",
+        name,
     )
-    .bind(name)
     .execute(conn)
     .await
     .map(|_| ())
@@ -640,32 +642,33 @@ async fn record_failure(
     position: i64,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE projection_checkpoints
             SET status = 'failed', last_error = $2, last_error_at = now(), failing_position = $3, updated_at = now()
           WHERE name = $1",
+        name,
+        error,
+        position,
     )
-    .bind(name)
-    .bind(error)
-    .bind(position)
     .execute(conn)
     .await
     .map(|_| ())
 }
 
-/// Ask for `name` to be rebuilt from position zero. The active runner, in
-/// whichever process holds the projection's lock, picks it up. Returns false
-/// when no such projection has a checkpoint yet.
-pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE projection_checkpoints SET rebuild_requested_at = now(), updated_at = now() WHERE name = $1",
+/// Ask for `name` to be rebuilt from position zero, creating its checkpoint
+/// if no runner has yet. The active runner, in whichever process holds the
+/// projection's lock, picks it up. The caller checks that `name` is a
+/// projection.
+pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO projection_checkpoints (name, rebuild_requested_at) VALUES ($1, now())
+         ON CONFLICT (name) DO UPDATE SET rebuild_requested_at = now(), updated_at = now()",
+        name,
     )
-    .bind(name)
     .execute(pool)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(EVENTS_CHANNEL)
+    sqlx::query!("SELECT pg_notify($1, '')", EVENTS_CHANNEL)
         .execute(pool)
         .await?;
-    Ok(updated.rows_affected() == 1)
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use lectern_domain::Position;
 use serde::Serialize;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 /// A projection's checkpoint, state and lag.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -29,38 +29,37 @@ pub struct ProjectionStatus {
 
 /// The status of every projection that has a checkpoint, by name.
 pub async fn all(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT c.name, c.status, c.last_tx::text::bigint AS tx, c.last_position, c.events_applied,
+    let rows = sqlx::query!(
+        r#"SELECT c.name, c.status, c.last_tx::text::bigint AS "tx!", c.last_position, c.events_applied,
                 c.last_error, c.last_error_at, c.failing_position, c.rebuild_requested_at, c.rebuilt_at,
                 c.updated_at,
                 (SELECT count(*) FROM (SELECT 1 FROM events e
                    WHERE (e.transaction_id, e.global_position) > (c.last_tx, c.last_position)
-                   LIMIT 100001) behind) AS lag
+                   LIMIT 100001) behind) AS "lag!"
            FROM projection_checkpoints c
-          ORDER BY c.name",
+          ORDER BY c.name"#,
     )
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(ProjectionStatus {
-                name: r.try_get("name")?,
-                status: r.try_get("status")?,
-                position: Position {
-                    transaction_id: r.try_get("tx")?,
-                    global_position: r.try_get("last_position")?,
-                },
-                events_applied: r.try_get("events_applied")?,
-                lag_events: r.try_get("lag")?,
-                last_error: r.try_get("last_error")?,
-                last_error_at: r.try_get("last_error_at")?,
-                failing_position: r.try_get("failing_position")?,
-                rebuild_requested_at: r.try_get("rebuild_requested_at")?,
-                rebuilt_at: r.try_get("rebuilt_at")?,
-                updated_at: r.try_get("updated_at")?,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| ProjectionStatus {
+            name: r.name,
+            status: r.status,
+            position: Position {
+                transaction_id: r.tx,
+                global_position: r.last_position,
+            },
+            events_applied: r.events_applied,
+            lag_events: r.lag,
+            last_error: r.last_error,
+            last_error_at: r.last_error_at,
+            failing_position: r.failing_position,
+            rebuild_requested_at: r.rebuild_requested_at,
+            rebuilt_at: r.rebuilt_at,
+            updated_at: r.updated_at,
         })
-        .collect()
+        .collect())
 }
 
 /// Wait until projection `name` has applied everything up to `position`, for
@@ -74,12 +73,13 @@ pub async fn wait_for(
     let deadline = Instant::now() + bound;
     let mut pause = Duration::from_millis(2);
     loop {
-        let reached: Option<bool> = sqlx::query_scalar(
-            "SELECT (last_tx, last_position) >= ($2::text::xid8, $3) FROM projection_checkpoints WHERE name = $1",
+        let reached = sqlx::query_scalar!(
+            r#"SELECT (last_tx, last_position) >= ($2::text::xid8, $3) AS "reached!"
+                 FROM projection_checkpoints WHERE name = $1"#,
+            name,
+            position.transaction_id.to_string(),
+            position.global_position,
         )
-        .bind(name)
-        .bind(position.transaction_id.to_string())
-        .bind(position.global_position)
         .fetch_optional(pool)
         .await?;
         if reached == Some(true) {

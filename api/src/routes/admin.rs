@@ -208,12 +208,6 @@ async fn rebuild(
             "No projection has this name.",
         ));
     }
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(&name)
-    .execute(&state.pool)
-    .await?;
     lectern_projections::runner::request_rebuild(&state.pool, &name).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -519,14 +519,14 @@ impl IdentityService {
     }
 
     async fn enqueue(&self, message: &Outgoing) -> Result<(), IdentityError> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO outbound_messages (kind, recipient, subject, body, expires_at)
              VALUES ('password_reset', $1, $2, $3, $4)",
+            message.recipient,
+            message.subject,
+            message.body,
+            message.expires_at,
         )
-        .bind(&message.recipient)
-        .bind(&message.subject)
-        .bind(&message.body)
-        .bind(message.expires_at)
         .execute(&self.pool)
         .await
         .map_err(StoreError::from)?;
