@@ -54,13 +54,9 @@ pub struct ClassroomResult {
     pub scenario: &'static str,
     pub clients: usize,
     pub batch: usize,
-    pub requests: u64,
-    pub applied_ops: u64,
-    pub rejected_ops: u64,
-    pub throttled: u64,
-    pub ops_per_sec: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    /// The closed-loop run.
+    #[serde(flatten)]
+    pub closed_loop: DrawingFigures,
     /// The open-loop run at `rate` offered ops/s, if asked for.
     pub open_loop: Option<OpenLoopResult>,
     pub fresh_op_p50_ms: f64,
@@ -79,6 +75,14 @@ pub struct ClassroomResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenLoopResult {
     pub offered_ops_per_sec: u64,
+    #[serde(flatten)]
+    pub figures: DrawingFigures,
+    pub max_ms: f64,
+}
+
+/// The figures every drawing run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrawingFigures {
     pub requests: u64,
     pub applied_ops: u64,
     pub rejected_ops: u64,
@@ -86,7 +90,6 @@ pub struct OpenLoopResult {
     pub ops_per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    pub max_ms: f64,
 }
 
 /// What one drawing run measured.
@@ -97,6 +100,20 @@ struct Drawing {
     rejected: u64,
     throttled: u64,
     secs: f64,
+}
+
+impl Drawing {
+    fn figures(&self) -> DrawingFigures {
+        DrawingFigures {
+            requests: self.latencies.len() as u64,
+            applied_ops: self.applied,
+            rejected_ops: self.rejected,
+            throttled: self.throttled,
+            ops_per_sec: round3(self.applied as f64 / self.secs),
+            p50_ms: round3(percentile(&self.latencies, 0.5)),
+            p99_ms: round3(percentile(&self.latencies, 0.99)),
+        }
+    }
 }
 
 /// `clients` clients drawing on `board` for `seconds`, `batch` ops per
@@ -443,22 +460,10 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
         scenario: "classroom",
         clients: opts.clients,
         batch: opts.batch,
-        requests: closed.latencies.len() as u64,
-        applied_ops: closed.applied,
-        rejected_ops: closed.rejected,
-        throttled: closed.throttled,
-        ops_per_sec: round3(closed.applied as f64 / closed.secs),
-        p50_ms: p(&closed.latencies, 0.5),
-        p99_ms: p(&closed.latencies, 0.99),
+        closed_loop: closed.figures(),
         open_loop: open.map(|o| OpenLoopResult {
             offered_ops_per_sec: opts.rate,
-            requests: o.latencies.len() as u64,
-            applied_ops: o.applied,
-            rejected_ops: o.rejected,
-            throttled: o.throttled,
-            ops_per_sec: round3(o.applied as f64 / o.secs),
-            p50_ms: p(&o.latencies, 0.5),
-            p99_ms: p(&o.latencies, 0.99),
+            figures: o.figures(),
             max_ms: round3(o.latencies.last().copied().unwrap_or(0.0)),
         }),
         fresh_op_p50_ms: p(&fresh_lat, 0.5),
