@@ -6,7 +6,6 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -15,50 +14,35 @@ use utoipa_axum::router::OpenApiRouter;
 
 use lectern_commands::classroom::ClassroomService;
 use lectern_commands::identity::IdentityService;
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::revocations;
 use crate::auth::tokens::Keyring;
 use crate::auth::Auth;
 use crate::config::HttpConfig;
 use crate::{middleware, openapi, routes};
 
 /// What every handler can reach. Cheap to clone: it is all `Arc`s and pools.
+///
+/// Building it starts nothing: the background work that keeps it current
+/// (the revocation watcher, limiter pruning, projections, process managers)
+/// is started by [`crate::workers::Workers`].
 #[derive(Clone)]
 pub struct AppState {
+    /// The database, for queries and commands.
     pub pool: PgPool,
-    pub metrics: PrometheusHandle,
+    /// The HTTP settings.
     pub http: Arc<HttpConfig>,
+    /// Token verification, revocations and rate limits.
     pub auth: Arc<Auth>,
+    /// The identity context's commands.
     pub identity: IdentityService,
+    /// The classroom context's commands.
     pub classroom: ClassroomService,
 }
 
 impl AppState {
-    /// The state over `pool`, with the revocation watcher running until
-    /// `cancel` fires.
-    pub fn new(
-        pool: PgPool,
-        http: HttpConfig,
-        keyring: Keyring,
-        cancel: &CancellationToken,
-    ) -> Self {
+    /// The state over `pool`.
+    pub fn new(pool: PgPool, http: HttpConfig, keyring: Keyring) -> Self {
         let auth = Arc::new(Auth::new(keyring));
-        tokio::spawn(revocations::watch(
-            pool.clone(),
-            Arc::clone(&auth.revocations),
-            cancel.clone(),
-        ));
-        let limits = Arc::clone(&auth);
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(60)) => limits.limits.retain_recent(),
-                }
-            }
-        });
         let seen = Arc::clone(&auth.revocations);
         let identity = IdentityService::new(pool.clone()).with_observer(Arc::new(
             move |user, version, event| seen.observe(user, version, event),
@@ -67,14 +51,13 @@ impl AppState {
             identity,
             classroom: ClassroomService::new(&pool),
             pool,
-            metrics: crate::telemetry::metrics_handle(),
             http: Arc::new(http),
             auth,
         }
     }
 }
 
-/// The whole HTTP surface: API routes, health, metrics, OpenAPI and docs,
+/// The whole public HTTP surface: API routes, health, OpenAPI and docs,
 /// with the layers every response goes through.
 pub fn router(state: AppState) -> Router {
     let http = Arc::clone(&state.http);

@@ -32,12 +32,17 @@ pub struct DatabaseConfig {
     pub pool_size: u32,
 }
 
-/// HTTP server settings.
+/// The HTTP listeners: the public API and the metrics endpoint.
 #[derive(Debug, Clone, Args)]
 pub struct HttpConfig {
     /// Address to listen on.
     #[arg(long, env = "LECTERN_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+
+    /// Address of the Prometheus metrics listener (`GET /metrics`), kept off
+    /// the public API port.
+    #[arg(long, env = "LECTERN_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "LECTERN_MAX_BODY_BYTES", default_value_t = 1_048_576)]
@@ -59,7 +64,25 @@ pub struct HttpConfig {
     /// /health/ready fails when a projection is more events behind than this.
     #[arg(long, env = "LECTERN_READY_MAX_LAG", default_value_t = 10_000)]
     pub ready_max_lag: i64,
+}
 
+impl HttpConfig {
+    /// Settings for tests: port 0 on loopback and the defaults otherwise.
+    pub fn for_tests() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_body_bytes: 1_048_576,
+            request_timeout_secs: 30,
+            cors_origins: Vec::new(),
+            ready_max_lag: 10_000,
+        }
+    }
+}
+
+/// The background work a server process runs beside its listeners.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerConfig {
     /// Deliver queued mail (password resets) as files into this directory.
     /// Unset: mail stays in `outbound_messages` for an external relay.
     #[arg(long, env = "LECTERN_MAIL_DIR")]
@@ -70,20 +93,15 @@ pub struct HttpConfig {
     #[arg(long, env = "LECTERN_DELIVERY_TTL_SECS", default_value_t = 604_800)]
     pub delivery_ttl_secs: u64,
 
-    /// Run projection workers in this process.
+    /// Run projection workers and process managers in this process. Every
+    /// process may: one of them holds each at a time, the others stand by.
     #[arg(long, env = "LECTERN_RUN_PROJECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_projections: bool,
 }
 
-impl HttpConfig {
-    /// Settings for tests: port 0 on loopback and the defaults otherwise.
-    pub fn for_tests() -> Self {
+impl Default for WorkerConfig {
+    fn default() -> Self {
         Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            max_body_bytes: 1_048_576,
-            request_timeout_secs: 30,
-            cors_origins: Vec::new(),
-            ready_max_lag: 10_000,
             mail_dir: None,
             delivery_ttl_secs: 604_800,
             run_projections: true,

@@ -1,6 +1,6 @@
 //! Lectern's HTTP API: routers, extractors, errors, OpenAPI, and the pieces of
-//! the `lectern` binary (configuration, the embedded PostgreSQL, the server,
-//! the benchmarks).
+//! the `lectern` binary (configuration, the embedded PostgreSQL, the server
+//! and its background work).
 #![forbid(unsafe_code)]
 #![expect(
     clippy::result_large_err,
@@ -9,9 +9,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod bench;
-pub mod bench_auth;
-pub mod bench_classroom;
 pub mod config;
 pub mod embedded;
 pub mod expiry;
@@ -27,5 +24,6 @@ pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;
+pub mod workers;
 
 pub use app::{router, AppState};

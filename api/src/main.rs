@@ -1,16 +1,15 @@
 //! The `lectern` command.
 #![forbid(unsafe_code)]
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use lectern_api::bench::{self, LoadBench, StoreBench};
-use lectern_api::bench_auth::{self, AuthBench};
-use lectern_api::bench_classroom::{self, ClassroomBench};
-use lectern_api::config::{AuthConfig, DatabaseConfig, HttpConfig};
+use lectern_api::config::{AuthConfig, DatabaseConfig, HttpConfig, WorkerConfig};
 use lectern_api::server::{self, Database};
-use lectern_projections::runner::{self, RunnerConfig, Runners, Wakeup};
+use lectern_projections::runner::{self, RunnerConfig, Runners};
+use lectern_projections::Wakeup;
 use tokio_util::sync::CancellationToken;
 
 /// Lectern: an event-sourced backend for live-tutoring platforms.
@@ -40,15 +39,14 @@ enum Command {
     /// Inspect and rebuild projections.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
-    /// Benchmarks of the write side.
-    #[command(subcommand)]
-    Bench(BenchCommand),
 }
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     #[command(flatten)]
     http: HttpConfig,
+    #[command(flatten)]
+    workers: WorkerConfig,
     #[command(flatten)]
     auth: AuthConfig,
 }
@@ -84,98 +82,70 @@ enum ProjectionsCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Closed-loop commands through a store; prints one JSON line.
-    Store(StoreBench),
-    /// Time loading one long aggregate through its snapshot; prints one JSON line.
-    Load(LoadBench),
-    /// Authenticated reads and token refresh over HTTP, and the in-process
-    /// cost of authentication plus the policy check; prints one JSON line.
-    Auth(AuthBench),
-    /// Many clients drawing on one live board over HTTP, an op on a fresh
-    /// and on a 100,000-op board, and lesson listing over 100,000 lessons;
-    /// prints one JSON line.
-    Classroom(ClassroomBench),
-}
-
-fn main() -> anyhow::Result<()> {
+/// Run the command; a failure is one line on stderr and exit status 1.
+fn main() -> ExitCode {
     let cli = Cli::parse();
     lectern_api::telemetry::init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(run(cli))
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` puts the causes on the same line: "a: b: c".
+            eprintln!("lectern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => server::serve(&cli.database, args.http, &args.auth).await,
+        Command::Serve(args) => {
+            server::serve(&cli.database, args.http, &args.workers, &args.auth).await
+        }
         Command::Users(UsersCommand::CreateAdmin {
             email,
             display_name,
         }) => create_admin(&cli.database, &email, &display_name).await,
         Command::Migrate => {
-            let db = Database::open(&cli.database).await?;
-            let result = server::migrate(&db.pool).await;
-            db.close().await;
-            result?;
-            println!("migrations applied");
-            Ok(())
+            with_database(&cli.database, async |_| {
+                println!("migrations applied");
+                Ok(())
+            })
+            .await
         }
         Command::Projections(cmd) => {
-            let db = Database::open(&cli.database).await?;
-            let result = async {
-                server::migrate(&db.pool).await?;
-                match cmd {
-                    ProjectionsCommand::Status => {
-                        let all = lectern_projections::status::all(&db.pool).await?;
-                        println!("{}", serde_json::to_string_pretty(&all)?);
-                        Ok(())
-                    }
-                    ProjectionsCommand::Rebuild { name, wait_secs } => {
-                        rebuild(&db, &name, wait_secs).await
-                    }
+            with_database(&cli.database, async |db| match cmd {
+                ProjectionsCommand::Status => {
+                    let all = lectern_projections::status::all(&db.pool).await?;
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                    Ok(())
                 }
-            }
-            .await;
-            db.close().await;
-            result
-        }
-        Command::Bench(cmd) => {
-            let mut database = cli.database.clone();
-            if let BenchCommand::Store(opts) = &cmd {
-                database.pool_size = database.pool_size.max(opts.clients as u32 + 2);
-            }
-            if let BenchCommand::Classroom(opts) = &cmd {
-                database.pool_size = database.pool_size.max(opts.clients as u32 + 8);
-            }
-            let db = Database::open(&database).await?;
-            let result = async {
-                server::migrate(&db.pool).await?;
-                let line = match cmd {
-                    BenchCommand::Store(opts) => {
-                        serde_json::to_string(&bench::run_store(db.pool.clone(), &opts).await?)?
-                    }
-                    BenchCommand::Load(opts) => {
-                        serde_json::to_string(&bench::run_load(db.pool.clone(), &opts).await?)?
-                    }
-                    BenchCommand::Auth(opts) => {
-                        serde_json::to_string(&bench_auth::run_auth(db.pool.clone(), &opts).await?)?
-                    }
-                    BenchCommand::Classroom(opts) => serde_json::to_string(
-                        &bench_classroom::run_classroom(db.pool.clone(), &opts).await?,
-                    )?,
-                };
-                println!("{line}");
-                Ok(())
-            }
-            .await;
-            db.close().await;
-            result
+                ProjectionsCommand::Rebuild { name, wait_secs } => {
+                    rebuild(db, &name, wait_secs).await
+                }
+            })
+            .await
         }
     }
+}
+
+/// Open the database, apply migrations, run `f`, and close the database
+/// (stopping the embedded cluster if this process started it) whatever `f`
+/// answered.
+async fn with_database<F>(config: &DatabaseConfig, f: F) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&Database) -> anyhow::Result<()>,
+{
+    let db = Database::open(config).await?;
+    let result = match server::migrate(&db.pool).await {
+        Ok(()) => f(&db).await,
+        Err(e) => Err(e),
+    };
+    db.close().await;
+    result
 }
 
 async fn rebuild(db: &Database, name: &str, wait_secs: u64) -> anyhow::Result<()> {
@@ -237,26 +207,26 @@ async fn create_admin(
         .context("cannot read the password from standard input")?;
     let password = Password::parse(line.trim_end_matches(['\r', '\n']))
         .map_err(|e| anyhow::anyhow!("the password {e}"))?;
-    let db = Database::open(config).await?;
-    server::migrate(&db.pool).await?;
-    let identity = lectern_commands::identity::IdentityService::new(db.pool.clone());
-    let meta =
-        lectern_domain::EventMetadata::system("CreateAdmin", &uuid::Uuid::new_v4().to_string());
-    let result = identity
-        .register(&email, &password, &name, Role::Admin, &meta)
-        .await;
-    db.close().await;
-    match result {
-        Ok(committed) => {
-            println!(
-                "{}",
-                serde_json::json!({"id": committed.aggregate_id, "role": "admin"})
-            );
-            Ok(())
+    with_database(config, async |db| {
+        let identity = lectern_commands::identity::IdentityService::new(db.pool.clone());
+        let meta =
+            lectern_domain::EventMetadata::system("CreateAdmin", &uuid::Uuid::new_v4().to_string());
+        match identity
+            .register(&email, &password, &name, Role::Admin, &meta)
+            .await
+        {
+            Ok(committed) => {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": committed.aggregate_id, "role": "admin"})
+                );
+                Ok(())
+            }
+            Err(lectern_commands::identity::IdentityError::EmailTaken) => {
+                bail!("an account with this email already exists")
+            }
+            Err(e) => Err(e.into()),
         }
-        Err(lectern_commands::identity::IdentityError::EmailTaken) => {
-            bail!("an account with this email already exists")
-        }
-        Err(e) => Err(e.into()),
-    }
+    })
+    .await
 }

@@ -166,9 +166,8 @@ impl From<ClassroomError> for Problem {
             }
             ClassroomError::Channel(C::InvalidText) => return invalid("#/text", detail),
             ClassroomError::AckBeyondLast(..) => return invalid("#/up_to_seq", detail),
-            ClassroomError::Channel(C::Duplicate { .. }) | ClassroomError::Conflict => {
-                (StatusCode::CONFLICT, "conflict")
-            }
+            ClassroomError::Channel(C::Duplicate { .. } | C::RosterBehind)
+            | ClassroomError::Conflict => (StatusCode::CONFLICT, "conflict"),
             ClassroomError::Store(s) => return s.into(),
         };
         Problem::new(status, code, detail)

@@ -1,14 +1,13 @@
-//! Starting and stopping Lectern: the database, migrations, projection
-//! runners and the HTTP server.
+//! Starting and stopping Lectern: the database, migrations, the listeners
+//! and the background work.
 
 use anyhow::Context;
-use lectern_projections::runner::{RunnerConfig, Runners, Wakeup};
-use lectern_projections::RunnerHandle;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AuthConfig, DatabaseConfig, HttpConfig};
+use crate::config::{AuthConfig, DatabaseConfig, HttpConfig, WorkerConfig};
 use crate::embedded::{self, EmbeddedPostgres};
+use crate::workers::Workers;
 use crate::AppState;
 
 /// The database Lectern runs on, and the embedded cluster behind it if any.
@@ -33,32 +32,43 @@ impl Database {
                     started_here = pg.started_here(),
                     "embedded PostgreSQL ready"
                 );
-                embedded::ensure_database(&pg.url("postgres"), "lectern").await?;
+                if let Err(e) = embedded::ensure_database(&pg.url("postgres"), "lectern").await {
+                    stop_embedded(pg).await;
+                    return Err(e);
+                }
                 (pg.url("lectern"), Some(pg))
             }
         };
-        let pool = lectern_commands::pool::connect(&url, config.pool_size)
-            .await
-            .context("cannot connect to PostgreSQL")?;
-        Ok(Self {
-            pool,
-            url,
-            embedded,
-        })
+        match lectern_commands::pool::connect(&url, config.pool_size).await {
+            Ok(pool) => Ok(Self {
+                pool,
+                url,
+                embedded,
+            }),
+            Err(e) => {
+                if let Some(pg) = embedded {
+                    stop_embedded(pg).await;
+                }
+                Err(anyhow::Error::new(e).context("cannot connect to PostgreSQL"))
+            }
+        }
     }
 
     /// Close the pool, and stop the embedded cluster if this process started it.
     pub async fn close(self) {
         self.pool.close().await;
         if let Some(pg) = self.embedded {
-            match tokio::task::spawn_blocking(move || pg.stop()).await {
-                Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "embedded PostgreSQL did not stop cleanly")
-                }
-                Err(e) => tracing::error!(error = %e, "embedded PostgreSQL stop task failed"),
-            }
+            stop_embedded(pg).await;
         }
+    }
+}
+
+/// Stop the embedded cluster if this process started it, logging a failure.
+async fn stop_embedded(pg: EmbeddedPostgres) {
+    match tokio::task::spawn_blocking(move || pg.stop()).await {
+        Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
+        Ok(Err(e)) => tracing::error!(error = %e, "embedded PostgreSQL did not stop cleanly"),
+        Err(e) => tracing::error!(error = %e, "embedded PostgreSQL stop task failed"),
     }
 }
 
@@ -70,124 +80,62 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .context("migrations failed")
 }
 
-/// Start a runner for every projection on the current runtime.
-pub async fn start_runners(
-    pool: &PgPool,
-    cancel: &CancellationToken,
-) -> anyhow::Result<Vec<RunnerHandle>> {
-    let runners = runners(pool, cancel).await?;
-    Ok(lectern_projections::all()
-        .into_iter()
-        .map(|p| runners.spawn(p))
-        .collect())
-}
-
-async fn runners(pool: &PgPool, cancel: &CancellationToken) -> anyhow::Result<Runners> {
-    let wakeup = Wakeup::listen(pool, cancel.clone()).await?;
-    Ok(Runners {
-        connect: (*pool.connect_options()).clone(),
-        config: RunnerConfig::default(),
-        wakeup,
-        cancel: cancel.clone(),
-    })
-}
-
-/// The projection runners on a runtime of their own, with one worker thread.
-///
-/// A runner decodes and folds a batch of up to 500 events between two awaits.
-/// On the API's runtime that holds up every request queued on the same worker
-/// thread; on a thread of its own the OS shares the cores out fairly instead,
-/// and requests wait for nothing but the CPU.
-pub struct ProjectionWorkers {
-    runtime: Option<tokio::runtime::Runtime>,
-    handles: Vec<RunnerHandle>,
-}
-
-impl ProjectionWorkers {
-    /// Start a runner for every projection; `cancel` stops them.
-    pub async fn start(pool: &PgPool, cancel: &CancellationToken) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lectern-projections")
-            .enable_all()
-            .build()?;
-        let runners = runners(pool, cancel).await?;
-        let handles = {
-            let _on = runtime.enter();
-            lectern_projections::all()
-                .into_iter()
-                .map(|p| runners.spawn(p))
-                .collect()
-        };
-        Ok(Self {
-            runtime: Some(runtime),
-            handles,
-        })
-    }
-
-    /// Wait for the runners to finish (after `cancel`), releasing their
-    /// locks, then stop their runtime.
-    pub async fn join(mut self) {
-        for r in std::mem::take(&mut self.handles) {
-            let _ = r.task.await;
-        }
-    }
-}
-
-impl Drop for ProjectionWorkers {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// `lectern serve`: run until SIGINT or SIGTERM, then finish in-flight
-/// requests, release projection locks and stop the embedded cluster.
+/// requests, stop the background work (releasing projection locks) and stop
+/// the embedded cluster. If start-up fails after the embedded cluster was
+/// started, the cluster is stopped before the error is returned.
 pub async fn serve(
     db_config: &DatabaseConfig,
     http: HttpConfig,
+    workers: &WorkerConfig,
     auth: &AuthConfig,
 ) -> anyhow::Result<()> {
     let secret = crate::secrets::SecretKey::load(&db_config.data_dir)?;
     let keyring = auth.keyring(secret.bytes())?;
     let db = Database::open(db_config).await?;
+    let result = run(&db, http, workers, keyring).await;
+    db.close().await;
+    result
+}
+
+/// Serve on `db` until a shutdown signal.
+async fn run(
+    db: &Database,
+    http: HttpConfig,
+    config: &WorkerConfig,
+    keyring: crate::auth::tokens::Keyring,
+) -> anyhow::Result<()> {
     migrate(&db.pool).await?;
-    let cancel = CancellationToken::new();
-    let runners = if http.run_projections {
-        Some(ProjectionWorkers::start(&db.pool, &cancel).await?)
-    } else {
-        None
-    };
     let listener = tokio::net::TcpListener::bind(http.addr)
         .await
         .with_context(|| format!("cannot listen on {}", http.addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "lectern listening");
-    if let Some(dir) = http.mail_dir.clone() {
-        tokio::spawn(crate::mail::run(db.pool.clone(), dir, cancel.clone()));
-    }
-    let ttl = std::time::Duration::from_secs(http.delivery_ttl_secs);
-    let state = AppState::new(db.pool.clone(), http, keyring, &cancel);
-    tokio::spawn(crate::expiry::run(
-        db.pool.clone(),
-        state.classroom.clone(),
-        ttl,
-        cancel.clone(),
-    ));
+    let metrics_listener = tokio::net::TcpListener::bind(http.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", http.metrics_addr))?;
+    let cancel = CancellationToken::new();
+    let state = AppState::new(db.pool.clone(), http, keyring);
+    let workers = Workers::start(&state, config, &cancel).await?;
+    tracing::info!(addr = %listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "lectern listening");
+    let metrics = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            axum::serve(metrics_listener, crate::telemetry::metrics_router())
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await
+        }
+    });
     let app = crate::router(state);
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
-    .await?;
-    tracing::info!("HTTP server drained; stopping projection runners");
+    .await;
+    tracing::info!("HTTP server drained; stopping background work");
     cancel.cancel();
-    if let Some(runners) = runners {
-        runners.join().await;
-    }
-    db.close().await;
-    Ok(())
+    workers.join().await;
+    let _ = metrics.await;
+    Ok(served?)
 }
 
 async fn shutdown_signal() {

@@ -35,6 +35,28 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The metrics listener's router: `GET /metrics` in the Prometheus text
+/// format. It is served on its own address (`LECTERN_METRICS_ADDR`), never
+/// on the public API port, as in axum's prometheus-metrics example.
+pub fn metrics_router() -> axum::Router {
+    let handle = metrics_handle();
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    )
+}
+
 /// JSON logs to stderr, filtered by `LECTERN_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LECTERN_LOG")

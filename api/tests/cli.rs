@@ -25,7 +25,6 @@ fn help_documents_every_command() {
         "serve",
         "migrate",
         "projections",
-        "bench",
         "users",
         "DATABASE_URL",
         "LECTERN_DATA_DIR",
@@ -43,7 +42,21 @@ fn help_documents_every_command() {
     );
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("lectern-cli-{}", uuid::Uuid::new_v4().simple())))
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -53,9 +66,7 @@ impl Drop for TempDir {
 
 #[tokio::test]
 async fn serve_on_the_embedded_default_persists_its_cluster_and_stops_it_on_sigterm() {
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("lectern-cli-{}", uuid::Uuid::new_v4().simple())),
-    );
+    let dir = TempDir::new();
     // The first admin, with the password on standard input only.
     let password = "first admin passphrase";
     let mut create = lectern()
@@ -89,6 +100,7 @@ async fn serve_on_the_embedded_default_persists_its_cluster_and_stops_it_on_sigt
         .arg("serve")
         .env("LECTERN_DATA_DIR", &dir.0)
         .env("LECTERN_ADDR", format!("127.0.0.1:{port}"))
+        .env("LECTERN_METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -199,5 +211,41 @@ async fn serve_on_the_embedded_default_persists_its_cluster_and_stops_it_on_sigt
     assert!(
         !dir.0.join("postgres/postmaster.pid").exists(),
         "the CLI stops the cluster it started"
+    );
+}
+
+#[test]
+fn serve_that_cannot_listen_stops_its_cluster_and_says_why_in_one_line() {
+    let dir = TempDir::new();
+    // The address is taken for as long as this listener lives.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let out = lectern()
+        .arg("serve")
+        .env("LECTERN_DATA_DIR", &dir.0)
+        .env("LECTERN_ADDR", addr.to_string())
+        .env("LECTERN_METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .expect("run lectern serve");
+    assert!(!out.status.success(), "serve on a taken address fails");
+    assert!(
+        dir.0.join("postgres/PG_VERSION").exists(),
+        "the embedded cluster was started before the listener failed"
+    );
+    assert!(
+        !dir.0.join("postgres/postmaster.pid").exists(),
+        "the embedded cluster it started is stopped again"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with('{')) // JSON log lines
+        .collect();
+    assert_eq!(
+        said,
+        [format!(
+            "lectern: cannot listen on {addr}: Address already in use (os error 98)"
+        )],
+        "one line that says what failed: {stderr}"
     );
 }

@@ -226,6 +226,20 @@ where
         }
     }
 
+    /// The aggregate's current version (its last sequence number; 0 for a
+    /// stream with no events): one primary-key lookup.
+    pub async fn version(&self, aggregate_id: &str) -> Result<u64, StoreError> {
+        let version = sqlx::query_scalar!(
+            r#"SELECT coalesce(max(sequence), 0) AS "version!" FROM events
+                WHERE aggregate_type = $1 AND aggregate_id = $2"#,
+            A::TYPE,
+            aggregate_id,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(version).unwrap_or(0))
+    }
+
     /// The aggregate's state replayed from its first event, ignoring snapshots.
     pub async fn load_from_events(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
         self.load_with(aggregate_id, false).await

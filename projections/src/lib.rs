@@ -8,13 +8,17 @@
 pub mod analytics;
 pub mod audit;
 pub mod classroom;
+pub mod follow;
 pub mod identity;
 pub mod log;
+pub mod process;
 pub mod projection;
 pub mod runner;
 pub mod status;
 
+pub use follow::{FollowConfig, Follower, Wakeup, EVENTS_CHANNEL};
 pub use log::LogEvent;
+pub use process::{ProcessManager, ReactionError, Reactor};
 pub use projection::{Interest, Projection, ProjectionError, Tables};
 pub use runner::{RunnerConfig, RunnerHandle, RunnerState, Runners};
 pub use status::ProjectionStatus;

@@ -15,6 +15,9 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
     #[error("cannot apply event: {0}")]
     Invalid(String),
+    /// A process manager's reaction failed (see [`crate::process`]).
+    #[error("reaction failed: {0}")]
+    Reaction(String),
 }
 
 /// The physical names of a projection's tables for one run: the live tables,

@@ -7,17 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lectern_domain::Position;
-use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgExecutor, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::follow::{FollowConfig, Follower, Wakeup, EVENTS_CHANNEL};
 use crate::log::{self, LogEvent};
 use crate::projection::{Projection, ProjectionError, Tables, SHADOW_SUFFIX};
-
-/// The NOTIFY channel the events table's insert trigger signals.
-pub const EVENTS_CHANNEL: &str = "lectern_events";
 
 /// First key of every projection's advisory lock; the second is the hash of
 /// its name.
@@ -40,6 +38,17 @@ pub struct RunnerConfig {
     /// The first wait after a failure; it doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+}
+
+impl RunnerConfig {
+    /// How the runner's follower reads and waits.
+    fn follow(&self) -> FollowConfig {
+        FollowConfig {
+            batch_size: self.batch_size,
+            idle_poll: self.poll_interval,
+            active_poll: self.active_poll_interval,
+        }
+    }
 }
 
 impl Default for RunnerConfig {
@@ -75,51 +84,6 @@ pub struct RunnerHandle {
     pub task: JoinHandle<()>,
 }
 
-/// Wakes runners when events are appended. One LISTEN connection serves every
-/// runner of the process.
-#[derive(Clone)]
-pub struct Wakeup {
-    rx: watch::Receiver<u64>,
-    /// Keeps the channel open for a polling-only wake-up.
-    _idle: Option<Arc<watch::Sender<u64>>>,
-}
-
-impl Wakeup {
-    /// Listen on the events channel; the listener stops with `cancel`.
-    pub async fn listen(pool: &PgPool, cancel: CancellationToken) -> Result<Self, sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
-        let (tx, rx) = watch::channel(0u64);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    n = listener.try_recv() => match n {
-                        Ok(Some(_)) => { tx.send_modify(|c| *c += 1); }
-                        // The connection dropped; PgListener reconnects on the
-                        // next call. Wake everyone: something may have been missed.
-                        Ok(None) => { tx.send_modify(|c| *c += 1); }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "event listener failed; runners fall back to polling");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Self { rx, _idle: None })
-    }
-
-    /// A wake-up that never fires: runners only poll.
-    pub fn polling_only() -> Self {
-        let (tx, rx) = watch::channel(0u64);
-        Self {
-            rx,
-            _idle: Some(Arc::new(tx)),
-        }
-    }
-}
-
 /// Starts runners for a set of projections.
 pub struct Runners {
     pub connect: PgConnectOptions,
@@ -138,7 +102,7 @@ impl Runners {
             projection,
             connect: self.connect.clone(),
             config: self.config.clone(),
-            wakeup: self.wakeup.rx.clone(),
+            wakeup: self.wakeup.clone(),
             cancel: self.cancel.clone(),
             state: state_tx,
         };
@@ -151,7 +115,7 @@ struct Runner {
     projection: Arc<dyn Projection>,
     connect: PgConnectOptions,
     config: RunnerConfig,
-    wakeup: watch::Receiver<u64>,
+    wakeup: Wakeup,
     cancel: CancellationToken,
     state: watch::Sender<RunnerState>,
 }
@@ -246,21 +210,26 @@ impl Runner {
 
     async fn active(&mut self, conn: &mut PgConnection) -> Exit {
         let name = self.projection.name();
-        let mut checkpoint = match load_checkpoint(conn, name).await {
+        let checkpoint = match load_checkpoint(conn, name).await {
             Ok(c) => c,
             Err(e) => return Exit::ConnectionLost(e),
         };
+        let mut log = Follower::new(
+            checkpoint,
+            self.projection.interest(),
+            &self.wakeup,
+            self.config.follow(),
+        );
         let live = Tables::live(self.projection.tables());
         let mut backoff = self.config.min_backoff;
         loop {
             if self.cancel.is_cancelled() {
                 return Exit::Cancelled;
             }
-            self.wakeup.borrow_and_update();
             match rebuild_requested(&mut *conn, name).await {
                 Ok(true) => match self.rebuild(conn).await {
                     Ok(Some(position)) => {
-                        checkpoint = position;
+                        log.seek(position);
                         backoff = self.config.min_backoff;
                         continue;
                     }
@@ -278,22 +247,12 @@ impl Runner {
                 Err(e) => return Exit::ConnectionLost(e),
             }
             // Drain: batch after batch until the readable log is exhausted.
-            let mut found = false;
+            let mut failed = false;
             loop {
-                match apply_batch(
-                    conn,
-                    &*self.projection,
-                    &live,
-                    checkpoint,
-                    self.config.batch_size,
-                    true,
-                )
-                .await
-                {
-                    Ok(Some(position)) => {
-                        checkpoint = position;
-                        found = true;
+                match apply_batch(conn, &*self.projection, &live, &mut log, true).await {
+                    Ok(1..) => {
                         backoff = self.config.min_backoff;
+                        let checkpoint = log.position();
                         self.state.send_replace(RunnerState::Active(checkpoint));
                         metrics::gauge!("lectern_projection_position", "projection" => name)
                             .set(checkpoint.global_position as f64);
@@ -301,21 +260,15 @@ impl Runner {
                             return Exit::Cancelled;
                         }
                     }
-                    Ok(None) => {
-                        self.state.send_replace(RunnerState::Active(checkpoint));
+                    Ok(0) => {
+                        self.state.send_replace(RunnerState::Active(log.position()));
                         break;
                     }
                     Err(RunError::Connection(e)) => return Exit::ConnectionLost(e),
-                    Err(RunError::Apply {
-                        event,
-                        error,
-                        committed,
-                    }) => {
-                        // Resume after what the batch did commit, or its
-                        // events would be applied a second time.
-                        if let Some(position) = committed {
-                            checkpoint = position;
-                        }
+                    Err(RunError::Apply { event, error, .. }) => {
+                        // The follower has moved past what the batch did
+                        // commit, so those events are not applied twice.
+                        failed = true;
                         if let Some(exit) = self.fail(conn, &event, &error, &mut backoff).await {
                             return exit;
                         }
@@ -324,24 +277,17 @@ impl Runner {
                 }
             }
             // A failed runner goes straight back to its batch (fail() waited).
-            if !matches!(*self.state.borrow(), RunnerState::Failed { .. }) {
+            if !failed {
                 match mark_running(conn, name).await {
                     Ok(()) => {}
                     Err(e) => return Exit::ConnectionLost(e),
                 }
                 if let Ok(head) = log::head(conn).await {
                     metrics::gauge!("lectern_projection_lag_events", "projection" => name)
-                        .set((head - checkpoint.global_position).max(0) as f64);
+                        .set((head - log.position().global_position).max(0) as f64);
                 }
-                let wait = if found {
-                    self.config.active_poll_interval
-                } else {
-                    self.config.poll_interval
-                };
-                tokio::select! {
-                    () = self.cancel.cancelled() => return Exit::Cancelled,
-                    _ = self.wakeup.changed() => {}
-                    () = tokio::time::sleep(wait) => {}
+                if !log.wait(&self.cancel).await {
+                    return Exit::Cancelled;
                 }
             }
         }
@@ -395,30 +341,23 @@ impl Runner {
             }
         }
         let shadow = Tables::shadow(tables);
-        let mut position = Position::ZERO;
+        let mut log = Follower::new(
+            Position::ZERO,
+            self.projection.interest(),
+            &self.wakeup,
+            self.config.follow(),
+        );
         let mut applied: i64 = 0;
         loop {
             if self.cancel.is_cancelled() {
                 return Ok(None);
             }
-            let before = position;
-            match apply_batch(
-                conn,
-                &*self.projection,
-                &shadow,
-                position,
-                self.config.batch_size,
-                false,
-            )
-            .await?
-            {
-                Some(p) => {
-                    position = p;
-                    applied += count_between(conn, before, p).await?;
-                }
-                None => break,
+            match apply_batch(conn, &*self.projection, &shadow, &mut log, false).await? {
+                0 => break,
+                n => applied += n as i64,
             }
         }
+        let position = log.position();
         let mut tx = conn.begin().await?;
         for t in tables {
             let (schema, table) = t.rsplit_once('.').map_or(("", *t), |(s, t)| (s, t));
@@ -468,11 +407,10 @@ enum RunError {
     /// The database connection failed: the lock may be gone.
     Connection(sqlx::Error),
     /// The projection refused `event`. The events before it in the batch
-    /// were committed; `committed` is the checkpoint they reached, if any.
+    /// were committed, and the follower moved past them.
     Apply {
         event: Box<LogEvent>,
         error: ProjectionError,
-        committed: Option<Position>,
     },
 }
 
@@ -482,60 +420,82 @@ impl From<sqlx::Error> for RunError {
     }
 }
 
-/// Apply the next batch after `after` in one transaction with the checkpoint.
-/// `Ok(None)` when nothing is readable yet. With `checkpoint` false (a
+/// Apply the next batch the follower reads, in one transaction with the
+/// checkpoint, and move the follower past it. Returns how many events the
+/// batch held (0 when nothing is readable yet). With `checkpoint` false (a
 /// rebuild's shadow tables) the live checkpoint is left alone.
 async fn apply_batch(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     tables: &Tables,
-    after: Position,
-    limit: i64,
+    log: &mut Follower,
     checkpoint: bool,
-) -> Result<Option<Position>, RunError> {
-    let interest = projection.interest();
+) -> Result<usize, RunError> {
+    let interest = log.interest();
     let mut tx = conn.begin().await?;
-    let events = log::read_after(&mut tx, after, limit, interest).await?;
-    let Some(last) = events.last().map(|e| e.position) else {
+    let events = log.read(&mut tx).await?;
+    if events.is_empty() {
         tx.rollback().await?;
-        return Ok(None);
-    };
+        return Ok(0);
+    }
     let wanted: Vec<&LogEvent> = events.iter().filter(|e| interest.wants(e)).collect();
-    if let Err(error) = projection.apply_all(&mut tx, tables, &wanted).await {
-        let _ = tx.rollback().await;
-        check_connection(&error)?;
-        // Find the bad event by applying the batch again one event at a time.
-        tx = conn.begin().await?;
-        for (index, event) in events.iter().enumerate() {
-            if !interest.wants(event) {
-                continue;
-            }
-            if let Err(error) = projection.apply(&mut tx, tables, event).await {
-                let _ = tx.rollback().await;
-                check_connection(&error)?;
-                // Commit the events before the bad one, so the projection
-                // stops exactly at it rather than at the start of its batch.
-                let committed = if index > 0 {
-                    Box::pin(apply_batch(
-                        conn,
-                        projection,
-                        tables,
-                        after,
-                        index as i64,
-                        checkpoint,
-                    ))
-                    .await?
-                } else {
-                    None
-                };
-                return Err(RunError::Apply {
-                    event: Box::new(event.clone()),
-                    error,
-                    committed,
-                });
-            }
+    match projection.apply_all(&mut tx, tables, &wanted).await {
+        Ok(()) => {
+            commit(tx, projection, &events, checkpoint).await?;
+            log.advance(events[events.len() - 1].position);
+            return Ok(events.len());
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            check_connection(&error)?;
         }
     }
+    // Find the bad event by applying the batch again one event at a time.
+    tx = conn.begin().await?;
+    for (index, event) in events.iter().enumerate() {
+        if !interest.wants(event) {
+            continue;
+        }
+        if let Err(error) = projection.apply(&mut tx, tables, event).await {
+            let _ = tx.rollback().await;
+            check_connection(&error)?;
+            // Commit the events before the bad one, so the projection stops
+            // exactly at it rather than at the start of its batch.
+            if index > 0 {
+                let before = &events[..index];
+                let mut tx = conn.begin().await?;
+                let good: Vec<&LogEvent> = before.iter().filter(|e| interest.wants(e)).collect();
+                if let Err(error) = projection.apply_all(&mut tx, tables, &good).await {
+                    let _ = tx.rollback().await;
+                    check_connection(&error)?;
+                    return Err(RunError::Apply {
+                        event: Box::new(good.first().map_or(event, |e| *e).clone()),
+                        error,
+                    });
+                }
+                commit(tx, projection, before, checkpoint).await?;
+                log.advance(before[index - 1].position);
+            }
+            return Err(RunError::Apply {
+                event: Box::new(event.clone()),
+                error,
+            });
+        }
+    }
+    commit(tx, projection, &events, checkpoint).await?;
+    log.advance(events[events.len() - 1].position);
+    Ok(events.len())
+}
+
+/// Move the checkpoint (unless a rebuild is filling shadow tables) past
+/// `events` and commit their writes with it.
+async fn commit(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    projection: &dyn Projection,
+    events: &[LogEvent],
+    checkpoint: bool,
+) -> Result<(), RunError> {
+    let last = events[events.len() - 1].position;
     if checkpoint {
         sqlx::query!(
             "UPDATE projection_checkpoints
@@ -553,7 +513,7 @@ async fn apply_batch(
     tx.commit().await?;
     metrics::counter!("lectern_projection_events_total", "projection" => projection.name())
         .increment(events.len() as u64);
-    Ok(Some(last))
+    Ok(())
 }
 
 /// A lost connection ends the runner's turn rather than failing the event.
@@ -574,24 +534,6 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
     )
-}
-
-async fn count_between(
-    conn: &mut PgConnection,
-    after: Position,
-    upto: Position,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM events
-          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-            AND (transaction_id, global_position) <= ($3::text::xid8, $4)"#,
-        after.transaction_id.to_string(),
-        after.global_position,
-        upto.transaction_id.to_string(),
-        upto.global_position,
-    )
-    .fetch_one(conn)
-    .await
 }
 
 async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {

@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use lectern_api::auth::tokens::Keyring;
-use lectern_api::config::HttpConfig;
+use lectern_api::config::{HttpConfig, WorkerConfig};
 use lectern_api::embedded::EmbeddedPostgres;
+use lectern_api::workers::Workers;
 use lectern_api::AppState;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -83,8 +84,8 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
-    /// Stops background tasks (revocation watchers, projection runners) that
-    /// use this database, before it is dropped.
+    /// Stops background work (revocation watchers, projection runners,
+    /// process managers) that uses this database, before it is dropped.
     pub cancel: CancellationToken,
 }
 
@@ -143,12 +144,17 @@ impl Drop for TestDb {
     }
 }
 
-/// The real router, serving on a random loopback port.
+/// The real router, serving on a random loopback port, with the server's
+/// background work running.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The metrics listener's address.
+    pub metrics_addr: SocketAddr,
     pub db: TestDb,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// The background work, as `lectern serve` runs it.
+    pub workers: Workers,
 }
 
 impl TestApp {
@@ -171,7 +177,7 @@ pub fn test_keyring() -> Keyring {
 
 /// The state a test server uses.
 pub fn state_for(db: &TestDb, http: HttpConfig) -> AppState {
-    AppState::new(db.pool.clone(), http, test_keyring(), &db.cancel)
+    AppState::new(db.pool.clone(), http, test_keyring())
 }
 
 /// Serve `app` on port 0 and return the address.
@@ -198,18 +204,26 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_on(db, state).await
 }
 
-/// Serve `state` (built over `db`) with projection runners.
+/// Serve `state` (built over `db`) with the server's background work.
 pub async fn spawn_app_on(db: TestDb, state: AppState) -> TestApp {
-    let runners = lectern_api::server::start_runners(&db.pool, &db.cancel)
+    spawn_app_with(db, state, &WorkerConfig::default()).await
+}
+
+/// Serve `state` (built over `db`) with the background work `workers` asks
+/// for.
+pub async fn spawn_app_with(db: TestDb, state: AppState, workers: &WorkerConfig) -> TestApp {
+    let workers = Workers::start(&state, workers, &db.cancel)
         .await
-        .expect("start the projection runners");
-    drop(runners);
+        .expect("start the background work");
     let addr = serve(lectern_api::router(state.clone())).await;
+    let metrics_addr = serve(lectern_api::telemetry::metrics_router()).await;
     TestApp {
         addr,
+        metrics_addr,
         db,
         client: reqwest::Client::new(),
         state,
+        workers,
     }
 }
 
@@ -329,5 +343,93 @@ impl TestApp {
         let email = format!("{role}-{}@example.com", uuid::Uuid::new_v4().simple());
         let id = self.register(&email, role).await;
         (id, self.login(&email).await)
+    }
+}
+
+/// The `lectern` binary that `cargo test` built beside this test binary.
+pub fn lectern_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/lectern
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("a target directory")
+        .join("lectern");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test --workspace` builds it (or run `cargo build --bin lectern`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `lectern serve` process on a test database: a real process, so tests
+/// can kill it.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Start `lectern serve` on `db` with its secrets in `data_dir` (so a
+    /// restarted server accepts the first one's tokens), and wait until it
+    /// answers `/health/live`.
+    pub async fn start(db: &TestDb, data_dir: &std::path::Path) -> Self {
+        let port = |_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+        };
+        let (addr, metrics) = (port(0), port(1));
+        let child = std::process::Command::new(lectern_bin())
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("LECTERN_DATA_DIR", data_dir)
+            .env("LECTERN_ADDR", addr.to_string())
+            .env("LECTERN_METRICS_ADDR", metrics.to_string())
+            .env("LECTERN_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start lectern serve");
+        let mut server = Self { child, addr };
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let live = client
+                .get(format!("http://{addr}/health/live"))
+                .send()
+                .await;
+            if live.is_ok_and(|r| r.status().is_success()) {
+                return server;
+            }
+            assert!(
+                server.child.try_wait().expect("wait").is_none(),
+                "lectern serve exited early"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lectern serve did not answer in time"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An absolute URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

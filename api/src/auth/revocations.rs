@@ -3,9 +3,10 @@
 //! Access tokens are verified without a database round trip, so revocations
 //! are kept in memory: sessions that ended, and per-user marks (a role change
 //! or deactivation outdates older tokens; a forced reset restricts them).
-//! The process that revokes updates the set at once; every process also tails
-//! the event log (the same gap-free reader as the projections) every
-//! [`POLL`], so a revocation made elsewhere takes effect within a second.
+//! The process that revokes updates the set at once; every process also
+//! follows the event log (with the same gap-free follower as the projections,
+//! woken by NOTIFY), so a revocation made elsewhere takes effect at once
+//! there too, and within a poll interval if a NOTIFY is missed.
 //!
 //! Only the last [`RETAIN`] matters: any older token has expired, and tokens
 //! issued since carry the user's current role, version and restriction.
@@ -16,13 +17,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lectern_domain::identity::UserEvent;
-use sqlx::{PgPool, Row};
+use lectern_projections::{follow, FollowConfig, Follower, Interest, Wakeup};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::tokens::{AccessClaims, ACCESS_TTL_SECS};
 
-/// How often the log is polled for revocations made by other processes.
+/// How often the log is polled when no NOTIFY arrives.
 pub const POLL: Duration = Duration::from_millis(200);
 /// How long a revocation is remembered: an access token's lifetime plus
 /// clock leeway.
@@ -129,53 +131,69 @@ impl Revocations {
     }
 }
 
-const TAIL: &str = "
-SELECT transaction_id::text::bigint AS tx, global_position, aggregate_id, sequence,
-       CASE WHEN aggregate_type = 'User'
-             AND event_type IN ('SessionRevoked', 'RoleChanged', 'UserDeactivated',
-                                'PasswordResetForced', 'PasswordChanged')
-            THEN payload END AS payload
-  FROM events
- WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-   AND recorded_at >= $3
- ORDER BY transaction_id, global_position
- LIMIT 1000";
+/// Whether an event of this type can change what a token may do.
+fn revokes(aggregate_type: &str, event_type: &str) -> bool {
+    aggregate_type == "User"
+        && matches!(
+            event_type,
+            "SessionRevoked"
+                | "RoleChanged"
+                | "UserDeactivated"
+                | "PasswordResetForced"
+                | "PasswordChanged"
+        )
+}
 
-/// Tail the log into `revocations` until `cancel` fires, starting with the
+/// Follow the log into `revocations` until `cancel` fires, starting with the
 /// events of the last [`RETAIN`].
 pub async fn watch(
     pool: PgPool,
     revocations: std::sync::Arc<Revocations>,
+    wakeup: Wakeup,
     cancel: CancellationToken,
 ) {
     let since = Utc::now() - chrono::Duration::from_std(RETAIN).unwrap_or_default();
-    let (mut tx, mut pos) = (0_i64, 0_i64);
+    let config = FollowConfig {
+        batch_size: 1000,
+        idle_poll: POLL,
+        ..FollowConfig::default()
+    };
+    let mut log: Option<Follower> = None;
     let mut last_prune = std::time::Instant::now();
     loop {
-        let batch = sqlx::query(TAIL)
-            .bind(tx.to_string())
-            .bind(pos)
-            .bind(since)
-            .fetch_all(&pool)
-            .await;
-        let full = match batch {
-            Ok(rows) => {
-                for row in &rows {
-                    tx = row.get("tx");
-                    pos = row.get("global_position");
-                    let Some(payload) = row.get::<Option<serde_json::Value>, _>("payload") else {
-                        continue;
-                    };
-                    let user = Uuid::parse_str(row.get::<&str, _>("aggregate_id"));
-                    let event = serde_json::from_value::<UserEvent>(payload);
-                    if let (Ok(user), Ok(event)) = (user, event) {
-                        let version = u64::try_from(row.get::<i64, _>("sequence")).unwrap_or(0);
-                        revocations.observe(user, version, &event);
-                    }
+        let read = async {
+            let mut conn = pool.acquire().await?;
+            let log = match &mut log {
+                Some(log) => log,
+                None => {
+                    let start = follow::position_since(&mut conn, since).await?;
+                    log.insert(Follower::new(
+                        start,
+                        Interest::types(&["User"]),
+                        &wakeup,
+                        config,
+                    ))
                 }
-                rows.len() == 1000
+            };
+            let events = log.read(&mut conn).await?;
+            for event in events
+                .iter()
+                .filter(|e| revokes(&e.aggregate_type, &e.event_type))
+            {
+                let user = Uuid::parse_str(&event.aggregate_id);
+                let parsed = serde_json::from_value::<UserEvent>(event.payload.clone());
+                if let (Ok(user), Ok(parsed)) = (user, parsed) {
+                    let version = u64::try_from(event.sequence).unwrap_or(0);
+                    revocations.observe(user, version, &parsed);
+                }
             }
+            if let Some(last) = events.last() {
+                log.advance(last.position);
+            }
+            Ok::<_, sqlx::Error>(events.len())
+        };
+        let full = match read.await {
+            Ok(n) => n as i64 == config.batch_size,
             Err(e) => {
                 if pool.is_closed() {
                     return;
@@ -189,9 +207,15 @@ pub async fn watch(
             last_prune = std::time::Instant::now();
         }
         if !full {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(POLL) => {}
+            let waited = match &mut log {
+                Some(log) => log.wait(&cancel).await,
+                None => tokio::select! {
+                    () = cancel.cancelled() => false,
+                    () = tokio::time::sleep(POLL) => true,
+                },
+            };
+            if !waited {
+                return;
             }
         }
     }

@@ -1,10 +1,7 @@
-//! `/metrics`, `/openapi.json` and `/docs`.
+//! `/openapi.json` and `/docs`.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
 use axum::{Extension, Json, Router};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,27 +11,12 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::app::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(metrics))
-        .routes(routes!(openapi_json))
+    OpenApiRouter::new().routes(routes!(openapi_json))
 }
 
 /// The Swagger UI, its assets vendored into the binary at build time.
 pub fn docs_router() -> Router<AppState> {
     Router::from(SwaggerUi::new("/docs").config(Config::from("/openapi.json"))).with_state(())
-}
-
-/// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
 }
 
 /// This OpenAPI document.

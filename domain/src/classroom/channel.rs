@@ -38,6 +38,10 @@ pub enum ChannelCommand {
         client_message_id: String,
         text: String,
         sent_at: DateTime<Utc>,
+        /// The lesson's version when the message was sent (an outside
+        /// fact): every participant of that version gets a delivery, so a
+        /// roster copy older than it is refused with `RosterBehind`.
+        lesson_version: u64,
     },
 }
 
@@ -76,6 +80,10 @@ pub enum ChannelError {
     Duplicate { message_id: Uuid, seq: u64 },
     #[error("a message has 1 to 4000 characters")]
     InvalidText,
+    /// The channel's copy of the roster is older than the lesson: copy it
+    /// again, then send.
+    #[error("the channel's roster is behind the lesson")]
+    RosterBehind,
 }
 
 impl Channel {
@@ -129,7 +137,11 @@ impl Aggregate for Channel {
                 client_message_id,
                 text,
                 sent_at,
+                lesson_version,
             } => {
+                if lesson_version > self.roster.lesson_version {
+                    return Err(ChannelError::RosterBehind);
+                }
                 self.may_take_part(by)?;
                 if let Some((_, _, id, seq)) = self
                     .recent
@@ -225,6 +237,7 @@ mod tests {
                 client_message_id: client_id.into(),
                 text: "hello".into(),
                 sent_at: Utc::now(),
+                lesson_version: 3,
             },
             &(),
             &sink,

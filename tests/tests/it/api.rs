@@ -214,9 +214,17 @@ async fn metrics_count_requests_by_matched_route_with_histogram_buckets() {
             .await
             .expect("send");
     }
+    // Metrics are not on the public API port.
     let r = app
         .client
         .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = app
+        .client
+        .get(format!("http://{}/metrics", app.metrics_addr))
         .send()
         .await
         .expect("send");
@@ -265,15 +273,13 @@ async fn every_route_is_in_the_openapi_document_and_the_docs_are_served() {
         .keys()
         .map(String::as_str)
         .collect();
-    for route in [
-        "/health/live",
-        "/health/ready",
-        "/metrics",
-        "/openapi.json",
-        "/docs",
-    ] {
+    for route in ["/health/live", "/health/ready", "/openapi.json", "/docs"] {
         assert!(paths.contains(&route), "{route} missing from {paths:?}");
     }
+    assert!(
+        !paths.contains(&"/metrics"),
+        "metrics are served on their own listener, not the API"
+    );
     let r = app
         .client
         .get(app.url("/docs/"))

@@ -52,7 +52,6 @@ const PARTICIPANTS_LIST: [u16; 6] = [401, 404, 404, 404, 404, 403];
 const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
     ("GET", "/health/live", Body::None, ANY),
     ("GET", "/health/ready", Body::None, ANY),
-    ("GET", "/metrics", Body::None, ANY),
     ("GET", "/openapi.json", Body::None, ANY),
     ("GET", "/docs", Body::None, ANY),
     ("POST", "/api/v1/auth/register", Body::Register, [201; 6]),

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lectern_api::config::WorkerConfig;
+use lectern_api::workers::Workers;
 use lectern_domain::classroom::board::BoardModel;
 use lectern_domain::classroom::OpKind;
 use lectern_domain::identity::{DisplayName, Email, Password, Role};
@@ -337,13 +339,15 @@ async fn create_then_list_sees_the_lesson_while_projections_are_behind() {
     let db = TestDb::new().await;
     let state = state_for(&db, lectern_api::config::HttpConfig::for_tests());
     // No projection runners yet: the read models stand still.
-    let addr = lectern_tests::serve(lectern_api::router(state.clone())).await;
-    let app = TestApp {
-        addr,
+    let app = lectern_tests::spawn_app_with(
         db,
-        client: reqwest::Client::new(),
         state,
-    };
+        &WorkerConfig {
+            run_projections: false,
+            ..WorkerConfig::default()
+        },
+    )
+    .await;
     let (_, tutor) = app.user("tutor").await;
     let (id, position) = create_lesson(&app, &tutor, 5).await;
     assert_eq!(
@@ -351,13 +355,14 @@ async fn create_then_list_sees_the_lesson_while_projections_are_behind() {
         0,
         "the projection is behind"
     );
-    let pool = app.db.pool.clone();
+    let state = app.state.clone();
     let cancel = app.db.cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(800)).await;
-        let runners = lectern_api::server::start_runners(&pool, &cancel)
+        let runners = Workers::start_projections(&state, &cancel)
             .await
             .expect("runners");
+        cancel.cancelled().await;
         drop(runners);
     });
     let r = app

@@ -528,15 +528,20 @@ async fn another_process_rejects_a_revoked_token_within_a_second() {
         )
         .expect("keyring")
     };
-    let state_a = lectern_api::AppState::new(
-        db.pool.clone(),
-        HttpConfig::for_tests(),
-        keyring(),
-        &db.cancel,
-    );
+    let state_a = lectern_api::AppState::new(db.pool.clone(), HttpConfig::for_tests(), keyring());
     let pool_b = db.second_pool().await;
-    let state_b =
-        lectern_api::AppState::new(pool_b, HttpConfig::for_tests(), keyring(), &db.cancel);
+    let state_b = lectern_api::AppState::new(pool_b, HttpConfig::for_tests(), keyring());
+    // Process B serves requests and follows the log for revocations.
+    let _workers_b = lectern_api::workers::Workers::start(
+        &state_b,
+        &lectern_api::config::WorkerConfig {
+            run_projections: false,
+            ..Default::default()
+        },
+        &db.cancel,
+    )
+    .await
+    .expect("process B's background work");
     let app_b = lectern_tests::serve(lectern_api::router(state_b)).await;
     let app = spawn_app_on(db, state_a).await;
     let (_, tokens) = app.user("student").await;
@@ -580,19 +585,16 @@ async fn a_new_signing_key_takes_over_while_the_old_one_still_verifies() {
         db.pool.clone(),
         HttpConfig::for_tests(),
         Keyring::new(vec![k1.clone()], "lectern", "lectern-api").expect("k"),
-        &db.cancel,
     );
     let rotated = lectern_api::AppState::new(
         db.pool.clone(),
         HttpConfig::for_tests(),
         Keyring::new(vec![k2.clone(), k1], "lectern", "lectern-api").expect("k"),
-        &db.cancel,
     );
     let retired = lectern_api::AppState::new(
         db.pool.clone(),
         HttpConfig::for_tests(),
         Keyring::new(vec![k2], "lectern", "lectern-api").expect("k"),
-        &db.cancel,
     );
     let rotated_addr = lectern_tests::serve(lectern_api::router(rotated)).await;
     let retired_addr = lectern_tests::serve(lectern_api::router(retired)).await;
@@ -668,7 +670,6 @@ async fn forged_expired_and_confused_tokens_are_refused_with_problems() {
             "lectern-api",
         )
         .expect("k"),
-        &db.cancel,
     );
     let app = spawn_app_on(db, state).await;
     let (user_id, tokens) = app.user("student").await;

@@ -6,6 +6,7 @@ mod authz;
 mod classroom;
 mod identity;
 mod projections;
+mod reactions;
 mod roundtrips;
 mod store;
 mod support;

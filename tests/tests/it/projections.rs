@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lectern_domain::Position;
 use lectern_projections::log::read_after;
-use lectern_projections::runner::{self, RunnerConfig, Runners, Wakeup};
+use lectern_projections::runner::{self, RunnerConfig, Runners};
+use lectern_projections::Wakeup;
 use lectern_projections::{
     Interest, LogEvent, Projection, ProjectionError, RunnerHandle, RunnerState, Tables,
 };

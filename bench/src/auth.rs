@@ -1,4 +1,4 @@
-//! `lectern bench auth`: authenticated reads (`GET /api/v1/me`) and token
+//! `lectern-bench auth`: authenticated reads (`GET /api/v1/me`) and token
 //! refresh over HTTP, and the in-process cost of authenticating a request and
 //! checking its policy.
 
@@ -15,16 +15,18 @@ use sqlx::PgPool;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::tokens::Keyring;
-use crate::auth::Caller;
-use crate::bench::{percentile, round3};
-use crate::config::HttpConfig;
-use crate::AppState;
+use lectern_api::auth::tokens::Keyring;
+use lectern_api::auth::Caller;
+use lectern_api::config::HttpConfig;
+use lectern_api::workers::Workers;
+use lectern_api::AppState;
+
+use crate::stats::{percentile, round3};
 
 /// Clients step through the tokens by a prime stride, so they spread over users.
 const STRIDE: usize = 7;
 
-/// `lectern bench auth` options.
+/// `lectern-bench auth` options.
 #[derive(Debug, Clone, Args)]
 pub struct AuthBench {
     /// Concurrent closed-loop HTTP clients.
@@ -69,11 +71,11 @@ pub async fn run_auth(pool: PgPool, opts: &AuthBench) -> anyhow::Result<AuthResu
         "lectern",
         "lectern-api",
     )?;
-    let state = AppState::new(pool.clone(), HttpConfig::for_tests(), keyring, &cancel);
-    let _runners = crate::server::start_runners(&pool, &cancel).await?;
+    let state = AppState::new(pool.clone(), HttpConfig::for_tests(), keyring);
+    let _workers = Workers::start_projections(&state, &cancel).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = crate::router(state.clone());
+    let app = lectern_api::router(state.clone());
     tokio::spawn(async move {
         let _ = axum::serve(
             listener,

@@ -1,6 +1,7 @@
-//! `lectern bench`: closed-loop benchmarks of the write side, beside the peer
-//! (cqrs-es's `CqrsFramework` on postgres-es's stock store) and the
-//! PostgreSQL limit (pgbench, one single-row insert per transaction).
+//! `lectern-bench store` and `load`: closed-loop benchmarks of the write
+//! side, beside the peer (cqrs-es's `CqrsFramework` on postgres-es's stock
+//! store) and the PostgreSQL limit (pgbench, one single-row insert per
+//! transaction).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use lectern_domain::EventMetadata;
 use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+
+use crate::stats::{percentile, round3};
 
 /// The benchmark's aggregate: an account that counts its deposits.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,17 +95,22 @@ pub enum StoreKind {
     Peer,
 }
 
-/// Whether clients share one aggregate.
+/// Which aggregates the clients write to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Each client writes to its own aggregate.
+    /// Each client writes to its own long-lived aggregate.
     Distinct,
     /// Every client writes to one aggregate.
     Shared,
+    /// Short aggregates: each client writes `--events-per-aggregate` events
+    /// to an aggregate, then moves on to a new one. The peer loads every
+    /// event of an aggregate before each command, so this is where it does
+    /// best.
+    Short,
 }
 
-/// `lectern bench store` options.
+/// `lectern-bench store` options.
 #[derive(Debug, Clone, Args)]
 pub struct StoreBench {
     /// Concurrent closed-loop clients.
@@ -118,6 +126,9 @@ pub struct StoreBench {
     pub snapshot_every: u64,
     #[arg(long, value_enum, default_value_t = StoreKind::Lectern)]
     pub store: StoreKind,
+    /// Short mode: the events each aggregate gets before its client moves on.
+    #[arg(long, default_value_t = 1)]
+    pub events_per_aggregate: u64,
     /// Lectern only: append statements in flight at once for the aggregate
     /// type (`DispatchConfig::concurrent_appends`; default: its default).
     #[arg(long)]
@@ -131,6 +142,9 @@ pub struct StoreResult {
     pub mode: Mode,
     pub clients: usize,
     pub snapshot_every: u64,
+    /// Short mode only: events per aggregate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_aggregate: Option<u64>,
     pub commands: u64,
     pub commands_per_sec: f64,
     pub p50_ms: f64,
@@ -167,18 +181,6 @@ impl Runner {
     }
 }
 
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-pub(crate) fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
-}
-
 /// Run the store benchmark on `pool` and return its figures.
 pub async fn run_store(pool: PgPool, opts: &StoreBench) -> anyhow::Result<StoreResult> {
     let runner = Arc::new(match opts.store {
@@ -208,14 +210,20 @@ pub async fn run_store(pool: PgPool, opts: &StoreBench) -> anyhow::Result<StoreR
     for client in 0..opts.clients {
         let runner = Arc::clone(&runner);
         let conflicts = Arc::clone(&conflicts);
-        let id = match opts.mode {
+        let (mode, per_aggregate) = (opts.mode, opts.events_per_aggregate.max(1));
+        let run_id = run_id.clone();
+        let id_for = move |n: u64| match mode {
             Mode::Distinct => format!("bench-{run_id}-{client}"),
             Mode::Shared => format!("bench-{run_id}"),
+            Mode::Short => format!("bench-{run_id}-{client}-{}", n / per_aggregate),
         };
         tasks.push(tokio::spawn(async move {
-            let meta = EventMetadata::system("Deposit", &id);
+            let meta = EventMetadata::system("Deposit", &id_for(0));
             let mut latencies = Vec::new();
+            let mut n = 0;
             while Instant::now() < deadline {
+                let id = id_for(n);
+                n += 1;
                 let started = Instant::now();
                 loop {
                     match runner.deposit(&id, &meta).await {
@@ -243,6 +251,8 @@ pub async fn run_store(pool: PgPool, opts: &StoreBench) -> anyhow::Result<StoreR
         mode: opts.mode,
         clients: opts.clients,
         snapshot_every: opts.snapshot_every,
+        events_per_aggregate: (opts.mode == Mode::Short)
+            .then_some(opts.events_per_aggregate.max(1)),
         commands: all.len() as u64,
         commands_per_sec: round3(all.len() as f64 / elapsed),
         p50_ms: round3(percentile(&all, 0.50)),
@@ -251,7 +261,7 @@ pub async fn run_store(pool: PgPool, opts: &StoreBench) -> anyhow::Result<StoreR
     })
 }
 
-/// `lectern bench load` options.
+/// `lectern-bench load` options.
 #[derive(Debug, Clone, Args)]
 pub struct LoadBench {
     /// Events in the aggregate.

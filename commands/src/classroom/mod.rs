@@ -1,10 +1,13 @@
 //! The classroom service: lessons, boards, chat and delivery marks.
 //!
-//! The Lesson stream decides who takes part; after every lesson command the
-//! service copies the lesson's roster to its board and channel (a command on
-//! each, which only a newer lesson version changes). If that copy is ever
-//! behind (a crash between the two commits), the first refused drawing or
-//! message re-copies it and tries once more.
+//! The Lesson stream decides who takes part. Its board and channel keep a
+//! copy of the roster (a command on each, which only a newer lesson version
+//! changes), made by the [`roster::RosterSync`] process manager after the
+//! lesson command has answered. Until that copy has caught up, the first
+//! refused drawing, message or read re-copies it and tries once more, so a
+//! student who has just enrolled can draw and chat at once.
+
+pub mod roster;
 
 use chrono::Utc;
 use futures::future::join_all;
@@ -158,7 +161,8 @@ impl ClassroomService {
         Ok((id, committed))
     }
 
-    /// Run a lesson command, then copy the roster to the board and channel.
+    /// Run a lesson command. Its answer depends on its own append only: the
+    /// roster copy follows through [`roster::RosterSync`].
     pub async fn lesson(
         &self,
         id: Uuid,
@@ -166,18 +170,14 @@ impl ClassroomService {
         meta: &EventMetadata,
     ) -> Result<Committed<LessonEvent>, ClassroomError> {
         let name = command.name();
-        let roster_changes = !matches!(command, LessonCommand::Update { .. });
-        let committed = self
+        Ok(self
             .lessons
             .execute(&id.to_string(), command, meta.clone().for_command(name))
-            .await?;
-        if roster_changes {
-            self.sync(id, meta).await?;
-        }
-        Ok(committed)
+            .await?)
     }
 
-    /// Copy lesson `id`'s current roster to its board and channel.
+    /// Copy lesson `id`'s current roster to its board and channel. Running it
+    /// again changes nothing until the lesson has a newer version.
     pub async fn sync(&self, id: Uuid, meta: &EventMetadata) -> Result<(), ClassroomError> {
         let lesson = self.lessons.store().load(&id.to_string()).await?;
         if lesson.version == 0 {
@@ -285,6 +285,9 @@ impl ClassroomService {
         let key = lesson_id.to_string();
         let message_id = Uuid::new_v4();
         let meta = meta.clone().for_command("SendMessage");
+        // Everyone enrolled by now gets a delivery, whether or not the roster
+        // copy has caught up: the channel refuses a copy older than this.
+        let lesson_version = self.lessons.store().version(&key).await?;
         let run = || {
             self.channels.execute(
                 &key,
@@ -294,13 +297,17 @@ impl ClassroomService {
                     client_message_id: client_message_id.clone(),
                     text: text.clone(),
                     sent_at: Utc::now(),
+                    lesson_version,
                 },
                 meta.clone(),
             )
         };
         let mut result = run().await;
         if let Err(CommandError::Rejected(
-            ChannelError::NotFound | ChannelError::NotParticipant | ChannelError::Closed,
+            ChannelError::NotFound
+            | ChannelError::NotParticipant
+            | ChannelError::Closed
+            | ChannelError::RosterBehind,
         )) = result
         {
             self.resync(
@@ -345,7 +352,10 @@ impl ClassroomService {
         let channel = self.channels.store().load(&lesson_id.to_string()).await?;
         match channel.aggregate.may_take_part(by) {
             Ok(()) => Ok(channel.aggregate),
-            Err(ChannelError::NotFound) if self.lesson_exists(lesson_id).await? => {
+            // The roster copy may be behind the lesson: refresh, check again.
+            Err(ChannelError::NotFound | ChannelError::NotParticipant)
+                if self.lesson_exists(lesson_id).await? =>
+            {
                 self.sync(lesson_id, &EventMetadata::system("SyncRoster", ""))
                     .await?;
                 let channel = self.channels.store().load(&lesson_id.to_string()).await?;
@@ -529,12 +539,6 @@ impl ClassroomService {
                 return Err(errs);
             }
         };
-        let lessons: Vec<Uuid> = states.iter().filter_map(|s| s.0.parse().ok()).collect();
-        for id in lessons {
-            if let Err(e) = self.sync(id, meta).await {
-                tracing::warn!(lesson = %id, error = %e, "roster copy after a bulk write failed; the next drawing or message repairs it");
-            }
-        }
         Ok(placed
             .into_iter()
             .map(|(id, slot, start, count)| {

@@ -1,4 +1,4 @@
-//! `lectern bench classroom`: many clients drawing on one live board over
+//! `lectern-bench classroom`: many clients drawing on one live board over
 //! HTTP; an op's latency on a fresh board and on one with 100,000 ops (from
 //! a cold cache, so through the snapshot); and lesson listing over 100,000
 //! lessons, first page against a deep cursor page.
@@ -18,12 +18,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::auth::tokens::Keyring;
-use crate::bench::{percentile, round3};
-use crate::config::HttpConfig;
-use crate::AppState;
+use lectern_api::auth::tokens::Keyring;
+use lectern_api::config::HttpConfig;
+use lectern_api::workers::Workers;
+use lectern_api::AppState;
 
-/// `lectern bench classroom` options.
+use crate::stats::{percentile, round3};
+
+/// `lectern-bench classroom` options.
 #[derive(Debug, Clone, Args)]
 pub struct ClassroomBench {
     /// Clients drawing on the one board (the tutor and enrolled students).
@@ -207,10 +209,10 @@ async fn server(
     keyring: Keyring,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Server> {
-    let state = AppState::new(pool.clone(), HttpConfig::for_tests(), keyring, cancel);
+    let state = AppState::new(pool.clone(), HttpConfig::for_tests(), keyring);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = crate::router(state.clone());
+    let app = lectern_api::router(state.clone());
     let stop = cancel.clone();
     tokio::spawn(async move {
         let _ = axum::serve(
@@ -333,8 +335,8 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
             "lectern-api",
         )
     };
-    let _runners = crate::server::ProjectionWorkers::start(&pool, &cancel).await?;
     let srv = server(&pool, keyring()?, &cancel).await?;
+    let _workers = Workers::start_projections(&srv.state, &cancel).await?;
     let run = Uuid::new_v4().simple().to_string();
 
     // 1. Drawing: one tutor and clients - 1 students on one live board.
@@ -429,7 +431,7 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
     .fetch_one(&pool)
     .await?;
     let deep_cursor =
-        crate::pagination::encode_cursor(&format!("{}|{}", deep.0.to_rfc3339(), deep.1));
+        lectern_api::pagination::encode_cursor(&format!("{}|{}", deep.0.to_rfc3339(), deep.1));
     let mut first = Vec::new();
     let mut deep_lat = Vec::new();
     for i in 0..400 {
