@@ -11,6 +11,8 @@ pub mod mask;
 pub mod metadata;
 pub mod policy;
 pub mod position;
+#[cfg(test)]
+mod testing;
 
 pub use metadata::{ActorRole, EventMetadata};
 pub use position::Position;

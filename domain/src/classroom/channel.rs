@@ -227,7 +227,7 @@ mod tests {
     fn send(c: &Channel, by: Uuid, client_id: &str) -> Result<Vec<ChannelEvent>, ChannelError> {
         let mut state = c.clone();
         let sink = EventSink::default();
-        futures_lite(state.handle(
+        crate::testing::ready(state.handle(
             ChannelCommand::Send {
                 by: Actor {
                     user_id: by,
@@ -242,18 +242,7 @@ mod tests {
             &(),
             &sink,
         ))?;
-        Ok(futures_lite(sink.collect()))
-    }
-
-    /// Run a future that never waits.
-    fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut f = std::pin::pin!(f);
-        match f.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("the future waited"),
-        }
+        Ok(crate::testing::ready(sink.collect()))
     }
 
     #[test]

@@ -1,0 +1,102 @@
+//! The operation vocabulary: what a client may ask of a board, and what it
+//! is answered.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Operations one request may carry.
+pub const MAX_OPS_PER_REQUEST: usize = 100;
+/// The largest `data` of one operation, in bytes of JSON.
+pub const MAX_OP_DATA_BYTES: usize = 64 * 1024;
+/// Operations per client remembered for duplicate detection: a retry of one
+/// of a client's last this-many operations gets the original answer.
+pub const DEDUP_WINDOW: usize = 128;
+/// How many of its operations a client can undo.
+pub const UNDO_DEPTH: usize = 100;
+/// Longest client and operation id.
+pub const MAX_ID_LEN: usize = 128;
+
+/// What an operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    /// Create an element with `data`.
+    Add,
+    /// Merge `data` into an element (a `null` member removes that member).
+    Update,
+    /// Remove an element.
+    Delete,
+    /// Merge a position (`data` such as `{"x":1,"y":2}`).
+    Move,
+    /// Merge a transform (`data` such as `{"rotation":90,"scale":2}`).
+    Transform,
+    /// Several edits applied together or not at all: `data.ops` is a list of
+    /// `{kind, element_id, data}` with kind add, update, delete, move or
+    /// transform.
+    Batch,
+    /// Undo the client's most recent operation that is not undone.
+    Undo,
+    /// Redo the client's most recently undone operation.
+    Redo,
+    /// Remove every element (the lesson's tutor or an admin only).
+    Clear,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::Move => "move",
+            Self::Transform => "transform",
+            Self::Batch => "batch",
+            Self::Undo => "undo",
+            Self::Redo => "redo",
+            Self::Clear => "clear",
+        }
+    }
+
+    pub(super) fn is_edit(self) -> bool {
+        matches!(
+            self,
+            Self::Add | Self::Update | Self::Delete | Self::Move | Self::Transform
+        )
+    }
+}
+
+/// How concurrent writes to one element are settled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// The greater `(lamport, client_id)` wins; the other is `superseded`.
+    #[default]
+    LastWriteWins,
+    /// The write the server received first stands; a later concurrent one
+    /// is `superseded`.
+    FirstWriteWins,
+    /// A concurrent write is refused with `conflict`: the client should
+    /// rebase on the current state and send it again.
+    Reject,
+}
+
+/// One operation as a client sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpRequest {
+    pub client_id: String,
+    pub op_id: String,
+    pub lamport: u64,
+    pub kind: OpKind,
+    #[serde(default)]
+    pub element_id: Option<String>,
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// The server's answer to one operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OpOutcome {
+    Applied { server_version: u64, lamport: u64 },
+    Rejected { reason: String },
+}
