@@ -64,14 +64,10 @@ pub fn router(state: AppState) -> Router {
     let (api_router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(routes::health::router())
         .merge(routes::meta::router())
-        .merge(routes::auth::router())
-        .merge(routes::me::router())
-        .merge(routes::devices::router())
-        .merge(routes::admin::router())
+        .merge(routes::projections::router())
         .merge(routes::audit::router())
-        .merge(routes::lessons::router())
-        .merge(routes::boards::router())
-        .merge(routes::chat::router())
+        .merge(routes::identity::router())
+        .merge(routes::classroom::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
     let app = api_router

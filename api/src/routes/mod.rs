@@ -1,12 +1,9 @@
-//! One route group per file.
+//! The HTTP routes: one directory per context (`identity/`, `classroom/`),
+//! one route group per file.
 
-pub mod admin;
 pub mod audit;
-pub mod auth;
-pub mod boards;
-pub mod chat;
-pub mod devices;
+pub mod classroom;
 pub mod health;
-pub mod lessons;
-pub mod me;
+pub mod identity;
 pub mod meta;
+pub mod projections;

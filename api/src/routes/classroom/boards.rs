@@ -15,13 +15,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::{actor, refusal};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{decode_cursor, encode_cursor, limit, Consistency, CursorPage};
 use crate::problem::{FieldError, Problem};
 use crate::responses::{invalid, CommandAccepted};
-use crate::routes::lessons::{actor, refusal};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -1,0 +1,83 @@
+//! The classroom's HTTP surface: lessons and enrolments, bulk changes,
+//! whiteboards and chat. One route group per file; the helpers they share
+//! (refusals as problems, the caller as an actor) are here.
+
+mod boards;
+mod bulk;
+mod chat;
+mod enrollments;
+mod lessons;
+
+use axum::http::StatusCode;
+use axum::Json;
+use lectern_commands::classroom::ClassroomError;
+use lectern_domain::classroom::lesson::FieldIssue;
+use lectern_domain::classroom::{Actor, LessonCommand};
+use lectern_domain::policy::Action;
+use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::problem::{FieldError, Problem};
+use crate::responses::CommandAccepted;
+
+/// Every classroom route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(lessons::router())
+        .merge(enrollments::router())
+        .merge(bulk::router())
+        .merge(boards::router())
+        .merge(chat::router())
+}
+
+/// A classroom refusal as a problem; a 403 is recorded as a denial.
+pub(crate) async fn refusal(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    e: ClassroomError,
+) -> Problem {
+    let p = Problem::from(e);
+    if p.status == StatusCode::FORBIDDEN.as_u16() {
+        caller.deny(state, action, &p.code, &p.detail).await
+    } else {
+        p
+    }
+}
+
+/// The actor a grant makes of `caller`.
+pub(crate) fn actor(caller: &Caller, grant: crate::auth::Grant) -> Actor {
+    Actor {
+        user_id: caller.user_id,
+        own_only: grant.own_only,
+    }
+}
+
+pub(crate) fn problem_of(issues: Vec<FieldIssue>) -> Problem {
+    Problem::validation(
+        issues
+            .into_iter()
+            .map(|i| FieldError {
+                pointer: i.pointer,
+                detail: i.detail,
+            })
+            .collect(),
+    )
+}
+
+/// Run a lesson command for `caller`; a refusal is a problem.
+pub(crate) async fn run(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    id: Uuid,
+    command: LessonCommand,
+) -> Result<Json<CommandAccepted>, Problem> {
+    let meta = caller.metadata("");
+    match state.classroom.lesson(id, command, &meta).await {
+        Ok(committed) => Ok(Json(CommandAccepted::new(id, &committed))),
+        Err(e) => Err(refusal(state, caller, action, e).await),
+    }
+}

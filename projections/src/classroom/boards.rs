@@ -1,0 +1,177 @@
+//! `boards`, `board_elements` and `board_ops`: the projection and its
+//! queries.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lectern_domain::classroom::BoardEvent;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{decode, uuid_of};
+use crate::log::LogEvent;
+use crate::projection::{Interest, Projection, ProjectionError, Tables};
+
+use super::board_run::BoardRun;
+
+/// Keeps `boards`, `board_elements` and `board_ops`.
+pub struct BoardsProjection;
+
+pub(super) const BOARDS: &str = "boards";
+pub(super) const ELEMENTS: &str = "board_elements";
+pub(super) const OPS: &str = "board_ops";
+
+#[async_trait]
+impl Projection for BoardsProjection {
+    fn name(&self) -> &'static str {
+        "boards"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[BOARDS, ELEMENTS, OPS]
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::types(&["Board"])
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        t: &Tables,
+        event: &LogEvent,
+    ) -> Result<(), ProjectionError> {
+        self.apply_all(conn, t, &[event]).await
+    }
+
+    /// The run is folded in memory, starting from the element contents and
+    /// undo targets it reads (fetched in one query each), then written with
+    /// one statement per table.
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        t: &Tables,
+        events: &[&LogEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut run = BoardRun::default();
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in events {
+            decoded.push((uuid_of(event)?, *event, decode::<BoardEvent>(event)?));
+        }
+        run.prefetch(conn, t, &decoded).await?;
+        for (board, event, payload) in decoded {
+            run.fold(conn, t, board, event, payload).await?;
+        }
+        run.write(conn, t).await
+    }
+}
+
+/// A board as its projection holds it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BoardRow {
+    pub id: Uuid,
+    /// `last_write_wins`, `first_write_wins` or `reject`.
+    pub policy: String,
+    /// The `server_version` of the last applied operation.
+    pub version: i64,
+    pub lamport: i64,
+    /// SHA-256 (hex) over the elements in id order: each id, a NUL byte, the
+    /// element as canonical JSON (members sorted), a newline.
+    pub checksum: String,
+    #[schema(value_type = Object)]
+    pub elements: serde_json::Map<String, Value>,
+}
+
+/// A board with its elements, read in one snapshot.
+pub async fn board(pool: &PgPool, id: Uuid) -> Result<Option<BoardRow>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let Some(head) = sqlx::query("SELECT policy, version, lamport FROM boards WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let rows = sqlx::query(
+        "SELECT element_id, data FROM board_elements WHERE board_id = $1 ORDER BY element_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut elements = serde_json::Map::new();
+    for row in rows {
+        elements.insert(row.try_get("element_id")?, row.try_get("data")?);
+    }
+    let checksum =
+        lectern_domain::classroom::board::checksum(elements.iter().map(|(k, v)| (k.as_str(), v)));
+    Ok(Some(BoardRow {
+        id,
+        policy: head.try_get("policy")?,
+        version: head.try_get("version")?,
+        lamport: head.try_get("lamport")?,
+        checksum,
+        elements,
+    }))
+}
+
+/// An applied operation, as reconnecting clients fetch it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BoardOpRow {
+    pub server_version: i64,
+    pub lamport: i64,
+    pub client_id: String,
+    pub op_id: String,
+    pub user_id: Uuid,
+    pub kind: String,
+    pub element_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// For undo and redo: the operation undone or redone.
+    pub target_version: Option<i64>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Operations after `since_version`, in order; one more than `limit` is
+/// fetched to tell whether there is more.
+pub async fn board_ops(
+    pool: &PgPool,
+    board: Uuid,
+    since_version: i64,
+    limit: u32,
+) -> Result<(Vec<BoardOpRow>, bool), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT server_version, lamport, client_id, op_id, user_id, kind, element_id, data, target_version, recorded_at
+           FROM board_ops WHERE board_id = $1 AND server_version > $2 ORDER BY server_version LIMIT $3",
+    )
+    .bind(board)
+    .bind(since_version)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            Ok(BoardOpRow {
+                server_version: r.try_get("server_version")?,
+                lamport: r.try_get("lamport")?,
+                client_id: r.try_get("client_id")?,
+                op_id: r.try_get("op_id")?,
+                user_id: r.try_get("user_id")?,
+                kind: r.try_get("kind")?,
+                element_id: r.try_get("element_id")?,
+                data: r.try_get("data")?,
+                target_version: r.try_get("target_version")?,
+                recorded_at: r.try_get("recorded_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let more = out.len() > limit as usize;
+    out.truncate(limit as usize);
+    Ok((out, more))
+}

@@ -1,0 +1,271 @@
+//! `lessons` and `enrollments`: the projection and its queries.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lectern_domain::classroom::LessonEvent;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{decode, uuid_of};
+use crate::log::LogEvent;
+use crate::projection::{Interest, Projection, ProjectionError, Tables};
+
+/// Keeps `lessons` and `enrollments`.
+pub struct LessonsProjection;
+
+const LESSONS: &str = "lessons";
+const ENROLLMENTS: &str = "enrollments";
+
+#[async_trait]
+impl Projection for LessonsProjection {
+    fn name(&self) -> &'static str {
+        "lessons"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[LESSONS, ENROLLMENTS]
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::types(&["Lesson"])
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        t: &Tables,
+        event: &LogEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != "Lesson" {
+            return Ok(());
+        }
+        let id = uuid_of(event)?;
+        let (lessons, enrollments) = (t.get(LESSONS), t.get(ENROLLMENTS));
+        let at = event.recorded_at;
+        let status = |s: &str| {
+            format!(
+                "UPDATE {lessons} SET status = '{s}', version = $2, updated_at = $3 WHERE id = $1"
+            )
+        };
+        let sql = match decode::<LessonEvent>(event)? {
+            LessonEvent::LessonScheduled { tutor_id, details } => {
+                sqlx::query(&format!(
+                    "INSERT INTO {lessons} (id, tutor_id, title, description, starts_at, duration_minutes, capacity,
+                                            price_amount_minor, price_currency, status, created_at, updated_at, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'scheduled', $10, $10, $11)"
+                ))
+                .bind(id)
+                .bind(tutor_id)
+                .bind(&details.title)
+                .bind(&details.description)
+                .bind(details.starts_at)
+                .bind(i32::try_from(details.duration_minutes).unwrap_or(i32::MAX))
+                .bind(i32::try_from(details.capacity).unwrap_or(i32::MAX))
+                .bind(details.price.amount_minor)
+                .bind(&details.price.currency)
+                .bind(at)
+                .bind(event.sequence)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            LessonEvent::LessonUpdated { changes } => {
+                sqlx::query(&format!(
+                    "UPDATE {lessons} SET title = coalesce($4, title), description = coalesce($5, description),
+                            starts_at = coalesce($6, starts_at), duration_minutes = coalesce($7, duration_minutes),
+                            capacity = coalesce($8, capacity), price_amount_minor = coalesce($9, price_amount_minor),
+                            price_currency = coalesce($10, price_currency), version = $2, updated_at = $3
+                      WHERE id = $1"
+                ))
+                .bind(id)
+                .bind(event.sequence)
+                .bind(at)
+                .bind(changes.title)
+                .bind(changes.description)
+                .bind(changes.starts_at)
+                .bind(changes.duration_minutes.map(|v| i32::try_from(v).unwrap_or(i32::MAX)))
+                .bind(changes.capacity.map(|v| i32::try_from(v).unwrap_or(i32::MAX)))
+                .bind(changes.price.as_ref().map(|p| p.amount_minor))
+                .bind(changes.price.map(|p| p.currency))
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            LessonEvent::LessonStarted {} => status("live"),
+            LessonEvent::LessonEnded {} => status("ended"),
+            LessonEvent::LessonCancelled { .. } => status("cancelled"),
+            LessonEvent::StudentEnrolled { student_id, by } => {
+                sqlx::query(&format!(
+                    "INSERT INTO {enrollments} (lesson_id, student_id, enrolled_by, enrolled_at) VALUES ($1, $2, $3, $4)"
+                ))
+                .bind(id)
+                .bind(student_id)
+                .bind(by)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                format!("UPDATE {lessons} SET enrolled_count = enrolled_count + 1, version = $2, updated_at = $3 WHERE id = $1")
+            }
+            LessonEvent::StudentUnenrolled { student_id, .. } => {
+                sqlx::query(&format!(
+                    "DELETE FROM {enrollments} WHERE lesson_id = $1 AND student_id = $2"
+                ))
+                .bind(id)
+                .bind(student_id)
+                .execute(&mut *conn)
+                .await?;
+                format!("UPDATE {lessons} SET enrolled_count = enrolled_count - 1, version = $2, updated_at = $3 WHERE id = $1")
+            }
+        };
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(event.sequence)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A lesson as listed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LessonRow {
+    pub id: Uuid,
+    pub tutor_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub starts_at: DateTime<Utc>,
+    pub duration_minutes: i32,
+    pub capacity: i32,
+    pub price: PriceRow,
+    /// `scheduled`, `live`, `ended` or `cancelled`.
+    pub status: String,
+    pub enrolled_count: i32,
+    pub seats_left: i32,
+    /// `upcoming`, `live` or `past`, from the status and the clock.
+    pub timing: String,
+    /// The lesson's whiteboard (`/api/v1/boards/{board_id}`).
+    pub board_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PriceRow {
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+const LESSON_COLUMNS: &str =
+    "l.id, l.tutor_id, l.title, l.description, l.starts_at, l.duration_minutes, l.capacity,
+    l.price_amount_minor, l.price_currency, l.status, l.enrolled_count, l.created_at, l.version";
+
+fn lesson_row(row: &sqlx::postgres::PgRow, now: DateTime<Utc>) -> Result<LessonRow, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let starts_at: DateTime<Utc> = row.try_get("starts_at")?;
+    let duration: i32 = row.try_get("duration_minutes")?;
+    let capacity: i32 = row.try_get("capacity")?;
+    let enrolled: i32 = row.try_get("enrolled_count")?;
+    let timing = match status.as_str() {
+        "live" => "live",
+        "ended" | "cancelled" => "past",
+        _ if now < starts_at + chrono::Duration::minutes(i64::from(duration)) => "upcoming",
+        _ => "past",
+    };
+    let id: Uuid = row.try_get("id")?;
+    Ok(LessonRow {
+        id,
+        tutor_id: row.try_get("tutor_id")?,
+        title: row.try_get("title")?,
+        description: row.try_get("description")?,
+        starts_at,
+        duration_minutes: duration,
+        capacity,
+        price: PriceRow {
+            amount_minor: row.try_get("price_amount_minor")?,
+            currency: row.try_get("price_currency")?,
+        },
+        status,
+        enrolled_count: enrolled,
+        seats_left: (capacity - enrolled).max(0),
+        timing: timing.to_owned(),
+        board_id: id,
+        created_at: row.try_get("created_at")?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// One lesson.
+pub async fn lesson(pool: &PgPool, id: Uuid) -> Result<Option<LessonRow>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {LESSON_COLUMNS} FROM lessons l WHERE l.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let now = Utc::now();
+    row.map(|r| lesson_row(&r, now)).transpose()
+}
+
+/// The students enrolled in a lesson, in enrolment order.
+pub async fn enrolled(pool: &PgPool, lesson: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT student_id FROM enrollments WHERE lesson_id = $1 ORDER BY enrolled_at, student_id",
+    )
+    .bind(lesson)
+    .fetch_all(pool)
+    .await
+}
+
+/// Filters of the lesson list.
+#[derive(Debug, Clone, Default)]
+pub struct LessonFilter {
+    pub tutor_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub starts_from: Option<DateTime<Utc>>,
+    pub starts_before: Option<DateTime<Utc>>,
+    /// Lessons this user teaches or is enrolled in.
+    pub mine: Option<Uuid>,
+}
+
+/// Lessons in `(starts_at, id)` order after `after`, keyset-paged; one more
+/// row than `limit` is fetched to tell whether there is more.
+pub async fn lessons_page(
+    pool: &PgPool,
+    filter: &LessonFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: u32,
+) -> Result<(Vec<LessonRow>, bool), sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {LESSON_COLUMNS} FROM lessons l
+          WHERE ($1::uuid IS NULL OR l.tutor_id = $1)
+            AND ($2::text IS NULL OR l.status = $2)
+            AND ($3::timestamptz IS NULL OR l.starts_at >= $3)
+            AND ($4::timestamptz IS NULL OR l.starts_at < $4)
+            AND ($5::uuid IS NULL OR l.tutor_id = $5
+                 OR EXISTS (SELECT 1 FROM enrollments e WHERE e.lesson_id = l.id AND e.student_id = $5))
+            AND ($6::timestamptz IS NULL OR (l.starts_at, l.id) > ($6, $7))
+          ORDER BY l.starts_at, l.id
+          LIMIT $8"
+    ))
+    .bind(filter.tutor_id)
+    .bind(&filter.status)
+    .bind(filter.starts_from)
+    .bind(filter.starts_before)
+    .bind(filter.mine)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    let now = Utc::now();
+    let mut out = rows
+        .iter()
+        .map(|r| lesson_row(r, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = out.len() > limit as usize;
+    out.truncate(limit as usize);
+    Ok((out, more))
+}

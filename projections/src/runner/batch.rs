@@ -1,0 +1,142 @@
+//! One batch: the events a follower reads, the projection's writes and the
+//! checkpoint, in one transaction, so every event takes effect exactly once.
+
+use sqlx::{Connection, PgConnection};
+
+use crate::follow::Follower;
+use crate::log::LogEvent;
+use crate::projection::{Projection, ProjectionError, Tables};
+
+/// Why a batch failed.
+pub(super) enum RunError {
+    /// The database connection failed: the lock may be gone.
+    Connection(sqlx::Error),
+    /// The projection refused `event`. The events before it in the batch
+    /// were committed, and the follower moved past them.
+    Apply {
+        event: Box<LogEvent>,
+        error: ProjectionError,
+    },
+}
+
+impl From<sqlx::Error> for RunError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Connection(e)
+    }
+}
+
+/// Apply the next batch the follower reads, in one transaction with the
+/// checkpoint, and move the follower past it. Returns how many events the
+/// batch held (0 when nothing is readable yet). With `checkpoint` false (a
+/// rebuild's shadow tables) the live checkpoint is left alone.
+pub(super) async fn apply_batch(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    tables: &Tables,
+    log: &mut Follower,
+    checkpoint: bool,
+) -> Result<usize, RunError> {
+    let interest = log.interest();
+    let mut tx = conn.begin().await?;
+    let events = log.read(&mut tx).await?;
+    if events.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let wanted: Vec<&LogEvent> = events.iter().filter(|e| interest.wants(e)).collect();
+    match projection.apply_all(&mut tx, tables, &wanted).await {
+        Ok(()) => {
+            commit(tx, projection, &events, checkpoint).await?;
+            log.advance(events[events.len() - 1].position);
+            return Ok(events.len());
+        }
+        Err(error) => {
+            let _ = tx.rollback().await;
+            check_connection(&error)?;
+        }
+    }
+    // Find the bad event by applying the batch again one event at a time.
+    tx = conn.begin().await?;
+    for (index, event) in events.iter().enumerate() {
+        if !interest.wants(event) {
+            continue;
+        }
+        if let Err(error) = projection.apply(&mut tx, tables, event).await {
+            let _ = tx.rollback().await;
+            check_connection(&error)?;
+            // Commit the events before the bad one, so the projection stops
+            // exactly at it rather than at the start of its batch.
+            if index > 0 {
+                let before = &events[..index];
+                let mut tx = conn.begin().await?;
+                let good: Vec<&LogEvent> = before.iter().filter(|e| interest.wants(e)).collect();
+                if let Err(error) = projection.apply_all(&mut tx, tables, &good).await {
+                    let _ = tx.rollback().await;
+                    check_connection(&error)?;
+                    return Err(RunError::Apply {
+                        event: Box::new(good.first().map_or(event, |e| *e).clone()),
+                        error,
+                    });
+                }
+                commit(tx, projection, before, checkpoint).await?;
+                log.advance(before[index - 1].position);
+            }
+            return Err(RunError::Apply {
+                event: Box::new(event.clone()),
+                error,
+            });
+        }
+    }
+    commit(tx, projection, &events, checkpoint).await?;
+    log.advance(events[events.len() - 1].position);
+    Ok(events.len())
+}
+
+/// Move the checkpoint (unless a rebuild is filling shadow tables) past
+/// `events` and commit their writes with it.
+async fn commit(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    projection: &dyn Projection,
+    events: &[LogEvent],
+    checkpoint: bool,
+) -> Result<(), RunError> {
+    let last = events[events.len() - 1].position;
+    if checkpoint {
+        sqlx::query!(
+            "UPDATE projection_checkpoints
+                SET last_tx = $2::text::xid8, last_position = $3, events_applied = events_applied + $4,
+                    status = 'running', last_error = NULL, failing_position = NULL, updated_at = now()
+              WHERE name = $1",
+            projection.name(),
+            last.transaction_id.to_string(),
+            last.global_position,
+            events.len() as i64,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("lectern_projection_events_total", "projection" => projection.name())
+        .increment(events.len() as u64);
+    Ok(())
+}
+
+/// A lost connection ends the runner's turn rather than failing the event.
+fn check_connection(error: &ProjectionError) -> Result<(), RunError> {
+    match error {
+        ProjectionError::Database(e) if is_connection_error(e) => {
+            Err(RunError::Connection(sqlx::Error::Protocol(e.to_string())))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
