@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::tokens::ACCESS_TTL_SECS;
-use crate::auth::{Caller, Client};
+use crate::auth::{Caller, Origin};
 use crate::extract::ApiJson;
 use crate::problem::{FieldError, Problem};
 use crate::responses::{invalid, CommandAccepted};
@@ -52,7 +52,7 @@ pub struct Register {
               (status = 422, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
 async fn register(
     State(state): State<AppState>,
-    client: Client,
+    origin: Origin,
     caller: Option<Caller>,
     ApiJson(body): ApiJson<Register>,
 ) -> Result<(StatusCode, Json<CommandAccepted>), Problem> {
@@ -60,7 +60,7 @@ async fn register(
         Some(c) => {
             c.authorize(&state, Action::AuthRegister).await?;
         }
-        None => client.authorize(&state, Action::AuthRegister, None).await?,
+        None => origin.authorize(&state, Action::AuthRegister, None).await?,
     }
     let mut errors = Vec::new();
     let mut field = |pointer: &str, r: Result<(), String>| {
@@ -99,11 +99,11 @@ async fn register(
     };
     let meta = match &caller {
         Some(c) => c.metadata("RegisterUser"),
-        None => client.metadata("RegisterUser"),
+        None => origin.metadata("RegisterUser"),
     };
     if !role.self_service() {
         let Some(c) = &caller else {
-            return Err(client
+            return Err(origin
                 .deny(
                     &state,
                     Action::AdminUsersCreate,
@@ -178,16 +178,16 @@ fn tokens(state: &AppState, issued: &lectern_commands::identity::Issued) -> Toke
               (status = 422, body = Problem), (status = 429, description = "Locked or rate-limited", body = Problem)))]
 async fn login(
     State(state): State<AppState>,
-    client: Client,
+    origin: Origin,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<TokenResponse>, Problem> {
-    client.authorize(&state, Action::AuthLogin, None).await?;
+    origin.authorize(&state, Action::AuthLogin, None).await?;
     let password =
         Password::presented(&body.password).map_err(|e| invalid("#/password", e.to_string()))?;
     let fp = fingerprint(&body.device_fingerprint)?;
     let issued = state
         .identity
-        .login(&body.email, &password, fp, &client.metadata("Login"))
+        .login(&body.email, &password, fp, &origin.metadata("Login"))
         .await?;
     Ok(Json(tokens(&state, &issued)))
 }
@@ -207,17 +207,17 @@ pub struct Refresh {
               (status = 422, body = Problem), (status = 429, body = Problem)))]
 async fn refresh(
     State(state): State<AppState>,
-    client: Client,
+    origin: Origin,
     ApiJson(body): ApiJson<Refresh>,
 ) -> Result<Json<TokenResponse>, Problem> {
     let session = IdentityService::refresh_token_session(&body.refresh_token);
-    client
+    origin
         .authorize(&state, Action::AuthRefresh, session)
         .await?;
     let fp = fingerprint(&body.device_fingerprint)?;
     let issued = state
         .identity
-        .refresh(&body.refresh_token, fp, &client.metadata("RefreshSession"))
+        .refresh(&body.refresh_token, fp, &origin.metadata("RefreshSession"))
         .await?;
     Ok(Json(tokens(&state, &issued)))
 }
@@ -355,16 +355,16 @@ pub struct Accepted {
     responses((status = 202, body = Accepted), (status = 422, body = Problem), (status = 429, body = Problem)))]
 async fn request_reset(
     State(state): State<AppState>,
-    client: Client,
+    origin: Origin,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
-    client
+    origin
         .authorize(&state, Action::AuthPasswordReset, None)
         .await?;
     let email = Email::parse(&body.email).map_err(|e| invalid("#/email", e.to_string()))?;
     state
         .identity
-        .request_password_reset(&email, &client.metadata("RequestPasswordReset"))
+        .request_password_reset(&email, &origin.metadata("RequestPasswordReset"))
         .await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { status: "accepted" })))
 }
@@ -382,17 +382,17 @@ pub struct ResetConfirm {
     responses((status = 200, body = CommandAccepted), (status = 422, body = Problem), (status = 429, body = Problem)))]
 async fn confirm_reset(
     State(state): State<AppState>,
-    client: Client,
+    origin: Origin,
     ApiJson(body): ApiJson<ResetConfirm>,
 ) -> Result<Json<CommandAccepted>, Problem> {
-    client
+    origin
         .authorize(&state, Action::AuthPasswordReset, None)
         .await?;
     let new = Password::parse(&body.new_password)
         .map_err(|e| invalid("#/new_password", e.to_string()))?;
     let committed = state
         .identity
-        .confirm_password_reset(&body.token, &new, &client.metadata("ConfirmPasswordReset"))
+        .confirm_password_reset(&body.token, &new, &origin.metadata("ConfirmPasswordReset"))
         .await?;
     Ok(Json(CommandAccepted::new(
         &committed.aggregate_id,

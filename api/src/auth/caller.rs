@@ -1,0 +1,214 @@
+//! The authenticated caller: the `Caller` extractor (a verified, unrevoked
+//! access token) and its authorization against the policy table.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use lectern_domain::identity::Role;
+use lectern_domain::policy::{self, Access, Action, LimitKey};
+use lectern_domain::EventMetadata;
+use uuid::Uuid;
+
+use super::refusal::{record, too_many, unauthorized};
+use super::revocations::Standing;
+use super::tokens::{AccessClaims, TokenError};
+use super::Origin;
+use crate::app::AppState;
+use crate::problem::Problem;
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub role: Role,
+    pub claims: AccessClaims,
+    /// The id of the key that signed the token.
+    pub kid: String,
+    /// The token allows only the password change.
+    pub restricted: bool,
+    pub origin: Origin,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let origin = Origin::from_request_parts(parts, state).await?;
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(unauthorized(
+                "missing_token",
+                "This endpoint needs a bearer access token.",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                unauthorized(
+                    "invalid_token",
+                    "The Authorization header must be 'Bearer <token>'.",
+                )
+            })?;
+        let refused = |reason: &'static str| {
+            let origin = origin.clone();
+            async move {
+                let actor = format!("ip:{}", origin.ip);
+                record(
+                    state,
+                    &actor,
+                    Action::AuthVerify,
+                    reason,
+                    &origin,
+                    &origin.metadata("RecordDenial"),
+                )
+                .await;
+            }
+        };
+        match state.auth.authenticate(token) {
+            Err(TokenError::Expired) => Err(unauthorized(
+                "token_expired",
+                "The access token has expired.",
+            )),
+            Err(TokenError::Invalid) => {
+                refused("invalid_token").await;
+                Err(unauthorized(
+                    "invalid_token",
+                    "The access token is not valid.",
+                ))
+            }
+            Ok((_, _, Standing::Revoked)) => {
+                refused("revoked_token").await;
+                Err(unauthorized(
+                    "token_revoked",
+                    "The access token's session has ended.",
+                ))
+            }
+            Ok((claims, kid, standing)) => Ok(Self {
+                kid,
+                user_id: claims.sub,
+                session_id: claims.sid,
+                role: claims.role,
+                restricted: standing == Standing::Restricted,
+                claims,
+                origin,
+            }),
+        }
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    /// No `Authorization` header: an anonymous caller. A header with a bad
+    /// token is still refused.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Problem> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            <Self as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// What the caller was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The caller may act only on resources they own or take part in.
+    pub own_only: bool,
+}
+
+impl Caller {
+    /// Metadata for a command by this caller.
+    pub fn metadata(&self, command: &str) -> EventMetadata {
+        EventMetadata {
+            actor_id: self.user_id.to_string(),
+            actor_role: self.role.as_str().to_owned(),
+            session_id: self.session_id.to_string(),
+            request_id: self.origin.request_id.clone(),
+            correlation_id: self.origin.request_id.clone(),
+            causation_id: String::new(),
+            ip: self.origin.ip.clone(),
+            user_agent: self.origin.user_agent.clone(),
+            command: command.to_owned(),
+        }
+    }
+
+    /// Apply `action`'s policy row to this caller: 403 when denied, 429 when
+    /// over its rate limit. Both are recorded.
+    pub async fn authorize(&self, state: &AppState, action: Action) -> Result<Grant, Problem> {
+        if self.restricted && action != Action::AuthChangePassword {
+            return Err(self
+                .deny(
+                    state,
+                    action,
+                    "password_change_required",
+                    "Change your password first: this token allows nothing else.",
+                )
+                .await);
+        }
+        let rule = policy::rule(Some(self.role), action);
+        if rule.access == Access::Deny {
+            return Err(self
+                .deny(
+                    state,
+                    action,
+                    "forbidden",
+                    &format!("The {} role may not {}.", self.role.as_str(), action.name()),
+                )
+                .await);
+        }
+        if let Some(limit) = rule.limit {
+            let key = match limit.key {
+                LimitKey::User => self.user_id.to_string(),
+                LimitKey::Session => self.session_id.to_string(),
+                LimitKey::Ip => format!("ip:{}", self.origin.ip),
+            };
+            if let Err(exceeded) = state.auth.limits.check(Some(self.role), action, &key) {
+                record(
+                    state,
+                    &format!("user:{}", self.user_id),
+                    action,
+                    "rate_limited",
+                    &self.origin,
+                    &self.metadata("RecordDenial"),
+                )
+                .await;
+                return Err(too_many(&exceeded));
+            }
+        }
+        Ok(Grant {
+            own_only: rule.access == Access::Own,
+        })
+    }
+
+    /// Refuse `action` with 403 and record why.
+    pub async fn deny(
+        &self,
+        state: &AppState,
+        action: Action,
+        reason: &str,
+        detail: &str,
+    ) -> Problem {
+        record(
+            state,
+            &format!("user:{}", self.user_id),
+            action,
+            reason,
+            &self.origin,
+            &self.metadata("RecordDenial"),
+        )
+        .await;
+        Problem::new(StatusCode::FORBIDDEN, reason, detail)
+    }
+}

@@ -1,0 +1,135 @@
+//! Where a request came from: its id, address and user agent, for event
+//! metadata and per-address rate limits; and authorization of anonymous
+//! callers.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use lectern_domain::policy::{self, Access, Action, LimitKey};
+use lectern_domain::EventMetadata;
+use uuid::Uuid;
+
+use super::refusal::{record, too_many, unauthorized};
+use crate::app::AppState;
+use crate::middleware::RequestId;
+use crate::problem::Problem;
+
+/// Where a request came from, for event metadata and rate limits.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub request_id: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub method: String,
+    pub path: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        let user_agent: String = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(256)
+            .collect();
+        Ok(Self {
+            request_id,
+            ip,
+            user_agent,
+            method: parts.method.to_string(),
+            path: parts.uri.path().chars().take(512).collect(),
+        })
+    }
+}
+
+impl Origin {
+    /// Metadata for a command by an anonymous caller.
+    pub fn metadata(&self, command: &str) -> EventMetadata {
+        EventMetadata {
+            actor_id: String::new(),
+            actor_role: "anonymous".to_owned(),
+            session_id: String::new(),
+            request_id: self.request_id.clone(),
+            correlation_id: self.request_id.clone(),
+            causation_id: String::new(),
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+            command: command.to_owned(),
+        }
+    }
+
+    /// Apply the anonymous column of `action`'s row; `session` keys a
+    /// per-session limit.
+    pub async fn authorize(
+        &self,
+        state: &AppState,
+        action: Action,
+        session: Option<Uuid>,
+    ) -> Result<(), Problem> {
+        let rule = policy::rule(None, action);
+        if rule.access == Access::Deny {
+            return Err(unauthorized(
+                "missing_token",
+                "This endpoint needs a bearer access token.",
+            ));
+        }
+        let key = match rule.limit.map(|l| l.key) {
+            Some(LimitKey::Session) => {
+                session.map_or_else(|| format!("ip:{}", self.ip), |s| s.to_string())
+            }
+            _ => format!("ip:{}", self.ip),
+        };
+        if let Err(exceeded) = state.auth.limits.check(None, action, &key) {
+            record(
+                state,
+                &format!("ip:{}", self.ip),
+                action,
+                "rate_limited",
+                self,
+                &self.metadata("RecordDenial"),
+            )
+            .await;
+            return Err(too_many(&exceeded));
+        }
+        Ok(())
+    }
+}
+
+impl Origin {
+    /// Refuse `action` with 403 and record why, for an anonymous caller.
+    pub async fn deny(
+        &self,
+        state: &AppState,
+        action: Action,
+        reason: &str,
+        detail: &str,
+    ) -> Problem {
+        let actor = format!("ip:{}", self.ip);
+        record(
+            state,
+            &actor,
+            action,
+            reason,
+            self,
+            &self.metadata("RecordDenial"),
+        )
+        .await;
+        Problem::new(StatusCode::FORBIDDEN, reason, detail)
+    }
+}

@@ -1,0 +1,78 @@
+//! Refusals: 401 with its challenge, 429 with the rate-limit headers, and
+//! the `AccessDenied` event every refusal records.
+
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use lectern_domain::access::RecordDenial;
+use lectern_domain::policy::Action;
+use lectern_domain::EventMetadata;
+
+use super::limits::Exceeded;
+use super::Origin;
+use crate::app::AppState;
+use crate::problem::Problem;
+
+/// 401 with a `WWW-Authenticate` challenge (RFC 6750).
+pub fn unauthorized(code: &str, detail: &str) -> Problem {
+    let mut p = Problem::new(StatusCode::UNAUTHORIZED, code, detail);
+    let challenge = if code == "missing_token" {
+        "Bearer realm=\"lectern\"".to_owned()
+    } else {
+        format!("Bearer realm=\"lectern\", error=\"invalid_token\", error_description=\"{detail}\"")
+    };
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        p.headers.push((header::WWW_AUTHENTICATE, v));
+    }
+    p
+}
+
+pub(super) fn too_many(e: &Exceeded) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "At most {} requests per {} s are allowed for {}; retry in {} s.",
+            e.limit.quota, e.limit.window_secs, e.policy, e.retry_after_secs
+        ),
+    );
+    let headers = [
+        (header::RETRY_AFTER, e.retry_after_secs.to_string()),
+        (
+            HeaderName::from_static("ratelimit-policy"),
+            format!(
+                "\"{}\";q={};w={}",
+                e.policy, e.limit.quota, e.limit.window_secs
+            ),
+        ),
+        (
+            HeaderName::from_static("ratelimit"),
+            format!("\"{}\";r=0;t={}", e.policy, e.retry_after_secs),
+        ),
+    ];
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            p.headers.push((name, v));
+        }
+    }
+    p
+}
+
+/// Record an `AccessDenied` event. A failure to record is logged and does not
+/// change the answer: the caller is refused either way.
+pub(super) async fn record(
+    state: &AppState,
+    actor: &str,
+    action: Action,
+    reason: &str,
+    origin: &Origin,
+    meta: &EventMetadata,
+) {
+    let denial = RecordDenial {
+        action: action.name().to_owned(),
+        reason: reason.to_owned(),
+        method: origin.method.clone(),
+        path: origin.path.clone(),
+    };
+    if let Err(e) = state.identity.record_denial(actor, denial, meta).await {
+        tracing::error!(error = %e, "could not record an access denial");
+    }
+}
