@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::problem::{FieldError, Problem};
+use crate::problem::{Code, FieldError, Problem};
 
 /// A JSON body. Malformed JSON is 400, a body of the wrong shape 422 with a
 /// pointer to the field, a wrong content type 415 and an oversized body 413.
@@ -46,18 +46,16 @@ fn json_problem(rejection: JsonRejection) -> Problem {
                 detail: reason.to_owned(),
             }])
         }
-        JsonRejection::JsonSyntaxError(_) => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "The request body is not valid JSON.",
-        ),
+        JsonRejection::JsonSyntaxError(_) => {
+            Problem::new(Code::MalformedJson, "The request body is not valid JSON.")
+        }
         JsonRejection::MissingJsonContentType(_) => {
             Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
         }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
         }
-        other => Problem::new(other.status(), "bad_request", other.body_text()),
+        other => Problem::new(Code::BadRequest, other.body_text()).with_status(other.status()),
     }
 }
 
@@ -74,16 +72,12 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                e.body_text(),
-            )),
-            Err(other) => Err(Problem::new(
-                other.status(),
-                "invalid_query",
-                other.body_text(),
-            )),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(Problem::new(Code::InvalidQuery, e.body_text()))
+            }
+            Err(other) => {
+                Err(Problem::new(Code::InvalidQuery, other.body_text()).with_status(other.status()))
+            }
         }
     }
 }

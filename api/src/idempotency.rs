@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 use crate::AppState;
 
 /// The request header.
@@ -46,8 +46,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .map(str::to_owned)
     else {
         return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
+            Code::InvalidIdempotencyKey,
             "Idempotency-Key must be 1 to 255 printable ASCII characters.",
         )
         .into_response();
@@ -196,8 +195,7 @@ async fn replay(state: &AppState, scope: &str, key: &str, fingerprint: &[u8]) ->
         // Freed by a server error in between: the client may try again.
         Ok(None) => in_flight(),
         Ok(Some((stored, _, _, _))) if stored != fingerprint => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            Code::IdempotencyKeyReused,
             "This Idempotency-Key was already used with a different request.",
         )
         .into_response(),
@@ -221,8 +219,7 @@ async fn replay(state: &AppState, scope: &str, key: &str, fingerprint: &[u8]) ->
 
 fn in_flight() -> Response {
     let mut response = Problem::new(
-        StatusCode::CONFLICT,
-        "idempotency_key_in_use",
+        Code::IdempotencyKeyInUse,
         "A request with this Idempotency-Key is still running; retry shortly.",
     )
     .into_response();

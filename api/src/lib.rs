@@ -7,6 +7,7 @@
     reason = "Problem is every handler's error type; it is built at most once per request, so boxing it would buy nothing"
 )]
 
+pub mod accepted;
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -19,7 +20,6 @@ pub mod middleware;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
-pub mod responses;
 pub mod routes;
 pub mod secrets;
 pub mod server;

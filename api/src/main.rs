@@ -209,8 +209,7 @@ async fn create_admin(
         .map_err(|e| anyhow::anyhow!("the password {e}"))?;
     with_database(config, async |db| {
         let identity = lectern_commands::identity::IdentityService::new(db.pool.clone());
-        let meta =
-            lectern_domain::EventMetadata::system("CreateAdmin", &uuid::Uuid::new_v4().to_string());
+        let meta = lectern_domain::EventMetadata::system(&uuid::Uuid::new_v4().to_string());
         match identity
             .register(&email, &password, &name, Role::Admin, &meta)
             .await

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderValue, Uri};
 use lectern_domain::Position;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::problem::{FieldError, Problem};
+use crate::problem::{Code, FieldError, Problem};
 
 /// Page mode: `page` from 1, `page_size` 1 to 100 (default 20).
 #[derive(Debug, Deserialize, IntoParams)]
@@ -169,8 +169,7 @@ impl Consistency {
             return Ok(());
         }
         let mut p = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_yet_consistent",
+            Code::NotYetConsistent,
             format!(
                 "The {projection} read model has not reached position {token} yet; retry shortly."
             ),
@@ -200,8 +199,7 @@ pub fn decode_cursor<T>(cursor: &str, parse: impl FnOnce(&str) -> Option<T>) -> 
         .and_then(|s| parse(&s))
         .ok_or_else(|| {
             Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_cursor",
+                Code::InvalidCursor,
                 "The cursor is not one this API returned; start again without it.",
             )
         })

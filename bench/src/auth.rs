@@ -89,7 +89,7 @@ pub async fn run_auth(pool: PgPool, opts: &AuthBench) -> anyhow::Result<AuthResu
     let run = uuid::Uuid::new_v4().simple().to_string();
     let password = Password::parse("benchmark passphrase")?;
     let name = DisplayName::parse("Bench")?;
-    let meta = EventMetadata::system("Bench", &run);
+    let meta = EventMetadata::system(&run);
     let mut sessions = Vec::new();
     let mut last = Position::ZERO;
     for u in 0..opts.users {

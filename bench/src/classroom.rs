@@ -232,7 +232,7 @@ async fn account(
     i: usize,
     role: Role,
 ) -> anyhow::Result<(Uuid, String)> {
-    let meta = EventMetadata::system("Bench", run);
+    let meta = EventMetadata::system(run);
     let email = Email::parse(&format!("bench-{run}-{i}@example.com"))?;
     let password = Password::parse("benchmark passphrase")?;
     let c = state
@@ -254,7 +254,7 @@ async fn account(
 
 /// A live lesson taught by `tutor` with `students` enrolled; its id.
 async fn live_lesson(state: &AppState, tutor: Uuid, students: &[Uuid]) -> anyhow::Result<Uuid> {
-    let meta = EventMetadata::system("Bench", "");
+    let meta = EventMetadata::system("");
     let details = LessonDetails {
         title: "Bench".into(),
         description: String::new(),
@@ -379,7 +379,7 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
     // so both see the same background load.
     let fresh = live_lesson(&srv.state, tutor, &[]).await?;
     let long = live_lesson(&srv.state, tutor, &[]).await?;
-    let meta = EventMetadata::system("Bench", &run);
+    let meta = EventMetadata::system(&run);
     let mut n = 0;
     while n < opts.board_ops {
         let ops: Vec<OpRequest> = (0..100.min(opts.board_ops - n))

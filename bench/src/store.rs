@@ -12,7 +12,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent};
 use lectern_commands::store::NewEvent;
-use lectern_commands::{AggregateStore, CommandError, DispatchConfig, PgEventStore};
+use lectern_commands::{CommandBus, CommandError, DispatchConfig, PgEventStore};
 use lectern_domain::EventMetadata;
 use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,12 @@ pub struct BenchAccount {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deposit {
     pub amount: i64,
+}
+
+impl lectern_domain::CommandName for Deposit {
+    fn name(&self) -> &'static str {
+        "Deposit"
+    }
 }
 
 /// A deposit was made.
@@ -154,7 +160,7 @@ pub struct StoreResult {
 }
 
 enum Runner {
-    Lectern(AggregateStore<BenchAccount>),
+    Lectern(CommandBus<BenchAccount>),
     Peer(
         Box<
             CqrsFramework<BenchAccount, PersistedEventStore<PostgresEventRepository, BenchAccount>>,
@@ -191,7 +197,7 @@ pub async fn run_store(pool: PgPool, opts: &StoreBench) -> anyhow::Result<StoreR
             if let Some(n) = opts.concurrent_appends {
                 config.concurrent_appends = n;
             }
-            Runner::Lectern(AggregateStore::new(store, (), config))
+            Runner::Lectern(CommandBus::new(store, (), config))
         }
         StoreKind::Peer => {
             let repo = PostgresEventRepository::new(pool.clone());
@@ -218,7 +224,7 @@ pub async fn run_store(pool: PgPool, opts: &StoreBench) -> anyhow::Result<StoreR
             Mode::Short => format!("bench-{run_id}-{client}-{}", n / per_aggregate),
         };
         tasks.push(tokio::spawn(async move {
-            let meta = EventMetadata::system("Deposit", &id_for(0));
+            let meta = EventMetadata::system(&id_for(0)).for_command("Deposit");
             let mut latencies = Vec::new();
             let mut n = 0;
             while Instant::now() < deadline {
@@ -291,7 +297,7 @@ pub struct LoadResult {
 pub async fn run_load(pool: PgPool, opts: &LoadBench) -> anyhow::Result<LoadResult> {
     let store = PgEventStore::<BenchAccount>::new(pool).with_snapshots(opts.snapshot_every);
     let id = format!("bench-load-{}", uuid::Uuid::new_v4().simple());
-    let meta = EventMetadata::system("Deposit", &id);
+    let meta = EventMetadata::system(&id).for_command("Deposit");
     let mut state = BenchAccount::default();
     let mut version = 0;
     let chunk = 1000;

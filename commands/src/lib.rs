@@ -2,23 +2,23 @@
 //!
 //! [`PgEventStore`] reads and appends aggregate streams in the shared `events`
 //! table (snapshot plus tail in one query, an append in one statement).
-//! [`AggregateStore`] runs commands through it: one queue per aggregate, group
+//! [`CommandBus`] runs commands through it: one queue per aggregate, group
 //! commit (within an aggregate, and across the aggregates of one type), an
 //! in-memory cache, and bounded retries on cross-process conflicts.
 //! [`PgEventStore`] also implements `cqrs_es::EventStore`, so a stock
 //! `CqrsFramework` can run on it.
 #![forbid(unsafe_code)]
 
+pub mod bus;
 pub mod classroom;
 mod committer;
 mod cqrs_store;
-pub mod dispatch;
 pub mod error;
 pub mod identity;
 pub mod pool;
 pub mod store;
 
-pub use dispatch::{AggregateStore, Committed, DispatchConfig};
+pub use bus::{CommandBus, Committed, DispatchConfig};
 pub use error::{CommandError, StoreError};
 pub use store::{Loaded, PgEventStore, RecordedEvent};
 

@@ -156,7 +156,7 @@ where
         self
     }
 
-    /// Have [`crate::AggregateStore`] write snapshots apart from the append,
+    /// Have [`crate::CommandBus`] write snapshots apart from the append,
     /// off the command path, instead of in the append's statement: for
     /// aggregates whose snapshot is large enough to hold up the commands
     /// committed with it.

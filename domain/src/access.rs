@@ -21,6 +21,12 @@ pub struct RecordDenial {
     pub path: String,
 }
 
+impl crate::CommandName for RecordDenial {
+    fn name(&self) -> &'static str {
+        "RecordDenial"
+    }
+}
+
 /// Events of an access log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AccessEvent {

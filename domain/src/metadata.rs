@@ -52,19 +52,31 @@ pub struct EventMetadata {
     pub command: String,
 }
 
+/// A command's name, as event metadata records it (imperative:
+/// `ScheduleLesson`).
+///
+/// The command bus writes it into the metadata of the events the command
+/// produced, so callers never name the command themselves.
+pub trait CommandName {
+    /// The name of this command.
+    fn name(&self) -> &'static str;
+}
+
 impl EventMetadata {
-    /// Metadata for a command Lectern issues itself, such as a background job.
-    pub fn system(command: &str, correlation_id: &str) -> Self {
+    /// Metadata for a command Lectern issues itself, such as a background
+    /// job; `correlation_id` ties it to what caused it.
+    pub fn system(correlation_id: &str) -> Self {
         Self {
             actor_id: "system".to_owned(),
             actor_role: ActorRole::System.as_str().to_owned(),
             correlation_id: correlation_id.to_owned(),
-            command: command.to_owned(),
             ..Self::default()
         }
     }
 
-    /// The same metadata for another command name.
+    /// The same metadata for the command named `command`. The command bus
+    /// sets it; only a write that bypasses the bus (a multi-stream append)
+    /// sets it itself.
     pub fn for_command(mut self, command: &str) -> Self {
         command.clone_into(&mut self.command);
         self
@@ -114,7 +126,8 @@ mod tests {
         let meta = EventMetadata {
             actor_id: "u1".into(),
             request_id: "r1".into(),
-            ..EventMetadata::system("DoThing", "c1")
+            command: "DoThing".into(),
+            ..EventMetadata::system("c1")
         };
         let map = meta.to_map();
         assert_eq!(map.len(), 9);

@@ -312,7 +312,7 @@ impl TestApp {
                     &Password::parse(PASSWORD).expect("password"),
                     &DisplayName::parse("Test User").expect("name"),
                     Role::parse(role).expect("role"),
-                    &lectern_domain::EventMetadata::system("CreateUser", "test"),
+                    &lectern_domain::EventMetadata::system("test"),
                 )
                 .await
                 .expect("registered");

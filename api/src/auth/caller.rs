@@ -2,8 +2,8 @@
 //! access token) and its authorization against the policy table.
 
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use lectern_domain::identity::Role;
 use lectern_domain::policy::{self, Access, Action, LimitKey};
 use lectern_domain::EventMetadata;
@@ -14,7 +14,7 @@ use super::revocations::Standing;
 use super::tokens::{AccessClaims, TokenError};
 use super::Origin;
 use crate::app::AppState;
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ impl FromRequestParts<AppState> for Caller {
         let origin = Origin::from_request_parts(parts, state).await?;
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(unauthorized(
-                "missing_token",
+                Code::MissingToken,
                 "This endpoint needs a bearer access token.",
             ));
         };
@@ -51,7 +51,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .ok_or_else(|| {
                 unauthorized(
-                    "invalid_token",
+                    Code::InvalidToken,
                     "The Authorization header must be 'Bearer <token>'.",
                 )
             })?;
@@ -65,27 +65,27 @@ impl FromRequestParts<AppState> for Caller {
                     Action::AuthVerify,
                     reason,
                     &origin,
-                    &origin.metadata("RecordDenial"),
+                    &origin.metadata(),
                 )
                 .await;
             }
         };
         match state.auth.authenticate(token) {
             Err(TokenError::Expired) => Err(unauthorized(
-                "token_expired",
+                Code::TokenExpired,
                 "The access token has expired.",
             )),
             Err(TokenError::Invalid) => {
                 refused("invalid_token").await;
                 Err(unauthorized(
-                    "invalid_token",
+                    Code::InvalidToken,
                     "The access token is not valid.",
                 ))
             }
             Ok((_, _, Standing::Revoked)) => {
                 refused("revoked_token").await;
                 Err(unauthorized(
-                    "token_revoked",
+                    Code::TokenRevoked,
                     "The access token's session has ended.",
                 ))
             }
@@ -130,7 +130,7 @@ pub struct Grant {
 
 impl Caller {
     /// Metadata for a command by this caller.
-    pub fn metadata(&self, command: &str) -> EventMetadata {
+    pub fn metadata(&self) -> EventMetadata {
         EventMetadata {
             actor_id: self.user_id.to_string(),
             actor_role: self.role.as_str().to_owned(),
@@ -140,7 +140,7 @@ impl Caller {
             causation_id: String::new(),
             ip: self.origin.ip.clone(),
             user_agent: self.origin.user_agent.clone(),
-            command: command.to_owned(),
+            command: String::new(),
         }
     }
 
@@ -152,7 +152,7 @@ impl Caller {
                 .deny(
                     state,
                     action,
-                    "password_change_required",
+                    Code::PasswordChangeRequired,
                     "Change your password first: this token allows nothing else.",
                 )
                 .await);
@@ -163,7 +163,7 @@ impl Caller {
                 .deny(
                     state,
                     action,
-                    "forbidden",
+                    Code::Forbidden,
                     &format!("The {} role may not {}.", self.role.as_str(), action.name()),
                 )
                 .await);
@@ -181,7 +181,7 @@ impl Caller {
                     action,
                     "rate_limited",
                     &self.origin,
-                    &self.metadata("RecordDenial"),
+                    &self.metadata(),
                 )
                 .await;
                 return Err(too_many(&exceeded));
@@ -197,18 +197,18 @@ impl Caller {
         &self,
         state: &AppState,
         action: Action,
-        reason: &str,
+        reason: Code,
         detail: &str,
     ) -> Problem {
         record(
             state,
             &format!("user:{}", self.user_id),
             action,
-            reason,
+            reason.as_str(),
             &self.origin,
-            &self.metadata("RecordDenial"),
+            &self.metadata(),
         )
         .await;
-        Problem::new(StatusCode::FORBIDDEN, reason, detail)
+        Problem::new(reason, detail)
     }
 }

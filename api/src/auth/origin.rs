@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use lectern_domain::policy::{self, Access, Action, LimitKey};
 use lectern_domain::EventMetadata;
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::refusal::{record, too_many, unauthorized};
 use crate::app::AppState;
 use crate::middleware::RequestId;
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 
 /// Where a request came from, for event metadata and rate limits.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
 
 impl Origin {
     /// Metadata for a command by an anonymous caller.
-    pub fn metadata(&self, command: &str) -> EventMetadata {
+    pub fn metadata(&self) -> EventMetadata {
         EventMetadata {
             actor_id: String::new(),
             actor_role: "anonymous".to_owned(),
@@ -70,7 +70,7 @@ impl Origin {
             causation_id: String::new(),
             ip: self.ip.clone(),
             user_agent: self.user_agent.clone(),
-            command: command.to_owned(),
+            command: String::new(),
         }
     }
 
@@ -85,7 +85,7 @@ impl Origin {
         let rule = policy::rule(None, action);
         if rule.access == Access::Deny {
             return Err(unauthorized(
-                "missing_token",
+                Code::MissingToken,
                 "This endpoint needs a bearer access token.",
             ));
         }
@@ -102,7 +102,7 @@ impl Origin {
                 action,
                 "rate_limited",
                 self,
-                &self.metadata("RecordDenial"),
+                &self.metadata(),
             )
             .await;
             return Err(too_many(&exceeded));
@@ -117,7 +117,7 @@ impl Origin {
         &self,
         state: &AppState,
         action: Action,
-        reason: &str,
+        reason: Code,
         detail: &str,
     ) -> Problem {
         let actor = format!("ip:{}", self.ip);
@@ -125,11 +125,11 @@ impl Origin {
             state,
             &actor,
             action,
-            reason,
+            reason.as_str(),
             self,
-            &self.metadata("RecordDenial"),
+            &self.metadata(),
         )
         .await;
-        Problem::new(StatusCode::FORBIDDEN, reason, detail)
+        Problem::new(reason, detail)
     }
 }

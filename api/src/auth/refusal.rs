@@ -9,12 +9,13 @@ use lectern_domain::EventMetadata;
 use super::limits::Exceeded;
 use super::Origin;
 use crate::app::AppState;
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 
 /// 401 with a `WWW-Authenticate` challenge (RFC 6750).
-pub fn unauthorized(code: &str, detail: &str) -> Problem {
-    let mut p = Problem::new(StatusCode::UNAUTHORIZED, code, detail);
-    let challenge = if code == "missing_token" {
+pub fn unauthorized(code: Code, detail: &str) -> Problem {
+    debug_assert_eq!(code.status(), StatusCode::UNAUTHORIZED);
+    let mut p = Problem::new(code, detail);
+    let challenge = if code == Code::MissingToken {
         "Bearer realm=\"lectern\"".to_owned()
     } else {
         format!("Bearer realm=\"lectern\", error=\"invalid_token\", error_description=\"{detail}\"")
@@ -27,8 +28,7 @@ pub fn unauthorized(code: &str, detail: &str) -> Problem {
 
 pub(super) fn too_many(e: &Exceeded) -> Problem {
     let mut p = Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
+        Code::RateLimited,
         format!(
             "At most {} requests per {} s are allowed for {}; retry in {} s.",
             e.limit.quota, e.limit.window_secs, e.policy, e.retry_after_secs

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -132,12 +132,8 @@ async fn ready(State(state): State<AppState>) -> Response {
             .unwrap_or_default();
         // The problem's own `status` is the HTTP status.
         extra.remove("status");
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "A readiness check failed; see the checks.",
-        )
-        .with_extra(extra)
-        .into_response()
+        Problem::new(Code::NotReady, "A readiness check failed; see the checks.")
+            .with_extra(extra)
+            .into_response()
     }
 }

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -57,8 +57,7 @@ async fn rebuild(
     let known = lectern_projections::all().iter().any(|p| p.name() == name);
     if !known {
         return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "projection_not_found",
+            Code::ProjectionNotFound,
             "No projection has this name.",
         ));
     }

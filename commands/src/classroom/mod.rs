@@ -22,7 +22,7 @@ use lectern_domain::{EventMetadata, Position};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::dispatch::{AggregateStore, Committed, DispatchConfig};
+use crate::bus::{CommandBus, Committed, DispatchConfig};
 use crate::error::{CommandError, StoreError};
 use crate::store::{Loaded, NewEvent, PgEventStore, StreamAppend};
 
@@ -113,33 +113,33 @@ pub struct BulkResult {
 
 #[derive(Clone)]
 pub struct ClassroomService {
-    pub lessons: AggregateStore<Lesson>,
-    pub boards: AggregateStore<Board>,
-    pub channels: AggregateStore<Channel>,
-    pub inboxes: AggregateStore<Inbox>,
+    pub lessons: CommandBus<Lesson>,
+    pub boards: CommandBus<Board>,
+    pub channels: CommandBus<Channel>,
+    pub inboxes: CommandBus<Inbox>,
 }
 
 impl ClassroomService {
     pub fn new(pool: &PgPool) -> Self {
         Self {
-            lessons: AggregateStore::new(
+            lessons: CommandBus::new(
                 PgEventStore::new(pool.clone()),
                 (),
                 DispatchConfig::default(),
             ),
-            boards: AggregateStore::new(
+            boards: CommandBus::new(
                 PgEventStore::new(pool.clone())
                     .with_snapshots(BOARD_SNAPSHOT_EVERY)
                     .with_background_snapshots(),
                 (),
                 DispatchConfig::default(),
             ),
-            channels: AggregateStore::new(
+            channels: CommandBus::new(
                 PgEventStore::new(pool.clone()).with_snapshots(500),
                 (),
                 DispatchConfig::default(),
             ),
-            inboxes: AggregateStore::new(
+            inboxes: CommandBus::new(
                 PgEventStore::new(pool.clone()),
                 (),
                 DispatchConfig::default(),
@@ -169,10 +169,9 @@ impl ClassroomService {
         command: LessonCommand,
         meta: &EventMetadata,
     ) -> Result<Committed<LessonEvent>, ClassroomError> {
-        let name = command.name();
         Ok(self
             .lessons
-            .execute(&id.to_string(), command, meta.clone().for_command(name))
+            .execute(&id.to_string(), command, meta.clone())
             .await?)
     }
 
@@ -184,7 +183,7 @@ impl ClassroomService {
             return Err(ClassroomError::Lesson(LessonError::NotFound));
         }
         let roster = lesson.aggregate.roster(lesson.version);
-        let meta = meta.clone().for_command("SyncRoster");
+        let meta = meta.clone();
         let key = id.to_string();
         let (board, channel) = tokio::join!(
             self.boards.execute(
@@ -225,7 +224,7 @@ impl ClassroomService {
         meta: &EventMetadata,
     ) -> Result<(Vec<OpOutcome>, Committed<BoardEvent>), ClassroomError> {
         let key = board_id.to_string();
-        let meta = meta.clone().for_command("ApplyBoardOps");
+        let meta = meta.clone();
         let run = || {
             self.boards.execute(
                 &key,
@@ -263,7 +262,7 @@ impl ClassroomService {
     ) -> Result<Committed<BoardEvent>, ClassroomError> {
         let key = board_id.to_string();
         let command = || BoardCommand::SetPolicy { by, policy };
-        let meta = meta.clone().for_command("SetBoardPolicy");
+        let meta = meta.clone();
         match self.boards.execute(&key, command(), meta.clone()).await {
             Err(CommandError::Rejected(BoardError::NotFound)) => {
                 self.sync(board_id, &meta).await?;
@@ -284,7 +283,7 @@ impl ClassroomService {
     ) -> Result<Sent, ClassroomError> {
         let key = lesson_id.to_string();
         let message_id = Uuid::new_v4();
-        let meta = meta.clone().for_command("SendMessage");
+        let meta = meta.clone();
         // Everyone enrolled by now gets a delivery, whether or not the roster
         // copy has caught up: the channel refuses a copy older than this.
         let lesson_version = self.lessons.store().version(&key).await?;
@@ -356,7 +355,7 @@ impl ClassroomService {
             Err(ChannelError::NotFound | ChannelError::NotParticipant)
                 if self.lesson_exists(lesson_id).await? =>
             {
-                self.sync(lesson_id, &EventMetadata::system("SyncRoster", ""))
+                self.sync(lesson_id, &EventMetadata::system(&lesson_id.to_string()))
                     .await?;
                 let channel = self.channels.store().load(&lesson_id.to_string()).await?;
                 channel
@@ -404,11 +403,7 @@ impl ClassroomService {
             status,
         };
         self.inboxes
-            .execute(
-                &inbox_id(lesson_id, by.user_id),
-                command,
-                meta.clone().for_command("AcknowledgeDeliveries"),
-            )
+            .execute(&inbox_id(lesson_id, by.user_id), command, meta.clone())
             .await
             .map_err(ClassroomError::from)
     }
@@ -430,7 +425,7 @@ impl ClassroomService {
             .execute(
                 &inbox_id(lesson_id, recipient),
                 command,
-                EventMetadata::system("ExpireDeliveries", &lesson_id.to_string()),
+                EventMetadata::system(&lesson_id.to_string()),
             )
             .await
             .map_err(ClassroomError::from)?;
@@ -495,7 +490,7 @@ impl ClassroomService {
                     states.len() - 1
                 }
             };
-            let name = command.name();
+            let name = lectern_domain::CommandName::name(&command);
             let state = &mut states[slot];
             match state.2.decide(command) {
                 Ok(events) => {

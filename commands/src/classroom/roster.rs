@@ -52,7 +52,7 @@ impl ProcessManager for RosterSync {
         })?;
         let meta = EventMetadata {
             causation_id: event.event_id.to_string(),
-            ..EventMetadata::system("SyncRoster", event.meta("correlation_id"))
+            ..EventMetadata::system(event.meta("correlation_id"))
         };
         match self.classroom.sync(lesson, &meta).await {
             Ok(()) => Ok(()),

@@ -18,7 +18,7 @@ use lectern_domain::{EventMetadata, Position};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::dispatch::{AggregateStore, Committed, DispatchConfig};
+use crate::bus::{CommandBus, Committed, DispatchConfig};
 use crate::error::{CommandError, StoreError};
 use crate::store::PgEventStore;
 pub use secrets::{sha256_hex, PasswordHasher};
@@ -124,9 +124,9 @@ pub type UserObserver = Arc<dyn Fn(Uuid, u64, &UserEvent) + Send + Sync>;
 /// Identity commands, with their aggregates' dispatchers.
 #[derive(Clone)]
 pub struct IdentityService {
-    pub users: AggregateStore<User>,
-    pub claims: AggregateStore<EmailClaim>,
-    pub access: AggregateStore<AccessLog>,
+    pub users: CommandBus<User>,
+    pub claims: CommandBus<EmailClaim>,
+    pub access: CommandBus<AccessLog>,
     pub hasher: PasswordHasher,
     pool: PgPool,
     observer: Option<UserObserver>,
@@ -142,17 +142,17 @@ impl IdentityService {
     /// The service over `pool`.
     pub fn new(pool: PgPool) -> Self {
         Self {
-            users: AggregateStore::new(
+            users: CommandBus::new(
                 PgEventStore::new(pool.clone()).with_snapshots(50),
                 (),
                 DispatchConfig::default(),
             ),
-            claims: AggregateStore::new(
+            claims: CommandBus::new(
                 PgEventStore::new(pool.clone()),
                 (),
                 DispatchConfig::default(),
             ),
-            access: AggregateStore::new(
+            access: CommandBus::new(
                 PgEventStore::new(pool.clone()).with_snapshots(100),
                 (),
                 DispatchConfig::default(),
@@ -208,11 +208,7 @@ impl IdentityService {
                 orphan,
                 now: Utc::now(),
             };
-            match self
-                .claims
-                .execute(&claim, command, meta.clone().for_command("ClaimEmail"))
-                .await
-            {
+            match self.claims.execute(&claim, command, meta.clone()).await {
                 Ok(_) => break,
                 Err(CommandError::Rejected(taken)) if orphan.is_none() => {
                     if !self.is_orphan(&claim, taken.0).await? {
@@ -232,9 +228,7 @@ impl IdentityService {
             role,
             password_hash,
         };
-        Ok(self
-            .run(user_id, command, meta.clone().for_command("RegisterUser"))
-            .await?)
+        Ok(self.run(user_id, command, meta.clone()).await?)
     }
 
     /// Whether `owner`'s claim on `claim` is left over from a registration
@@ -293,10 +287,7 @@ impl IdentityService {
                 fingerprint_hash: sha256_hex(fingerprint),
                 now: Utc::now(),
             };
-            let committed = match self
-                .run(user_id, command, meta.clone().for_command("Login"))
-                .await
-            {
+            let committed = match self.run(user_id, command, meta.clone()).await {
                 Err(CommandError::Rejected(UserError::StaleCredentials)) => {
                     user = self
                         .users
@@ -357,10 +348,7 @@ impl IdentityService {
             new_hash,
             now: Utc::now(),
         };
-        let committed = match self
-            .run(user_id, command, meta.clone().for_command("RefreshSession"))
-            .await
-        {
+        let committed = match self.run(user_id, command, meta.clone()).await {
             Err(CommandError::Rejected(UserError::NotRegistered)) => {
                 return Err(IdentityError::InvalidRefreshToken)
             }
@@ -461,7 +449,7 @@ impl IdentityService {
                     token_hash,
                     expires_at,
                 },
-                &meta.clone().for_command("RequestPasswordReset"),
+                meta,
             )
             .await
         {
@@ -540,11 +528,7 @@ impl IdentityService {
         denial: RecordDenial,
         meta: &EventMetadata,
     ) -> Result<Option<Position>, StoreError> {
-        match self
-            .access
-            .execute(actor, denial, meta.clone().for_command("RecordDenial"))
-            .await
-        {
+        match self.access.execute(actor, denial, meta.clone()).await {
             Ok(c) => Ok(c.position),
             Err(CommandError::Store(e)) => Err(e),
             Err(CommandError::Conflict) => Err(StoreError::Conflict),

@@ -45,6 +45,15 @@ pub enum ChannelCommand {
     },
 }
 
+impl crate::CommandName for ChannelCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::SyncRoster { .. } => "SyncRoster",
+            Self::Send { .. } => "SendMessage",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ChannelEvent {
     RosterSynced {

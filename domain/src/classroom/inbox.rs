@@ -60,6 +60,15 @@ pub enum InboxCommand {
     },
 }
 
+impl crate::CommandName for InboxCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Acknowledge { .. } => "AcknowledgeDeliveries",
+            Self::Expire { .. } => "ExpireDeliveries",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InboxEvent {
     DeliveriesAcknowledged {

@@ -252,9 +252,8 @@ pub enum LessonCommand {
     },
 }
 
-impl LessonCommand {
-    /// The command's name, as event metadata records it.
-    pub fn name(&self) -> &'static str {
+impl crate::CommandName for LessonCommand {
+    fn name(&self) -> &'static str {
         match self {
             Self::Schedule { .. } => "ScheduleLesson",
             Self::Update { .. } => "UpdateLesson",

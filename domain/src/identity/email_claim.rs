@@ -29,6 +29,12 @@ pub struct Claim {
     pub now: DateTime<Utc>,
 }
 
+impl crate::CommandName for Claim {
+    fn name(&self) -> &'static str {
+        "ClaimEmail"
+    }
+}
+
 /// Events of an email claim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EmailClaimEvent {

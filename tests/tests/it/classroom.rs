@@ -66,7 +66,7 @@ async fn student(app: &TestApp) -> Uuid {
             &Password::parse(PASSWORD).expect("a test value"),
             &DisplayName::parse("Student").expect("a test value"),
             Role::Student,
-            &EventMetadata::system("CreateUser", "test"),
+            &EventMetadata::system("test"),
         )
         .await
         .expect("registered");

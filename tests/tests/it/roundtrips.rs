@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lectern_commands::{AggregateStore, DispatchConfig, PgEventStore};
+use lectern_commands::{CommandBus, DispatchConfig, PgEventStore};
 use lectern_domain::EventMetadata;
 use lectern_tests::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -149,9 +149,9 @@ async fn a_command_costs_two_round_trips_and_one_when_cached() {
     let after = counts.now();
     assert_eq!([after[0] - before[0], after[2] - before[2]], [3, 3]);
     assert!(after[1] > before[1]);
-    let meta = EventMetadata::system("Add", "roundtrips");
+    let meta = EventMetadata::system("roundtrips");
     let run = |cache: bool| {
-        let store = AggregateStore::new(
+        let store = CommandBus::new(
             PgEventStore::<Tally>::new(pool.clone()).with_snapshots(3),
             (),
             DispatchConfig {

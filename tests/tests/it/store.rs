@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{CqrsFramework, EventStore};
-use lectern_commands::{AggregateStore, CommandError, DispatchConfig, PgEventStore};
+use lectern_commands::{CommandBus, CommandError, DispatchConfig, PgEventStore};
 use lectern_domain::EventMetadata;
 use lectern_tests::TestDb;
 use postgres_es::PostgresEventRepository;
@@ -44,7 +44,7 @@ fn plan(commands: usize) -> Vec<(String, u32)> {
 #[tokio::test]
 async fn events_written_by_lectern_are_loaded_by_postgres_es() {
     let db = TestDb::new().await;
-    let store = AggregateStore::new(
+    let store = CommandBus::new(
         PgEventStore::<Tally>::new(db.pool.clone()),
         (),
         DispatchConfig::default(),
@@ -99,7 +99,7 @@ async fn events_written_by_postgres_es_are_loaded_by_lectern() {
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
 
     // And our store appends after the stock store's events.
-    let store = AggregateStore::new(ours, (), DispatchConfig::default());
+    let store = CommandBus::new(ours, (), DispatchConfig::default());
     let committed = store
         .execute("a1", add("z", 1), meta("Add"))
         .await
@@ -120,7 +120,7 @@ async fn snapshot_loads_equal_a_full_replay_across_many_intervals() {
         cache: false,
         ..DispatchConfig::default()
     };
-    let dispatch = AggregateStore::new(store.clone(), (), config);
+    let dispatch = CommandBus::new(store.clone(), (), config);
     let mut expected = 0u64;
     for (tag, count) in plan(300) {
         let c = dispatch
@@ -157,7 +157,7 @@ async fn background_snapshots_land_and_load_equal_a_full_replay() {
     let store = PgEventStore::<Tally>::new(db.pool.clone())
         .with_snapshots(5)
         .with_background_snapshots();
-    let dispatch = AggregateStore::new(store.clone(), (), DispatchConfig::default());
+    let dispatch = CommandBus::new(store.clone(), (), DispatchConfig::default());
     let (mut version, mut snapshot_due_at) = (0u64, 0u64);
     for (tag, count) in plan(60) {
         let c = dispatch
@@ -239,7 +239,7 @@ async fn the_stock_cqrs_es_snapshot_store_diverges_from_a_replay() {
 #[tokio::test]
 async fn thirty_two_tasks_on_one_aggregate_keep_sequences_contiguous() {
     let db = TestDb::new().await;
-    let store = AggregateStore::new(
+    let store = CommandBus::new(
         PgEventStore::<Tally>::new(db.pool.clone()),
         (),
         DispatchConfig::default(),
@@ -303,12 +303,12 @@ async fn two_processes_write(
     pick: fn(usize, usize) -> usize,
 ) -> usize {
     let second = db.second_pool().await;
-    let a = AggregateStore::new(
+    let a = CommandBus::new(
         PgEventStore::<Tally>::new(db.pool.clone()),
         (),
         config.clone(),
     );
-    let b = AggregateStore::new(PgEventStore::<Tally>::new(second), (), config);
+    let b = CommandBus::new(PgEventStore::<Tally>::new(second), (), config);
     let mut handles = Vec::new();
     for (name, store) in [("a", a), ("b", b)] {
         for t in 0..tasks {
@@ -401,7 +401,7 @@ async fn appends_to_many_aggregates_share_transactions_and_survive_conflicts() {
 #[tokio::test]
 async fn every_event_carries_the_commands_metadata_and_its_position() {
     let db = TestDb::new().await;
-    let store = AggregateStore::new(
+    let store = CommandBus::new(
         PgEventStore::<Tally>::new(db.pool.clone()),
         (),
         DispatchConfig::default(),
@@ -437,7 +437,7 @@ async fn every_event_carries_the_commands_metadata_and_its_position() {
 #[tokio::test]
 async fn a_rejected_command_writes_nothing_and_does_not_disturb_its_batch() {
     let db = TestDb::new().await;
-    let store = AggregateStore::new(
+    let store = CommandBus::new(
         PgEventStore::<Tally>::new(db.pool.clone()),
         (),
         DispatchConfig::default(),
@@ -465,7 +465,7 @@ async fn a_rejected_command_writes_nothing_and_does_not_disturb_its_batch() {
 async fn a_handler_failing_after_emitting_leaves_no_trace_in_state_or_store() {
     let db = TestDb::new().await;
     // A snapshot on every commit shows the state the worker keeps.
-    let store = AggregateStore::new(
+    let store = CommandBus::new(
         PgEventStore::<Tally>::new(db.pool.clone()).with_snapshots(1),
         (),
         DispatchConfig::default(),
@@ -507,7 +507,7 @@ async fn a_handler_failing_after_emitting_leaves_no_trace_in_state_or_store() {
 #[tokio::test]
 async fn the_events_table_refuses_updates_and_deletes() {
     let db = TestDb::new().await;
-    let store = AggregateStore::new(
+    let store = CommandBus::new(
         PgEventStore::<Tally>::new(db.pool.clone()),
         (),
         DispatchConfig::default(),
@@ -536,7 +536,7 @@ async fn commands_arriving_while_idle_workers_retire_are_all_committed() {
         idle_timeout: std::time::Duration::from_millis(1),
         ..DispatchConfig::default()
     };
-    let store = AggregateStore::new(PgEventStore::<Tally>::new(db.pool.clone()), (), config);
+    let store = CommandBus::new(PgEventStore::<Tally>::new(db.pool.clone()), (), config);
     let mut tasks = Vec::new();
     for t in 0..8u64 {
         let store = store.clone();

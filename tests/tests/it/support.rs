@@ -21,6 +21,12 @@ pub struct Add {
     pub count: u32,
 }
 
+impl lectern_domain::CommandName for Add {
+    fn name(&self) -> &'static str {
+        "Add"
+    }
+}
+
 /// One counted event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TallyEvent {

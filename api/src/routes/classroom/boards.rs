@@ -16,12 +16,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{actor, refusal};
+use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{decode_cursor, encode_cursor, limit, Consistency, CursorPage};
-use crate::problem::{FieldError, Problem};
-use crate::responses::{invalid, CommandAccepted};
+use crate::problem::{Code, FieldError, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -139,7 +139,7 @@ async fn draw(
         .collect();
     let (outcomes, committed) = match state
         .classroom
-        .draw(board, actor(caller, grant), requests, &caller.metadata(""))
+        .draw(board, actor(caller, grant), requests, &caller.metadata())
         .await
     {
         Ok(r) => r,
@@ -218,7 +218,7 @@ async fn apply_batch(
     ApiJson(batch): ApiJson<OpBatch>,
 ) -> Result<Json<OpsApplied>, Problem> {
     if batch.ops.is_empty() || batch.ops.len() > MAX_OPS_PER_REQUEST {
-        return Err(invalid("#/ops", "must hold 1 to 100 operations"));
+        return Err(Problem::invalid("#/ops", "must hold 1 to 100 operations"));
     }
     check(&batch.ops, "#/ops")?;
     draw(&state, &caller, id, batch.ops).await
@@ -302,13 +302,7 @@ async fn get_board(
     read::board(&state.pool, id)
         .await?
         .map(Json)
-        .ok_or_else(|| {
-            Problem::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "board_not_found",
-                "No such board.",
-            )
-        })
+        .ok_or_else(|| Problem::new(Code::BoardNotFound, "No such board."))
 }
 
 /// A board's conflict policy.
@@ -333,7 +327,7 @@ async fn set_policy(
     let grant = caller.authorize(&state, Action::BoardConfigure).await?;
     match state
         .classroom
-        .set_policy(id, actor(&caller, grant), body.policy, &caller.metadata(""))
+        .set_policy(id, actor(&caller, grant), body.policy, &caller.metadata())
         .await
     {
         Ok(c) => Ok(Json(CommandAccepted::new(id, &c))),

@@ -2,7 +2,6 @@
 //! in one request, each on its own or all together.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use lectern_commands::classroom::{BulkItem, BulkResult};
 use lectern_domain::policy::Action;
@@ -18,8 +17,7 @@ use super::{actor, problem_of, refusal};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::ApiJson;
-use crate::problem::{FieldError, Problem};
-use crate::responses::invalid;
+use crate::problem::{Code, FieldError, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(bulk_lessons))
@@ -84,7 +82,7 @@ struct CancelItem {
 
 fn parse_item(action: BulkAction, index: usize, item: Value) -> Result<BulkItem, Problem> {
     let base = format!("#/items/{index}");
-    let shape = |e: serde_json::Error| invalid(&base, e.to_string());
+    let shape = |e: serde_json::Error| Problem::invalid(&base, e.to_string());
     match action {
         BulkAction::Create => {
             let new: NewLesson = serde_json::from_value(item).map_err(shape)?;
@@ -97,7 +95,7 @@ fn parse_item(action: BulkAction, index: usize, item: Value) -> Result<BulkItem,
                 .as_object_mut()
                 .and_then(|o| o.remove("id"))
                 .and_then(|v| serde_json::from_value::<Uuid>(v).ok())
-                .ok_or_else(|| invalid(&format!("{base}/id"), "must be a lesson id"))?;
+                .ok_or_else(|| Problem::invalid(&format!("{base}/id"), "must be a lesson id"))?;
             let changes: LessonChanges = serde_json::from_value(item).map_err(shape)?;
             Ok(BulkItem::Update(
                 id,
@@ -132,7 +130,7 @@ async fn bulk_lessons(
     };
     let grant = caller.authorize(&state, action).await?;
     if body.items.len() > MAX_BULK_ITEMS || body.items.is_empty() {
-        return Err(invalid("#/items", "must hold 1 to 100 items"));
+        return Err(Problem::invalid("#/items", "must hold 1 to 100 items"));
     }
     let total = body.items.len();
     let parsed: Vec<Result<BulkItem, Problem>> = body
@@ -142,7 +140,7 @@ async fn bulk_lessons(
         .map(|(i, item)| parse_item(body.action, i, item))
         .collect();
     let by = actor(&caller, grant);
-    let meta = caller.metadata("");
+    let meta = caller.metadata();
     let mut results: Vec<BulkItemResult> = Vec::with_capacity(total);
     if body.atomic {
         let mut refusals: Vec<Option<Problem>> = Vec::with_capacity(total);
@@ -203,8 +201,7 @@ async fn bulk_lessons(
             });
         }
         let mut p = Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "bulk_rejected",
+            Code::BulkRejected,
             format!("{failed} of {total} items failed; with atomic set, nothing was written."),
         );
         p.errors = errors;

@@ -21,7 +21,6 @@ use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{decode_cursor, encode_cursor, limit, Consistency, CursorPage};
 use crate::problem::Problem;
-use crate::responses::invalid;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -66,10 +65,13 @@ async fn send_message(
 ) -> Result<(StatusCode, Json<MessageSent>), Problem> {
     let grant = caller.authorize(&state, Action::ChatSend).await?;
     if body.client_message_id.is_empty() || body.client_message_id.len() > 128 {
-        return Err(invalid("#/client_message_id", "must be 1 to 128 bytes"));
+        return Err(Problem::invalid(
+            "#/client_message_id",
+            "must be 1 to 128 bytes",
+        ));
     }
     if !text_ok(&body.text) {
-        return Err(invalid(
+        return Err(Problem::invalid(
             "#/text",
             format!("must be 1 to {MAX_TEXT} characters, not only spaces"),
         ));
@@ -81,7 +83,7 @@ async fn send_message(
             actor(&caller, grant),
             body.client_message_id,
             body.text,
-            &caller.metadata(""),
+            &caller.metadata(),
         )
         .await
     {
@@ -186,7 +188,7 @@ async fn acknowledge(
 ) -> Result<Json<Acked>, Problem> {
     let grant = caller.authorize(&state, Action::ChatAck).await?;
     if body.up_to_seq == 0 {
-        return Err(invalid("#/up_to_seq", "must be at least 1"));
+        return Err(Problem::invalid("#/up_to_seq", "must be at least 1"));
     }
     match state
         .classroom
@@ -195,7 +197,7 @@ async fn acknowledge(
             actor(&caller, grant),
             body.up_to_seq,
             body.status,
-            &caller.metadata(""),
+            &caller.metadata(),
         )
         .await
     {

@@ -13,11 +13,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{actor, run};
+use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::problem::Problem;
-use crate::responses::{invalid, CommandAccepted};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,7 +60,7 @@ async fn enroll(
             && user.aggregate.status == lectern_domain::identity::user::Status::Active
     };
     if !is_student {
-        return Err(invalid(
+        return Err(Problem::invalid(
             "#/student_id",
             "must be an active student's account",
         ));

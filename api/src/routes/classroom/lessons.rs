@@ -16,12 +16,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{actor, problem_of, run};
+use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{decode_cursor, encode_cursor, limit, Consistency, CursorPage};
-use crate::problem::Problem;
-use crate::responses::{invalid, CommandAccepted};
+use crate::problem::{Code, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -137,7 +137,7 @@ async fn create_lesson(
     let details = body.details("#").map_err(problem_of)?;
     let (id, committed) = state
         .classroom
-        .schedule(caller.user_id, details, &caller.metadata("ScheduleLesson"))
+        .schedule(caller.user_id, details, &caller.metadata())
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -190,7 +190,7 @@ async fn list_lessons(
         .transpose()?;
     if let Some(s) = &q.status {
         if LessonStatus::parse(s).is_none() {
-            return Err(invalid(
+            return Err(Problem::invalid(
                 "#/status",
                 "must be scheduled, live, ended or cancelled",
             ));
@@ -235,7 +235,7 @@ async fn get_lesson(
     read::lesson(&state.pool, id)
         .await?
         .map(Json)
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "lesson_not_found", "No such lesson."))
+        .ok_or_else(|| Problem::new(Code::LessonNotFound, "No such lesson."))
 }
 
 /// Change a scheduled lesson (its tutor or an admin).

@@ -17,10 +17,10 @@ use lectern_domain::policy::Action;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
+use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::problem::{FieldError, Problem};
-use crate::responses::CommandAccepted;
 
 /// Every classroom route.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -41,7 +41,7 @@ pub(crate) async fn refusal(
 ) -> Problem {
     let p = Problem::from(e);
     if p.status == StatusCode::FORBIDDEN.as_u16() {
-        caller.deny(state, action, &p.code, &p.detail).await
+        caller.deny(state, action, p.code, &p.detail).await
     } else {
         p
     }
@@ -75,7 +75,7 @@ pub(crate) async fn run(
     id: Uuid,
     command: LessonCommand,
 ) -> Result<Json<CommandAccepted>, Problem> {
-    let meta = caller.metadata("");
+    let meta = caller.metadata();
     match state.classroom.lesson(id, command, &meta).await {
         Ok(committed) => Ok(Json(CommandAccepted::new(id, &committed))),
         Err(e) => Err(refusal(state, caller, action, e).await),

@@ -14,12 +14,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::tokens::ACCESS_TTL_SECS;
 use crate::auth::{Caller, Origin};
 use crate::extract::ApiJson;
-use crate::problem::{FieldError, Problem};
-use crate::responses::{invalid, CommandAccepted};
+use crate::problem::{Code, FieldError, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -98,8 +98,8 @@ async fn register(
         return Err(Problem::validation(errors));
     };
     let meta = match &caller {
-        Some(c) => c.metadata("RegisterUser"),
-        None => origin.metadata("RegisterUser"),
+        Some(c) => c.metadata(),
+        None => origin.metadata(),
     };
     if !role.self_service() {
         let Some(c) = &caller else {
@@ -107,7 +107,7 @@ async fn register(
                 .deny(
                     &state,
                     Action::AdminUsersCreate,
-                    "role_not_allowed",
+                    Code::RoleNotAllowed,
                     "Only an admin can create accounts with this role.",
                 )
                 .await);
@@ -150,7 +150,7 @@ pub struct TokenResponse {
 fn fingerprint(raw: &str) -> Result<&str, Problem> {
     let f = raw.trim();
     if f.is_empty() || f.chars().count() > 256 {
-        return Err(invalid(
+        return Err(Problem::invalid(
             "#/device_fingerprint",
             "must be 1 to 256 characters",
         ));
@@ -182,12 +182,12 @@ async fn login(
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<TokenResponse>, Problem> {
     origin.authorize(&state, Action::AuthLogin, None).await?;
-    let password =
-        Password::presented(&body.password).map_err(|e| invalid("#/password", e.to_string()))?;
+    let password = Password::presented(&body.password)
+        .map_err(|e| Problem::invalid("#/password", e.to_string()))?;
     let fp = fingerprint(&body.device_fingerprint)?;
     let issued = state
         .identity
-        .login(&body.email, &password, fp, &origin.metadata("Login"))
+        .login(&body.email, &password, fp, &origin.metadata())
         .await?;
     Ok(Json(tokens(&state, &issued)))
 }
@@ -217,7 +217,7 @@ async fn refresh(
     let fp = fingerprint(&body.device_fingerprint)?;
     let issued = state
         .identity
-        .refresh(&body.refresh_token, fp, &origin.metadata("RefreshSession"))
+        .refresh(&body.refresh_token, fp, &origin.metadata())
         .await?;
     Ok(Json(tokens(&state, &issued)))
 }
@@ -236,7 +236,7 @@ async fn logout(
     };
     let committed = state
         .identity
-        .execute(caller.user_id, command, &caller.metadata("Logout"))
+        .execute(caller.user_id, command, &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(caller.session_id, &committed)))
 }
@@ -255,7 +255,7 @@ async fn logout_all(
     };
     let committed = state
         .identity
-        .execute(caller.user_id, command, &caller.metadata("LogoutAll"))
+        .execute(caller.user_id, command, &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(caller.user_id, &committed)))
 }
@@ -320,9 +320,9 @@ async fn change_password(
 ) -> Result<Json<CommandAccepted>, Problem> {
     caller.authorize(&state, Action::AuthChangePassword).await?;
     let current = Password::presented(&body.current_password)
-        .map_err(|e| invalid("#/current_password", e.to_string()))?;
+        .map_err(|e| Problem::invalid("#/current_password", e.to_string()))?;
     let new = Password::parse(&body.new_password)
-        .map_err(|e| invalid("#/new_password", e.to_string()))?;
+        .map_err(|e| Problem::invalid("#/new_password", e.to_string()))?;
     let committed = state
         .identity
         .change_password(
@@ -330,7 +330,7 @@ async fn change_password(
             caller.session_id,
             &current,
             &new,
-            &caller.metadata("ChangePassword"),
+            &caller.metadata(),
         )
         .await?;
     Ok(Json(CommandAccepted::new(caller.user_id, &committed)))
@@ -361,10 +361,11 @@ async fn request_reset(
     origin
         .authorize(&state, Action::AuthPasswordReset, None)
         .await?;
-    let email = Email::parse(&body.email).map_err(|e| invalid("#/email", e.to_string()))?;
+    let email =
+        Email::parse(&body.email).map_err(|e| Problem::invalid("#/email", e.to_string()))?;
     state
         .identity
-        .request_password_reset(&email, &origin.metadata("RequestPasswordReset"))
+        .request_password_reset(&email, &origin.metadata())
         .await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { status: "accepted" })))
 }
@@ -389,10 +390,10 @@ async fn confirm_reset(
         .authorize(&state, Action::AuthPasswordReset, None)
         .await?;
     let new = Password::parse(&body.new_password)
-        .map_err(|e| invalid("#/new_password", e.to_string()))?;
+        .map_err(|e| Problem::invalid("#/new_password", e.to_string()))?;
     let committed = state
         .identity
-        .confirm_password_reset(&body.token, &new, &origin.metadata("ConfirmPasswordReset"))
+        .confirm_password_reset(&body.token, &new, &origin.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(
         &committed.aggregate_id,

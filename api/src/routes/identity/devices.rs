@@ -12,12 +12,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::Consistency;
 use crate::problem::Problem;
-use crate::responses::{invalid, CommandAccepted};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -42,7 +42,7 @@ fn device_id(raw: &str, pointer: &str) -> Result<String, Problem> {
     if ok {
         Ok(raw.to_owned())
     } else {
-        Err(invalid(
+        Err(Problem::invalid(
             pointer,
             "must be 1 to 128 printable ASCII characters",
         ))
@@ -61,7 +61,7 @@ async fn register_device(
     let id = device_id(&body.device_id, "#/device_id")?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(invalid("#/name", "must be 1 to 100 characters"));
+        return Err(Problem::invalid("#/name", "must be 1 to 100 characters"));
     }
     let command = UserCommand::RegisterDevice {
         device_id: id.clone(),
@@ -70,7 +70,7 @@ async fn register_device(
     };
     let committed = state
         .identity
-        .execute(caller.user_id, command, &caller.metadata("RegisterDevice"))
+        .execute(caller.user_id, command, &caller.metadata())
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -110,7 +110,7 @@ async fn activate_device(
     };
     let committed = state
         .identity
-        .execute(caller.user_id, command, &caller.metadata("ActivateDevice"))
+        .execute(caller.user_id, command, &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }
@@ -132,7 +132,7 @@ async fn revoke_device(
     };
     let committed = state
         .identity
-        .execute(caller.user_id, command, &caller.metadata("RevokeDevice"))
+        .execute(caller.user_id, command, &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }

@@ -12,12 +12,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::{permissions, Caller, Permission};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::Consistency;
-use crate::problem::Problem;
-use crate::responses::{invalid, CommandAccepted};
+use crate::problem::{Code, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -42,8 +42,7 @@ async fn me(
         .map(Json)
         .ok_or_else(|| {
             Problem::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "not_found",
+                Code::NotFound,
                 "The profile is not in the read model yet; retry with consistent_with.",
             )
         })
@@ -65,13 +64,13 @@ async fn update_me(
 ) -> Result<Json<CommandAccepted>, Problem> {
     caller.authorize(&state, Action::MeUpdate).await?;
     let name = DisplayName::parse(&body.display_name)
-        .map_err(|e| invalid("#/display_name", e.to_string()))?;
+        .map_err(|e| Problem::invalid("#/display_name", e.to_string()))?;
     let command = UserCommand::UpdateProfile {
         display_name: name.as_str().to_owned(),
     };
     let committed = state
         .identity
-        .execute(caller.user_id, command, &caller.metadata("UpdateProfile"))
+        .execute(caller.user_id, command, &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(caller.user_id, &committed)))
 }
@@ -123,7 +122,7 @@ async fn end_session(
     };
     let committed = state
         .identity
-        .execute(caller.user_id, command, &caller.metadata("RevokeSession"))
+        .execute(caller.user_id, command, &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }

@@ -11,12 +11,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{Consistency, Page, PageParams};
 use crate::problem::Problem;
-use crate::responses::{invalid, CommandAccepted};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -55,7 +55,7 @@ async fn list_users(
         .as_deref()
         .is_some_and(|r| Role::parse(r).is_none())
     {
-        return Err(invalid(
+        return Err(Problem::invalid(
             "#/role",
             "must be one of admin, auditor, tutor, student, guest",
         ));
@@ -65,7 +65,10 @@ async fn list_users(
         .as_deref()
         .is_some_and(|s| s != "active" && s != "deactivated")
     {
-        return Err(invalid("#/status", "must be active or deactivated"));
+        return Err(Problem::invalid(
+            "#/status",
+            "must be active or deactivated",
+        ));
     }
     consistency.wait(&state.pool, "identity").await?;
     let (rows, total) = identity::users_page(
@@ -99,18 +102,14 @@ async fn change_role(
 ) -> Result<Json<CommandAccepted>, Problem> {
     caller.authorize(&state, Action::AdminUsersRole).await?;
     let role = Role::parse(&body.role).ok_or_else(|| {
-        invalid(
+        Problem::invalid(
             "#/role",
             "must be one of admin, auditor, tutor, student, guest",
         )
     })?;
     let committed = state
         .identity
-        .execute(
-            id,
-            UserCommand::ChangeRole { role },
-            &caller.metadata("ChangeRole"),
-        )
+        .execute(id, UserCommand::ChangeRole { role }, &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }
@@ -129,11 +128,7 @@ async fn deactivate(
         .await?;
     let committed = state
         .identity
-        .execute(
-            id,
-            UserCommand::Deactivate,
-            &caller.metadata("DeactivateUser"),
-        )
+        .execute(id, UserCommand::Deactivate, &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }
@@ -153,11 +148,7 @@ async fn force_reset(
         .await?;
     let committed = state
         .identity
-        .execute(
-            id,
-            UserCommand::ForcePasswordReset,
-            &caller.metadata("ForcePasswordReset"),
-        )
+        .execute(id, UserCommand::ForcePasswordReset, &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }

@@ -63,6 +63,16 @@ pub enum BoardCommand {
     },
 }
 
+impl crate::CommandName for BoardCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::SyncRoster { .. } => "SyncRoster",
+            Self::SetPolicy { .. } => "SetBoardPolicy",
+            Self::Apply { .. } => "ApplyBoardOps",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BoardEvent {
     RosterSynced {

@@ -94,3 +94,25 @@ pub enum UserCommand {
         fingerprint_hash: String,
     },
 }
+
+impl crate::CommandName for UserCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Register { .. } => "RegisterUser",
+            Self::UpdateProfile { .. } => "UpdateProfile",
+            Self::AttemptLogin { .. } => "AttemptLogin",
+            Self::Refresh { .. } => "RefreshSession",
+            Self::RevokeSession { .. } => "RevokeSession",
+            Self::RevokeAllSessions { .. } => "RevokeAllSessions",
+            Self::ChangePassword { .. } => "ChangePassword",
+            Self::RequestPasswordReset { .. } => "RequestPasswordReset",
+            Self::ConfirmPasswordReset { .. } => "ConfirmPasswordReset",
+            Self::ForcePasswordReset => "ForcePasswordReset",
+            Self::ChangeRole { .. } => "ChangeRole",
+            Self::Deactivate => "DeactivateUser",
+            Self::RegisterDevice { .. } => "RegisterDevice",
+            Self::ActivateDevice { .. } => "ActivateDevice",
+            Self::RevokeDevice { .. } => "RevokeDevice",
+        }
+    }
+}

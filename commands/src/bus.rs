@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
-use lectern_domain::{EventMetadata, Position};
+use lectern_domain::{CommandName, EventMetadata, Position};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::committer::Committer;
 use crate::error::{CommandError, StoreError};
 use crate::store::{Loaded, NewEvent, PgEventStore, RecordedEvent};
 
-/// Tuning of an [`AggregateStore`].
+/// Tuning of an [`CommandBus`].
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
     /// The most commands one append may carry.
@@ -84,11 +84,11 @@ struct Inner<A: Aggregate> {
 }
 
 /// Runs commands against aggregates of type `A`.
-pub struct AggregateStore<A: Aggregate> {
+pub struct CommandBus<A: Aggregate> {
     inner: Arc<Inner<A>>,
 }
 
-impl<A: Aggregate> Clone for AggregateStore<A> {
+impl<A: Aggregate> Clone for CommandBus<A> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -96,10 +96,10 @@ impl<A: Aggregate> Clone for AggregateStore<A> {
     }
 }
 
-impl<A> AggregateStore<A>
+impl<A> CommandBus<A>
 where
     A: Aggregate + Clone + 'static,
-    A::Command: Clone + Send + Sync + 'static,
+    A::Command: CommandName + Clone + Send + Sync + 'static,
     A::Error: Send + 'static,
     A::Services: 'static,
 {
@@ -122,7 +122,7 @@ where
     }
 
     /// Run `command` on aggregate `aggregate_id`; every event it produces
-    /// carries `metadata`.
+    /// carries `metadata`, with the command's name.
     pub async fn execute(
         &self,
         aggregate_id: &str,
@@ -132,8 +132,8 @@ where
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         let mut job = Job {
+            metadata: metadata.for_command(command.name()),
             command,
-            metadata,
             reply,
         };
         loop {

@@ -4,6 +4,17 @@
 //! here; the `problems` middleware adds the `request_id`, logs internal causes
 //! once, inside the request's span, and turns any other error response (an
 //! unknown route, a wrong method, a timeout) into a problem too.
+//!
+//! - `code.rs`: every [`Code`] with its status, the one classification;
+//! - `store.rs`, `identity.rs`, `classroom.rs`: how the write side's errors
+//!   become problems, one file per context.
+
+mod classroom;
+mod code;
+mod identity;
+mod store;
+
+pub use code::Code;
 
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +42,7 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
     /// A stable, machine-readable code.
-    pub code: String,
+    pub code: Code,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// The request's id, to quote when reporting a problem.
@@ -51,18 +62,12 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem with `status`, a stable `code` and an occurrence `detail`.
-    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
-        let plain = matches!(
-            code,
-            "not_found"
-                | "method_not_allowed"
-                | "payload_too_large"
-                | "unsupported_media_type"
-                | "request_timeout"
-        );
+    /// A problem with a stable `code` (which sets the status) and an
+    /// occurrence `detail`.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        let status = code.status();
         Self {
-            kind: if plain {
+            kind: if code.is_plain() {
                 "about:blank".to_owned()
             } else {
                 format!("urn:lectern:problem:{code}")
@@ -70,7 +75,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
-            code: code.to_owned(),
+            code,
             errors: Vec::new(),
             request_id: None,
             extra: None,
@@ -79,41 +84,58 @@ impl Problem {
         }
     }
 
+    /// The same problem with another status, for a code that several
+    /// statuses share (a client error the framework classified).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status.as_u16();
+        self.title = status.canonical_reason().unwrap_or("Error").to_owned();
+        self
+    }
+
     /// The generic problem for an HTTP status with no more specific cause.
     pub fn for_status(status: StatusCode) -> Self {
         let (code, detail) = match status {
-            StatusCode::NOT_FOUND => ("not_found", "No resource exists at this path."),
+            StatusCode::NOT_FOUND => (Code::NotFound, "No resource exists at this path."),
             StatusCode::METHOD_NOT_ALLOWED => (
-                "method_not_allowed",
+                Code::MethodNotAllowed,
                 "This path does not support this method.",
             ),
             StatusCode::PAYLOAD_TOO_LARGE => (
-                "payload_too_large",
+                Code::PayloadTooLarge,
                 "The request body is larger than allowed.",
             ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "Send the body as application/json.",
             ),
             StatusCode::REQUEST_TIMEOUT => (
-                "request_timeout",
+                Code::RequestTimeout,
                 "The request took too long and was abandoned.",
             ),
-            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "Too many requests; wait and retry."),
+            StatusCode::TOO_MANY_REQUESTS => {
+                (Code::RateLimited, "Too many requests; wait and retry.")
+            }
             s if s.is_server_error() => (
-                "internal",
+                Code::Internal,
                 "An internal error occurred. Quote the request_id when reporting it.",
             ),
-            _ => ("bad_request", "The request could not be processed."),
+            _ => (Code::BadRequest, "The request could not be processed."),
         };
-        Self::new(status, code, detail)
+        Self::new(code, detail).with_status(status)
+    }
+
+    /// A 422 naming one field.
+    pub fn invalid(pointer: &str, detail: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError {
+            pointer: pointer.to_owned(),
+            detail: detail.into(),
+        }])
     }
 
     /// 422 with one message per invalid field.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let mut p = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            Code::ValidationFailed,
             "The request has invalid fields; see errors.",
         );
         p.errors = errors;
@@ -130,8 +152,7 @@ impl Problem {
     /// 503 for a dependency that is down.
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         let mut p = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            Code::Unavailable,
             "A dependency is unavailable; retry shortly.",
         );
         p.cause = Some(cause.to_string());
@@ -164,16 +185,5 @@ impl IntoResponse for Problem {
         // The middleware reads this to add the request id and log the cause.
         response.extensions_mut().insert(self);
         response
-    }
-}
-
-impl From<sqlx::Error> for Problem {
-    fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::unavailable(e)
-            }
-            other => Self::internal(other),
-        }
     }
 }

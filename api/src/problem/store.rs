@@ -1,0 +1,30 @@
+//! Storage failures as problems: a conflict is 409, a database that does not
+//! answer is 503, anything else 500.
+
+use lectern_commands::StoreError;
+
+use super::{Code, Problem};
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => Problem::new(
+                Code::Conflict,
+                "The resource was changed concurrently; retry.",
+            ),
+            StoreError::Database(_) | StoreError::WorkerGone => Problem::unavailable(e),
+            StoreError::Serialization(_) => Problem::internal(e),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::unavailable(e)
+            }
+            other => Self::internal(other),
+        }
+    }
+}
