@@ -1,11 +1,20 @@
-//! The two list envelopes of DESIGN "Pagination", and read-your-writes.
+//! The two list envelopes (page mode and cursor mode), the one cursor type,
+//! and read-your-writes (`consistent_with`).
+//!
+//! Every cursor-mode list works the same way: [`CursorParams::keyset`]
+//! checks `limit` and decodes `cursor` into the list's [`CursorKey`] (400
+//! `invalid_cursor` for anything this API did not hand out), the query
+//! fetches one row more than the limit, and [`Keyset::page`] builds the
+//! envelope with the cursor after the last row.
 
 use std::time::Duration;
 
 use axum::http::{HeaderValue, Uri};
+use chrono::{DateTime, Utc};
 use lectern_domain::Position;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use crate::problem::{Code, FieldError, Problem};
 
@@ -104,30 +113,135 @@ impl<T> Page<T> {
 /// 100 (default 50).
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct CursorParams {
+    /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
+    /// 1 to 100, default 50.
     pub limit: Option<u32>,
 }
 
+/// A position in a list's keyset order, as a cursor carries it. The cursor
+/// is the key's text, base64url-encoded, so clients treat it as opaque.
+pub trait CursorKey: Sized {
+    /// The key as text.
+    fn to_text(&self) -> String;
+    /// The key from its text; `None` for text this API did not write.
+    fn from_text(s: &str) -> Option<Self>;
+
+    /// The opaque cursor for this key.
+    fn to_cursor(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.to_text())
+    }
+
+    /// The key in `cursor`; 400 `invalid_cursor` for anything this API did
+    /// not hand out.
+    fn from_cursor(cursor: &str) -> Result<Self, Problem> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| Self::from_text(&s))
+            .ok_or_else(|| {
+                Problem::new(
+                    Code::InvalidCursor,
+                    "The cursor is not one this API returned; start again without it.",
+                )
+            })
+    }
+}
+
+/// A log position (the audit log's order).
+impl CursorKey for Position {
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+    fn from_text(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+}
+
+/// A sequence number or version (a board's ops, a channel's messages).
+impl CursorKey for i64 {
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+    fn from_text(s: &str) -> Option<Self> {
+        s.parse().ok().filter(|n: &i64| *n >= 0)
+    }
+}
+
+/// A time and an id (lessons by start time).
+impl CursorKey for (DateTime<Utc>, Uuid) {
+    fn to_text(&self) -> String {
+        format!("{}|{}", self.0.to_rfc3339(), self.1)
+    }
+    fn from_text(s: &str) -> Option<Self> {
+        let (at, id) = s.split_once('|')?;
+        Some((
+            DateTime::parse_from_rfc3339(at).ok()?.to_utc(),
+            id.parse().ok()?,
+        ))
+    }
+}
+
+/// A time, an id and a sequence number (deliveries in the order sent).
+impl CursorKey for (DateTime<Utc>, Uuid, i64) {
+    fn to_text(&self) -> String {
+        format!("{}|{}|{}", self.0.to_rfc3339(), self.1, self.2)
+    }
+    fn from_text(s: &str) -> Option<Self> {
+        let mut parts = s.split('|');
+        let at = DateTime::parse_from_rfc3339(parts.next()?).ok()?.to_utc();
+        let id = parts.next()?.parse().ok()?;
+        let seq = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some((at, id, seq))
+    }
+}
+
+/// A checked cursor-mode request: where the page continues, and its size.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyset<K> {
+    /// The key of the previous page's last row; `None` for the first page.
+    pub after: Option<K>,
+    /// Rows on the page.
+    pub limit: u32,
+}
+
 impl CursorParams {
-    /// The position to continue before, and the limit.
-    pub fn parse(&self) -> Result<(Option<Position>, u32), Problem> {
+    /// Check `limit` (422 naming it) and decode `cursor`.
+    pub fn keyset<K: CursorKey>(&self) -> Result<Keyset<K>, Problem> {
         let limit = self.limit.unwrap_or(50);
         if !(1..=100).contains(&limit) {
-            return Err(Problem::validation(vec![FieldError {
-                pointer: "#/limit".into(),
-                detail: "must be 1 to 100".into(),
-            }]));
+            return Err(Problem::invalid("#/limit", "must be 1 to 100"));
         }
-        let cursor = match &self.cursor {
-            None => None,
-            Some(c) => Some(c.parse::<Position>().map_err(|_| {
-                Problem::validation(vec![FieldError {
-                    pointer: "#/cursor".into(),
-                    detail: "is not a cursor this API returned".into(),
-                }])
-            })?),
+        let after = self.cursor.as_deref().map(K::from_cursor).transpose()?;
+        Ok(Keyset { after, limit })
+    }
+}
+
+impl<K: CursorKey> Keyset<K> {
+    /// The page of `rows`, which the query fetched with one more row than
+    /// [`Self::limit`] to tell whether there is more; `key` is a row's
+    /// position in the list's order.
+    pub fn page<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> K) -> CursorPage<T> {
+        let has_more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        let next_cursor = if has_more {
+            rows.last().map(|r| key(r).to_cursor())
+        } else {
+            None
         };
-        Ok((cursor, limit))
+        CursorPage {
+            results: rows,
+            next_cursor,
+            has_more,
+        }
+    }
+
+    /// The rows a query fetches for this page: one more than the limit.
+    pub fn fetch(&self) -> u32 {
+        self.limit + 1
     }
 }
 
@@ -182,38 +296,53 @@ impl Consistency {
     }
 }
 
-/// An opaque cursor for `raw`, a position in some keyset order.
-pub fn encode_cursor(raw: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The keyset position in `cursor`, read by `parse`; 400 `invalid_cursor`
-/// for anything this API did not hand out.
-pub fn decode_cursor<T>(cursor: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, Problem> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| parse(&s))
-        .ok_or_else(|| {
-            Problem::new(
-                Code::InvalidCursor,
-                "The cursor is not one this API returned; start again without it.",
-            )
-        })
-}
+    #[test]
+    fn a_page_of_one_more_row_than_the_limit_says_there_is_more() {
+        let params = CursorParams {
+            cursor: None,
+            limit: Some(2),
+        };
+        let keyset = params.keyset::<i64>().expect("a valid request");
+        assert_eq!(keyset.fetch(), 3);
+        let page = keyset.page(vec![10_i64, 11, 12], |n| *n);
+        assert_eq!(page.results, [10, 11]);
+        assert!(page.has_more);
+        let next = page.next_cursor.expect("a cursor");
+        assert_eq!(i64::from_cursor(&next).expect("decodes"), 11);
+        let last = keyset.page(vec![13_i64], |n| *n);
+        assert_eq!((last.has_more, last.next_cursor), (false, None));
+    }
 
-/// A cursor-mode `limit`: 1 to 100, default 50.
-pub fn limit(limit: Option<u32>) -> Result<u32, Problem> {
-    let limit = limit.unwrap_or(50);
-    if (1..=100).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(Problem::validation(vec![FieldError {
-            pointer: "#/limit".into(),
-            detail: "must be 1 to 100".into(),
-        }]))
+    #[test]
+    fn keys_round_trip_and_foreign_cursors_are_refused() {
+        let at = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .expect("a time")
+            .to_utc();
+        let key = (at, Uuid::from_u128(7), 42_i64);
+        let back = <(DateTime<Utc>, Uuid, i64)>::from_cursor(&key.to_cursor()).expect("decodes");
+        assert_eq!(back, key);
+        let position = Position {
+            transaction_id: 5,
+            global_position: 9,
+        };
+        assert_eq!(
+            Position::from_cursor(&position.to_cursor()).expect("decodes"),
+            position
+        );
+        for foreign in ["not-base64!!", "MTIz", ""] {
+            let refused = <(DateTime<Utc>, Uuid)>::from_cursor(foreign).expect_err("refused");
+            assert_eq!(refused.code, Code::InvalidCursor);
+        }
+        let limit = CursorParams {
+            cursor: None,
+            limit: Some(101),
+        }
+        .keyset::<i64>()
+        .expect_err("too many");
+        assert_eq!(limit.errors[0].pointer, "#/limit");
     }
 }

@@ -430,8 +430,7 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
     .bind(i64::try_from(opts.lessons * 9 / 10)?)
     .fetch_one(&pool)
     .await?;
-    let deep_cursor =
-        lectern_api::pagination::encode_cursor(&format!("{}|{}", deep.0.to_rfc3339(), deep.1));
+    let deep_cursor = lectern_api::pagination::CursorKey::to_cursor(&deep);
     let mut first = Vec::new();
     let mut deep_lat = Vec::new();
     for i in 0..400 {

@@ -14,5 +14,5 @@ pub mod position;
 #[cfg(test)]
 mod testing;
 
-pub use metadata::{ActorRole, CommandName, EventMetadata};
+pub use metadata::{CommandName, EventMetadata};
 pub use position::Position;

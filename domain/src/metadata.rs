@@ -4,34 +4,12 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The role of whoever caused an event. `System` is Lectern itself
-/// (background workers, the CLI).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActorRole {
-    Admin,
-    Auditor,
-    Tutor,
-    Student,
-    Guest,
-    Anonymous,
-    System,
-}
-
-impl ActorRole {
-    /// The lowercase name used in metadata, tokens and the policy table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Auditor => "auditor",
-            Self::Tutor => "tutor",
-            Self::Student => "student",
-            Self::Guest => "guest",
-            Self::Anonymous => "anonymous",
-            Self::System => "system",
-        }
-    }
-}
+/// `actor_role` of an event Lectern caused itself (a background worker, a
+/// process manager, the CLI). Other events name the caller's
+/// [`Role`](crate::identity::Role), or [`ANONYMOUS`].
+pub const SYSTEM: &str = "system";
+/// `actor_role` of an event an unauthenticated caller caused.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// Metadata stored with every event of one command.
 ///
@@ -67,8 +45,8 @@ impl EventMetadata {
     /// job; `correlation_id` ties it to what caused it.
     pub fn system(correlation_id: &str) -> Self {
         Self {
-            actor_id: "system".to_owned(),
-            actor_role: ActorRole::System.as_str().to_owned(),
+            actor_id: SYSTEM.to_owned(),
+            actor_role: SYSTEM.to_owned(),
             correlation_id: correlation_id.to_owned(),
             ..Self::default()
         }

@@ -63,7 +63,7 @@ impl Origin {
     pub fn metadata(&self) -> EventMetadata {
         EventMetadata {
             actor_id: String::new(),
-            actor_role: "anonymous".to_owned(),
+            actor_role: lectern_domain::metadata::ANONYMOUS.to_owned(),
             session_id: String::new(),
             request_id: self.request_id.clone(),
             correlation_id: self.request_id.clone(),

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use lectern_domain::policy::Action;
+use lectern_domain::Position;
 use lectern_projections::audit::{self, AuditEntry, AuditFilter};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -49,7 +50,7 @@ async fn events(
     ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<CursorPage<AuditEntry>>, Problem> {
     caller.authorize(&state, Action::AuditRead).await?;
-    let (before, limit) = cursor.parse()?;
+    let keyset = cursor.keyset::<Position>()?;
     consistency.wait(&state.pool, "audit_log").await?;
     let filter = AuditFilter {
         actor_id: q.actor,
@@ -59,17 +60,16 @@ async fn events(
         from: q.from,
         to: q.to,
     };
-    let mut rows = audit::audit_page(&state.pool, &filter, before, i64::from(limit) + 1).await?;
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let next_cursor = if has_more {
-        rows.last().map(|r| r.position.clone())
-    } else {
-        None
-    };
-    Ok(Json(CursorPage {
-        results: rows,
-        next_cursor,
-        has_more,
-    }))
+    let rows = audit::audit_page(
+        &state.pool,
+        &filter,
+        keyset.after,
+        i64::from(keyset.fetch()),
+    )
+    .await?;
+    Ok(Json(keyset.page(rows, |r| {
+        r.position
+            .parse::<Position>()
+            .expect("the audit query writes positions as <transaction>.<position>")
+    })))
 }

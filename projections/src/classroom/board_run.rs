@@ -211,7 +211,7 @@ impl BoardRun {
                     .and_then(|v| v.as_str().map(str::to_owned));
                 row.updated_at = Some(at);
             }
-            BoardEvent::OpRejected { .. } | BoardEvent::OpDuplicate { .. } => {}
+            BoardEvent::OpRejected { .. } | BoardEvent::OpDuplicated { .. } => {}
             BoardEvent::OpApplied {
                 client_id,
                 op_id,

@@ -137,24 +137,23 @@ pub struct BoardOpRow {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// Operations after `since_version`, in order; one more than `limit` is
-/// fetched to tell whether there is more.
+/// At most `limit` operations after `since_version`, in order.
 pub async fn board_ops(
     pool: &PgPool,
     board: Uuid,
     since_version: i64,
     limit: u32,
-) -> Result<(Vec<BoardOpRow>, bool), sqlx::Error> {
+) -> Result<Vec<BoardOpRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT server_version, lamport, client_id, op_id, user_id, kind, element_id, data, target_version, recorded_at
            FROM board_ops WHERE board_id = $1 AND server_version > $2 ORDER BY server_version LIMIT $3",
     )
     .bind(board)
     .bind(since_version)
-    .bind(i64::from(limit) + 1)
+    .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    let mut out = rows
+    let out = rows
         .iter()
         .map(|r| {
             Ok(BoardOpRow {
@@ -171,7 +170,5 @@ pub async fn board_ops(
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let more = out.len() > limit as usize;
-    out.truncate(limit as usize);
-    Ok((out, more))
+    Ok(out)
 }

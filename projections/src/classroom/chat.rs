@@ -149,29 +149,28 @@ fn message_row(r: &sqlx::postgres::PgRow) -> Result<MessageRow, sqlx::Error> {
     })
 }
 
-/// Messages of a lesson after `after_seq`, in sequence order.
+/// At most `limit` messages of a lesson after `after_seq`, in sequence
+/// order.
 pub async fn messages(
     pool: &PgPool,
     lesson: Uuid,
     after_seq: i64,
     limit: u32,
-) -> Result<(Vec<MessageRow>, bool), sqlx::Error> {
+) -> Result<Vec<MessageRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT lesson_id, seq, message_id, sender_id, client_message_id, text, sent_at
            FROM messages WHERE lesson_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     )
     .bind(lesson)
     .bind(after_seq)
-    .bind(i64::from(limit) + 1)
+    .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    let mut out = rows
+    let out = rows
         .iter()
         .map(message_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let more = out.len() > limit as usize;
-    out.truncate(limit as usize);
-    Ok((out, more))
+    Ok(out)
 }
 
 /// A delivery still waiting for its recipient, with its message.
@@ -192,7 +191,7 @@ pub async fn pending(
     recipient: Uuid,
     after: Option<PendingKey>,
     limit: u32,
-) -> Result<(Vec<PendingRow>, bool), sqlx::Error> {
+) -> Result<Vec<PendingRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT m.lesson_id, m.seq, m.message_id, m.sender_id, m.client_message_id, m.text, m.sent_at, d.status
            FROM deliveries d JOIN messages m ON m.lesson_id = d.lesson_id AND m.seq = d.seq
@@ -205,10 +204,10 @@ pub async fn pending(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(after.map(|a| a.2))
-    .bind(i64::from(limit) + 1)
+    .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    let mut out = rows
+    let out = rows
         .iter()
         .map(|r| {
             Ok(PendingRow {
@@ -217,9 +216,7 @@ pub async fn pending(
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let more = out.len() > limit as usize;
-    out.truncate(limit as usize);
-    Ok((out, more))
+    Ok(out)
 }
 
 /// A recipient's statuses of a lesson's deliveries: `(seq, status)`.

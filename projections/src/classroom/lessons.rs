@@ -230,14 +230,13 @@ pub struct LessonFilter {
     pub mine: Option<Uuid>,
 }
 
-/// Lessons in `(starts_at, id)` order after `after`, keyset-paged; one more
-/// row than `limit` is fetched to tell whether there is more.
+/// At most `limit` lessons in `(starts_at, id)` order after `after`.
 pub async fn lessons_page(
     pool: &PgPool,
     filter: &LessonFilter,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: u32,
-) -> Result<(Vec<LessonRow>, bool), sqlx::Error> {
+) -> Result<Vec<LessonRow>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT {LESSON_COLUMNS} FROM lessons l
           WHERE ($1::uuid IS NULL OR l.tutor_id = $1)
@@ -257,15 +256,13 @@ pub async fn lessons_page(
     .bind(filter.mine)
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
-    .bind(i64::from(limit) + 1)
+    .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
     let now = Utc::now();
-    let mut out = rows
+    let out = rows
         .iter()
         .map(|r| lesson_row(r, now))
         .collect::<Result<Vec<_>, _>>()?;
-    let more = out.len() > limit as usize;
-    out.truncate(limit as usize);
-    Ok((out, more))
+    Ok(out)
 }

@@ -660,7 +660,7 @@ async fn boards_order_deduplicate_settle_conflicts_and_undo() {
         stored,
         [
             ("OpApplied".into(), 5),
-            ("OpDuplicate".into(), 1),
+            ("OpDuplicated".into(), 1),
             ("OpRejected".into(), 3)
         ]
     );

@@ -20,7 +20,7 @@ use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::pagination::{decode_cursor, encode_cursor, limit, Consistency, CursorPage};
+use crate::pagination::{Consistency, CursorPage, CursorParams};
 use crate::problem::{Code, FieldError, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -152,7 +152,7 @@ async fn draw(
         .map(|e| {
             matches!(
                 e.payload,
-                lectern_domain::classroom::BoardEvent::OpDuplicate { .. }
+                lectern_domain::classroom::BoardEvent::OpDuplicated { .. }
             )
         })
         .collect();
@@ -227,13 +227,9 @@ async fn apply_batch(
 /// Which operations to fetch.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct OpsQuery {
-    /// Operations after this `server_version` (default 0: all).
+    /// Operations after this `server_version` (default 0: all); a `cursor`
+    /// takes precedence.
     since_version: Option<u64>,
-    /// From the previous page's `next_cursor` (instead of `since_version`).
-    cursor: Option<String>,
-    /// 1 to 100, default 50.
-    limit: Option<u32>,
-    consistent_with: Option<String>,
 }
 
 /// Whether `caller` may read board `id`: participants, admins and auditors.
@@ -256,35 +252,24 @@ async fn may_read(
 
 /// The operations a reconnecting client missed, in `server_version` order.
 #[utoipa::path(get, path = "/api/v1/boards/{id}/ops", tag = "boards", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Board (lesson) id"), OpsQuery),
+    params(("id" = Uuid, Path, description = "Board (lesson) id"), OpsQuery, CursorParams, Consistency),
     responses((status = 200, body = CursorPage<BoardOpRow>), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn list_ops(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
     ApiQuery(q): ApiQuery<OpsQuery>,
+    ApiQuery(cursor): ApiQuery<CursorParams>,
+    ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<CursorPage<BoardOpRow>>, Problem> {
     may_read(&state, &caller, id, Action::BoardRead).await?;
-    let limit = limit(q.limit)?;
-    let since = match &q.cursor {
-        Some(c) => decode_cursor(c, |s| s.strip_prefix("v:")?.parse::<i64>().ok())?,
-        None => i64::try_from(q.since_version.unwrap_or(0)).unwrap_or(i64::MAX),
-    };
-    Consistency {
-        consistent_with: q.consistent_with,
-    }
-    .wait(&state.pool, "boards")
-    .await?;
-    let (results, has_more) = read::board_ops(&state.pool, id, since, limit).await?;
-    let next_cursor = has_more
-        .then(|| results.last())
-        .flatten()
-        .map(|o| encode_cursor(&format!("v:{}", o.server_version)));
-    Ok(Json(CursorPage {
-        results,
-        next_cursor,
-        has_more,
-    }))
+    let keyset = cursor.keyset::<i64>()?;
+    let since = keyset
+        .after
+        .unwrap_or_else(|| i64::try_from(q.since_version.unwrap_or(0)).unwrap_or(i64::MAX));
+    consistency.wait(&state.pool, "boards").await?;
+    let rows = read::board_ops(&state.pool, id, since, keyset.fetch()).await?;
+    Ok(Json(keyset.page(rows, |o| o.server_version)))
 }
 
 /// The board's elements, version and checksum.

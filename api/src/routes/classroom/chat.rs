@@ -4,13 +4,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use lectern_domain::classroom::channel::{text_ok, MAX_TEXT};
 use lectern_domain::classroom::inbox::AckStatus;
 use lectern_domain::policy::Action;
 use lectern_projections::classroom::{self as read, MessageRow, PendingRow};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ use super::{actor, refusal};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::pagination::{decode_cursor, encode_cursor, limit, Consistency, CursorPage};
+use crate::pagination::{Consistency, CursorPage, CursorParams};
 use crate::problem::Problem;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -107,25 +107,16 @@ async fn send_message(
     ))
 }
 
-/// Paging through a channel.
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct MessagesQuery {
-    /// From the previous page's `next_cursor`.
-    cursor: Option<String>,
-    /// 1 to 100, default 50.
-    limit: Option<u32>,
-    consistent_with: Option<String>,
-}
-
 /// A lesson's messages in sequence order (participants, admins, auditors).
 #[utoipa::path(get, path = "/api/v1/lessons/{id}/messages", tag = "chat", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Lesson id"), MessagesQuery),
+    params(("id" = Uuid, Path, description = "Lesson id"), CursorParams, Consistency),
     responses((status = 200, body = CursorPage<MessageRow>), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn list_messages(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    ApiQuery(q): ApiQuery<MessagesQuery>,
+    ApiQuery(cursor): ApiQuery<CursorParams>,
+    ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<CursorPage<MessageRow>>, Problem> {
     let grant = caller.authorize(&state, Action::ChatRead).await?;
     if grant.own_only {
@@ -135,26 +126,10 @@ async fn list_messages(
     } else {
         state.classroom.require_lesson(id).await?;
     }
-    let limit = limit(q.limit)?;
-    let after = match &q.cursor {
-        Some(c) => decode_cursor(c, |s| s.strip_prefix("s:")?.parse::<i64>().ok())?,
-        None => 0,
-    };
-    Consistency {
-        consistent_with: q.consistent_with,
-    }
-    .wait(&state.pool, "chat")
-    .await?;
-    let (results, has_more) = read::messages(&state.pool, id, after, limit).await?;
-    let next_cursor = has_more
-        .then(|| results.last())
-        .flatten()
-        .map(|m| encode_cursor(&format!("s:{}", m.seq)));
-    Ok(Json(CursorPage {
-        results,
-        next_cursor,
-        has_more,
-    }))
+    let keyset = cursor.keyset::<i64>()?;
+    consistency.wait(&state.pool, "chat").await?;
+    let rows = read::messages(&state.pool, id, keyset.after.unwrap_or(0), keyset.fetch()).await?;
+    Ok(Json(keyset.page(rows, |m| m.seq)))
 }
 
 /// An acknowledgement: every delivery to the caller in the lesson up to and
@@ -210,57 +185,21 @@ async fn acknowledge(
     }
 }
 
-/// Paging through pending deliveries.
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct PendingQuery {
-    /// From the previous page's `next_cursor`.
-    cursor: Option<String>,
-    /// 1 to 100, default 50.
-    limit: Option<u32>,
-    consistent_with: Option<String>,
-}
-
 /// What a reconnecting client missed: the caller's unacknowledged
 /// deliveries, in the order they were sent.
-#[utoipa::path(get, path = "/api/v1/me/deliveries/pending", tag = "chat", security(("bearer" = [])), params(PendingQuery),
+#[utoipa::path(get, path = "/api/v1/me/deliveries/pending", tag = "chat", security(("bearer" = [])), params(CursorParams, Consistency),
     responses((status = 200, body = CursorPage<PendingRow>), (status = 400, body = Problem)))]
 async fn pending(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<PendingQuery>,
+    ApiQuery(cursor): ApiQuery<CursorParams>,
+    ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<CursorPage<PendingRow>>, Problem> {
     caller.authorize(&state, Action::ChatRead).await?;
-    let limit = limit(q.limit)?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            decode_cursor(c, |s| {
-                let mut parts = s.split('|');
-                let at = DateTime::parse_from_rfc3339(parts.next()?).ok()?.to_utc();
-                let lesson = parts.next()?.parse().ok()?;
-                let seq = parts.next()?.parse().ok()?;
-                parts.next().is_none().then_some((at, lesson, seq))
-            })
-        })
-        .transpose()?;
-    Consistency {
-        consistent_with: q.consistent_with,
-    }
-    .wait(&state.pool, "chat")
-    .await?;
-    let (results, has_more) = read::pending(&state.pool, caller.user_id, after, limit).await?;
-    let next_cursor = has_more.then(|| results.last()).flatten().map(|p| {
-        encode_cursor(&format!(
-            "{}|{}|{}",
-            p.message.sent_at.to_rfc3339(),
-            p.message.lesson_id,
-            p.message.seq
-        ))
-    });
-    Ok(Json(CursorPage {
-        results,
-        next_cursor,
-        has_more,
-    }))
+    let keyset = cursor.keyset::<(DateTime<Utc>, Uuid, i64)>()?;
+    consistency.wait(&state.pool, "chat").await?;
+    let rows = read::pending(&state.pool, caller.user_id, keyset.after, keyset.fetch()).await?;
+    Ok(Json(keyset.page(rows, |p| {
+        (p.message.sent_at, p.message.lesson_id, p.message.seq)
+    })))
 }

@@ -20,7 +20,7 @@ use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::pagination::{decode_cursor, encode_cursor, limit, Consistency, CursorPage};
+use crate::pagination::{Consistency, CursorPage, CursorParams};
 use crate::problem::{Code, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -158,36 +158,20 @@ pub struct LessonQuery {
     starts_before: Option<DateTime<Utc>>,
     /// Only lessons the caller teaches or is enrolled in.
     mine: Option<bool>,
-    /// From the previous page's `next_cursor`.
-    cursor: Option<String>,
-    /// 1 to 100, default 50.
-    limit: Option<u32>,
-    consistent_with: Option<String>,
 }
 
 /// Lessons in start-time order, cursor-paged.
-#[utoipa::path(get, path = "/api/v1/lessons", tag = "lessons", security(("bearer" = [])), params(LessonQuery),
+#[utoipa::path(get, path = "/api/v1/lessons", tag = "lessons", security(("bearer" = [])), params(LessonQuery, CursorParams, Consistency),
     responses((status = 200, body = CursorPage<LessonRow>), (status = 400, body = Problem), (status = 422, body = Problem)))]
 async fn list_lessons(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<LessonQuery>,
+    ApiQuery(cursor): ApiQuery<CursorParams>,
+    ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<CursorPage<LessonRow>>, Problem> {
     caller.authorize(&state, Action::LessonRead).await?;
-    let limit = limit(q.limit)?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            decode_cursor(c, |s| {
-                let (at, id) = s.split_once('|')?;
-                Some((
-                    DateTime::parse_from_rfc3339(at).ok()?.to_utc(),
-                    id.parse().ok()?,
-                ))
-            })
-        })
-        .transpose()?;
+    let keyset = cursor.keyset::<(DateTime<Utc>, Uuid)>()?;
     if let Some(s) = &q.status {
         if LessonStatus::parse(s).is_none() {
             return Err(Problem::invalid(
@@ -196,11 +180,7 @@ async fn list_lessons(
             ));
         }
     }
-    Consistency {
-        consistent_with: q.consistent_with,
-    }
-    .wait(&state.pool, "lessons")
-    .await?;
+    consistency.wait(&state.pool, "lessons").await?;
     let filter = LessonFilter {
         tutor_id: q.tutor_id,
         status: q.status,
@@ -208,16 +188,8 @@ async fn list_lessons(
         starts_before: q.starts_before,
         mine: q.mine.unwrap_or(false).then_some(caller.user_id),
     };
-    let (results, has_more) = read::lessons_page(&state.pool, &filter, after, limit).await?;
-    let next_cursor = has_more
-        .then(|| results.last())
-        .flatten()
-        .map(|l| encode_cursor(&format!("{}|{}", l.starts_at.to_rfc3339(), l.id)));
-    Ok(Json(CursorPage {
-        results,
-        next_cursor,
-        has_more,
-    }))
+    let rows = read::lessons_page(&state.pool, &filter, keyset.after, keyset.fetch()).await?;
+    Ok(Json(keyset.page(rows, |l| (l.starts_at, l.id))))
 }
 
 /// One lesson, with its enrolled count, seats left and timing.

@@ -105,8 +105,10 @@ pub enum BoardEvent {
         reason: String,
     },
     /// A retried operation; nothing changed and the original answer was
-    /// given again.
-    OpDuplicate {
+    /// given again. Recorded as `OpDuplicate` before the name was put in the
+    /// past tense; those stored events still read as this one.
+    #[serde(alias = "OpDuplicate")]
+    OpDuplicated {
         client_id: String,
         op_id: String,
         user_id: Uuid,
@@ -119,7 +121,7 @@ domain_event!(BoardEvent {
     PolicyChanged,
     OpApplied,
     OpRejected,
-    OpDuplicate,
+    OpDuplicated,
 });
 
 impl BoardEvent {
@@ -152,7 +154,7 @@ impl BoardEvent {
                     reason: reason.clone(),
                 },
             )),
-            Self::OpDuplicate {
+            Self::OpDuplicated {
                 client_id,
                 op_id,
                 original,
@@ -211,7 +213,7 @@ impl Board {
                 return reject("client_id_in_use");
             }
             if let Some((_, original)) = c.recent.iter().find(|(id, _)| *id == op.op_id) {
-                return BoardEvent::OpDuplicate {
+                return BoardEvent::OpDuplicated {
                     client_id: op.client_id.clone(),
                     op_id: op.op_id.clone(),
                     user_id: by.user_id,
@@ -399,7 +401,7 @@ impl Aggregate for Board {
             } => {
                 self.remember(&client_id, user_id, &op_id, OpOutcome::Rejected { reason });
             }
-            BoardEvent::OpDuplicate { .. } => {}
+            BoardEvent::OpDuplicated { .. } => {}
             BoardEvent::OpApplied {
                 client_id,
                 op_id,

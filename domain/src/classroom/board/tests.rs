@@ -96,7 +96,7 @@ fn duplicates_get_the_original_answer() {
     let o = op("t", "1", 1, OpKind::Add, "a", json!({}));
     when(&mut b, TUTOR, vec![o.clone()]);
     let [again] = apply(&mut b, TUTOR, o).try_into().expect("one event");
-    assert!(matches!(again, BoardEvent::OpDuplicate { .. }));
+    assert!(matches!(again, BoardEvent::OpDuplicated { .. }));
     assert_eq!(again.outcome().expect("a test value").2, applied(1, 2));
     assert_eq!(b.server_version, 1);
     // Another user cannot use the same client id.
@@ -263,4 +263,14 @@ fn checksums_ignore_member_order() {
     let b: Value = serde_json::from_str(r#"{"a":[1,{"x":1,"y":2}],"b":1}"#).expect("a test value");
     assert_eq!(checksum([("e", &a)]), checksum([("e", &b)]));
     assert_ne!(checksum([("e", &a)]), checksum([("f", &a)]));
+}
+
+#[test]
+fn duplicates_recorded_under_the_old_name_still_read() {
+    let stored = serde_json::json!({"OpDuplicate": {
+        "client_id": "t", "op_id": "1", "user_id": TUTOR,
+        "original": {"status": "applied", "server_version": 1, "lamport": 2}}});
+    let event: BoardEvent = serde_json::from_value(stored).expect("the old name reads");
+    assert!(matches!(event, BoardEvent::OpDuplicated { .. }));
+    assert_eq!(cqrs_es::DomainEvent::event_type(&event), "OpDuplicated");
 }
