@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use lectern_domain::classroom::board::OpRequest;
-use lectern_domain::classroom::lesson::{LessonDetails, Price};
+use lectern_domain::classroom::lesson::{LessonDetails, LessonDraft};
+use lectern_domain::classroom::values::OpData;
 use lectern_domain::classroom::{Actor, LessonCommand, OpKind};
 use lectern_domain::identity::{DisplayName, Email, Password, Role};
 use lectern_domain::EventMetadata;
@@ -255,17 +256,17 @@ async fn account(
 /// A live lesson taught by `tutor` with `students` enrolled; its id.
 async fn live_lesson(state: &AppState, tutor: Uuid, students: &[Uuid]) -> anyhow::Result<Uuid> {
     let meta = EventMetadata::system("");
-    let details = LessonDetails {
+    let draft = LessonDraft {
         title: "Bench".into(),
         description: String::new(),
         starts_at: chrono::Utc::now() + chrono::Duration::hours(1),
         duration_minutes: 60,
         capacity: 500,
-        price: Price {
-            amount_minor: 0,
-            currency: "EUR".into(),
-        },
+        price_amount_minor: 0,
+        price_currency: "eur".into(),
     };
+    let details = LessonDetails::parse(&draft, chrono::Utc::now())
+        .map_err(|issues| anyhow::anyhow!("bench lesson details: {issues:?}"))?;
     let c = &state.classroom;
     let (id, _) = c.schedule(tutor, details, &meta).await?;
     let by = Actor::unrestricted(tutor);
@@ -391,7 +392,7 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
                     lamport: i as u64,
                     kind: if i < 1000 { OpKind::Add } else { OpKind::Move },
                     element_id: Some(format!("el-{}", i % 1000)),
-                    data: json!({"x": i}),
+                    data: OpData::parse(json!({"x": i})).expect("a small object is valid op data"),
                 }
             })
             .collect();

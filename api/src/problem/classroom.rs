@@ -27,7 +27,9 @@ impl From<ClassroomError> for Problem {
             ClassroomError::Lesson(L::CapacityBelowEnrolled(_)) => {
                 return Problem::invalid("#/capacity", detail)
             }
-            ClassroomError::Channel(C::InvalidText) => return Problem::invalid("#/text", detail),
+            ClassroomError::Lesson(L::StartsInPast) => {
+                return Problem::invalid("#/starts_at", detail)
+            }
             ClassroomError::AckBeyondLast(..) => return Problem::invalid("#/up_to_seq", detail),
             ClassroomError::Lesson(L::AlreadyExists)
             | ClassroomError::Channel(C::Duplicate { .. } | C::RosterBehind)

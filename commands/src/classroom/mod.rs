@@ -13,6 +13,7 @@ use chrono::Utc;
 use futures::future::join_all;
 use lectern_domain::classroom::inbox::{inbox_id, AckStatus};
 use lectern_domain::classroom::lesson::{LessonDetails, LessonPatch};
+use lectern_domain::classroom::values::MessageText;
 use lectern_domain::classroom::{
     board::OpRequest, Actor, Board, BoardCommand, BoardError, BoardEvent, Channel, ChannelCommand,
     ChannelError, ChannelEvent, ConflictPolicy, Inbox, InboxCommand, InboxError, Lesson,
@@ -156,7 +157,15 @@ impl ClassroomService {
     ) -> Result<(Uuid, Committed<LessonEvent>), ClassroomError> {
         let id = Uuid::new_v4();
         let committed = self
-            .lesson(id, LessonCommand::Schedule { tutor_id, details }, meta)
+            .lesson(
+                id,
+                LessonCommand::Schedule {
+                    tutor_id,
+                    details,
+                    now: Utc::now(),
+                },
+                meta,
+            )
             .await?;
         Ok((id, committed))
     }
@@ -278,7 +287,7 @@ impl ClassroomService {
         lesson_id: Uuid,
         by: Actor,
         client_message_id: String,
-        text: String,
+        text: MessageText,
         meta: &EventMetadata,
     ) -> Result<Sent, ClassroomError> {
         let key = lesson_id.to_string();
@@ -561,9 +570,20 @@ fn item_command(item: BulkItem, tutor_id: Uuid, by: Actor) -> (Uuid, LessonComma
     match item {
         BulkItem::Create(details) => (
             Uuid::new_v4(),
-            LessonCommand::Schedule { tutor_id, details },
+            LessonCommand::Schedule {
+                tutor_id,
+                details,
+                now: Utc::now(),
+            },
         ),
-        BulkItem::Update(id, patch) => (id, LessonCommand::Update { by, patch }),
+        BulkItem::Update(id, patch) => (
+            id,
+            LessonCommand::Update {
+                by,
+                patch,
+                now: Utc::now(),
+            },
+        ),
         BulkItem::Cancel(id, reason) => (id, LessonCommand::Cancel { by, reason }),
     }
 }

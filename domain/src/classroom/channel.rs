@@ -11,10 +11,9 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::values::MessageText;
 use super::{domain_event, Actor, LessonStatus, Roster};
 
-/// Longest message, in characters.
-pub const MAX_TEXT: usize = 4000;
 /// Messages per channel remembered for duplicate detection.
 pub const DEDUP_WINDOW: usize = 1000;
 
@@ -36,7 +35,7 @@ pub enum ChannelCommand {
         by: Actor,
         message_id: Uuid,
         client_message_id: String,
-        text: String,
+        text: MessageText,
         sent_at: DateTime<Utc>,
         /// The lesson's version when the message was sent (an outside
         /// fact): every participant of that version gets a delivery, so a
@@ -64,7 +63,7 @@ pub enum ChannelEvent {
         seq: u64,
         sender_id: Uuid,
         client_message_id: String,
-        text: String,
+        text: MessageText,
         sent_at: DateTime<Utc>,
         /// Who gets a delivery: every participant but the sender.
         recipients: Vec<Uuid>,
@@ -87,8 +86,6 @@ pub enum ChannelError {
     /// The message was sent before: its id and sequence number.
     #[error("the message was already sent")]
     Duplicate { message_id: Uuid, seq: u64 },
-    #[error("a message has 1 to 4000 characters")]
-    InvalidText,
     /// The channel's copy of the roster is older than the lesson: copy it
     /// again, then send.
     #[error("the channel's roster is behind the lesson")]
@@ -112,12 +109,6 @@ impl Channel {
         }
         Ok(())
     }
-}
-
-/// Whether `text` is a valid message.
-pub fn text_ok(text: &str) -> bool {
-    let n = text.chars().count();
-    (1..=MAX_TEXT).contains(&n) && !text.trim().is_empty()
 }
 
 impl Aggregate for Channel {
@@ -164,9 +155,6 @@ impl Aggregate for Channel {
                 }
                 if self.roster.status == Some(LessonStatus::Cancelled) {
                     return Err(ChannelError::Closed);
-                }
-                if !text_ok(&text) {
-                    return Err(ChannelError::InvalidText);
                 }
                 let recipients = self
                     .roster
@@ -244,7 +232,7 @@ mod tests {
                 },
                 message_id: Uuid::from_u128(100),
                 client_message_id: client_id.into(),
-                text: "hello".into(),
+                text: MessageText::parse("hello").expect("a message"),
                 sent_at: Utc::now(),
                 lesson_version: 3,
             },

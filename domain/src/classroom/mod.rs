@@ -10,6 +10,7 @@ pub mod board;
 pub mod channel;
 pub mod inbox;
 pub mod lesson;
+pub mod values;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

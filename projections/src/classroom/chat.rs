@@ -68,7 +68,7 @@ impl Projection for ChatProjection {
                 .bind(message_id)
                 .bind(sender_id)
                 .bind(client_message_id)
-                .bind(text)
+                .bind(text.as_str())
                 .bind(sent_at)
                 .bind(recipients)
                 .execute(&mut *conn)

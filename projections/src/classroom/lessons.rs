@@ -9,6 +9,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{decode, uuid_of};
+
+/// A bounded count (a duration, a capacity) as the table's `integer`.
+fn small(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
 use crate::log::LogEvent;
 use crate::projection::{Interest, Projection, ProjectionError, Tables};
 
@@ -58,13 +63,13 @@ impl Projection for LessonsProjection {
                 ))
                 .bind(id)
                 .bind(tutor_id)
-                .bind(&details.title)
-                .bind(&details.description)
+                .bind(details.title.as_str())
+                .bind(details.description.as_str())
                 .bind(details.starts_at)
-                .bind(i32::try_from(details.duration_minutes).unwrap_or(i32::MAX))
-                .bind(i32::try_from(details.capacity).unwrap_or(i32::MAX))
+                .bind(small(details.duration_minutes.get()))
+                .bind(small(details.capacity.get()))
                 .bind(details.price.amount_minor)
-                .bind(&details.price.currency)
+                .bind(details.price.currency.as_str())
                 .bind(at)
                 .bind(event.sequence)
                 .execute(&mut *conn)
@@ -82,13 +87,13 @@ impl Projection for LessonsProjection {
                 .bind(id)
                 .bind(event.sequence)
                 .bind(at)
-                .bind(changes.title)
-                .bind(changes.description)
+                .bind(changes.title.as_ref().map(|t| t.as_str()))
+                .bind(changes.description.as_ref().map(|d| d.as_str()))
                 .bind(changes.starts_at)
-                .bind(changes.duration_minutes.map(|v| i32::try_from(v).unwrap_or(i32::MAX)))
-                .bind(changes.capacity.map(|v| i32::try_from(v).unwrap_or(i32::MAX)))
+                .bind(changes.duration_minutes.map(|v| small(v.get())))
+                .bind(changes.capacity.map(|v| small(v.get())))
                 .bind(changes.price.as_ref().map(|p| p.amount_minor))
-                .bind(changes.price.map(|p| p.currency))
+                .bind(changes.price.as_ref().map(|p| p.currency.as_str()))
                 .execute(&mut *conn)
                 .await?;
                 return Ok(());

@@ -144,9 +144,10 @@ async fn lessons_validate_change_state_and_list() {
     assert_eq!(lesson["seats_left"], 5);
     assert_eq!(lesson["enrolled_count"], 0);
     assert_eq!(lesson["timing"], "upcoming");
+    // Sent as "EUR"; kept in lowercase, as DESIGN and Stripe write it.
     assert_eq!(
         lesson["price"],
-        json!({"amount_minor": 1500, "currency": "EUR"})
+        json!({"amount_minor": 1500, "currency": "eur"})
     );
 
     // Only the owner changes it; the refusal is recorded.
@@ -270,6 +271,50 @@ async fn lessons_validate_change_state_and_list() {
     )
     .await;
     assert_eq!(mine["results"].as_array().expect("a test value").len(), 0);
+}
+
+#[tokio::test]
+async fn a_currency_in_any_case_is_accepted_and_stored_in_lowercase() {
+    let app = spawn_app().await;
+    let (_, tutor) = app.user("tutor").await;
+    for (sent, code) in [("usd", "usd"), ("Gbp", "gbp")] {
+        let mut body = lesson_body(5);
+        body["price"]["currency"] = json!(sent);
+        let r = app
+            .post("/api/v1/lessons", Some(&tutor.access_token), body)
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{sent}");
+        let created = json_of(r).await;
+        let id = created["id"].as_str().expect("an id");
+        let stored: String = sqlx::query_scalar(
+            "SELECT payload->'LessonScheduled'->'details'->'price'->>'currency' FROM events
+              WHERE aggregate_id = $1 AND event_type = 'LessonScheduled'",
+        )
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("the event");
+        assert_eq!(stored, code);
+        let lesson = json_of(
+            app.get(
+                &format!(
+                    "/api/v1/lessons/{id}?consistent_with={}",
+                    created["position"].as_str().expect("a position")
+                ),
+                &tutor.access_token,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(lesson["price"]["currency"], code);
+    }
+    let mut body = lesson_body(5);
+    body["price"]["currency"] = json!("usdx");
+    let r = app
+        .post("/api/v1/lessons", Some(&tutor.access_token), body)
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_of(r).await["errors"][0]["pointer"], "#/price/currency");
 }
 
 #[tokio::test]

@@ -3,9 +3,8 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use lectern_domain::classroom::board::{
-    OpRequest, MAX_ID_LEN, MAX_OPS_PER_REQUEST, MAX_OP_DATA_BYTES,
-};
+use lectern_domain::classroom::board::{OpRequest, MAX_ID_LEN, MAX_OPS_PER_REQUEST};
+use lectern_domain::classroom::values::OpData;
 use lectern_domain::classroom::{ConflictPolicy, OpOutcome};
 use lectern_domain::policy::Action;
 use lectern_projections::classroom::{self as read, BoardOpRow, BoardRow};
@@ -69,7 +68,7 @@ pub struct OpResult {
     lamport: Option<u64>,
     /// Why it was rejected: `unknown_element`, `element_exists`,
     /// `superseded`, `conflict`, `nothing_to_undo`, ...
-    reason: Option<String>,
+    reason: Option<&'static str>,
 }
 
 /// The answers, one per operation in order, and the command's position.
@@ -82,9 +81,12 @@ pub struct OpsApplied {
     position: Option<String>,
 }
 
-fn check(ops: &[OpBody], base: &str) -> Result<(), Problem> {
+/// The operations of a request, each checked; a 422 names every invalid
+/// field under `base` (`#/ops` for a batch, the body for one op).
+fn parse(ops: Vec<OpBody>, base: &str) -> Result<Vec<OpRequest>, Problem> {
     let mut errors = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
+    let mut requests = Vec::with_capacity(ops.len());
+    for (i, op) in ops.into_iter().enumerate() {
         let at = |f: &str| {
             if base.is_empty() {
                 format!("#/{f}")
@@ -100,16 +102,23 @@ fn check(ops: &[OpBody], base: &str) -> Result<(), Problem> {
                 });
             }
         }
-        let size = serde_json::to_vec(&op.data).map_or(usize::MAX, |v| v.len());
-        if size > MAX_OP_DATA_BYTES {
-            errors.push(FieldError {
+        match OpData::parse(op.data) {
+            Ok(data) => requests.push(OpRequest {
+                client_id: op.client_id,
+                op_id: op.op_id,
+                lamport: op.lamport,
+                kind: op.kind,
+                element_id: op.element_id,
+                data,
+            }),
+            Err(why) => errors.push(FieldError {
                 pointer: at("data"),
-                detail: format!("is {size} bytes of JSON; at most {MAX_OP_DATA_BYTES} are allowed"),
-            });
+                detail: why.0.into(),
+            }),
         }
     }
     if errors.is_empty() {
-        Ok(())
+        Ok(requests)
     } else {
         Err(Problem::validation(errors))
     }
@@ -119,20 +128,9 @@ async fn draw(
     state: &AppState,
     caller: &Caller,
     board: Uuid,
-    ops: Vec<OpBody>,
+    requests: Vec<OpRequest>,
 ) -> Result<Json<OpsApplied>, Problem> {
     let grant = caller.authorize(state, Action::BoardDraw).await?;
-    let requests = ops
-        .into_iter()
-        .map(|o| OpRequest {
-            client_id: o.client_id,
-            op_id: o.op_id,
-            lamport: o.lamport,
-            kind: o.kind,
-            element_id: o.element_id,
-            data: o.data,
-        })
-        .collect::<Vec<_>>();
     let ids: Vec<(String, String)> = requests
         .iter()
         .map(|r| (r.client_id.clone(), r.op_id.clone()))
@@ -178,7 +176,7 @@ async fn draw(
                 status: if duplicate { "duplicate" } else { "rejected" },
                 server_version: None,
                 lamport: None,
-                reason: Some(reason),
+                reason: Some(reason.as_str()),
             },
         })
         .collect();
@@ -201,9 +199,8 @@ async fn apply_op(
     Path(id): Path<Uuid>,
     ApiJson(op): ApiJson<OpBody>,
 ) -> Result<Json<OpsApplied>, Problem> {
-    let ops = vec![op];
-    check(&ops, "")?;
-    draw(&state, &caller, id, ops).await
+    let requests = parse(vec![op], "")?;
+    draw(&state, &caller, id, requests).await
 }
 
 /// Apply up to 100 operations in order, in one append.
@@ -220,8 +217,8 @@ async fn apply_batch(
     if batch.ops.is_empty() || batch.ops.len() > MAX_OPS_PER_REQUEST {
         return Err(Problem::invalid("#/ops", "must hold 1 to 100 operations"));
     }
-    check(&batch.ops, "#/ops")?;
-    draw(&state, &caller, id, batch.ops).await
+    let requests = parse(batch.ops, "#/ops")?;
+    draw(&state, &caller, id, requests).await
 }
 
 /// Which operations to fetch.

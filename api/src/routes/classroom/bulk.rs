@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::lessons::{LessonChanges, NewLesson};
-use super::{actor, problem_of, refusal};
+use super::{actor, refusal};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::ApiJson;
@@ -86,7 +86,7 @@ fn parse_item(action: BulkAction, index: usize, item: Value) -> Result<BulkItem,
     match action {
         BulkAction::Create => {
             let new: NewLesson = serde_json::from_value(item).map_err(shape)?;
-            Ok(BulkItem::Create(new.details(&base).map_err(problem_of)?))
+            Ok(BulkItem::Create(new.details(&base)?))
         }
         BulkAction::Update => {
             // `{id, ...changes}`: the id apart, the rest as PATCH takes it.
@@ -97,10 +97,7 @@ fn parse_item(action: BulkAction, index: usize, item: Value) -> Result<BulkItem,
                 .and_then(|v| serde_json::from_value::<Uuid>(v).ok())
                 .ok_or_else(|| Problem::invalid(&format!("{base}/id"), "must be a lesson id"))?;
             let changes: LessonChanges = serde_json::from_value(item).map_err(shape)?;
-            Ok(BulkItem::Update(
-                id,
-                changes.patch(&base).map_err(problem_of)?,
-            ))
+            Ok(BulkItem::Update(id, changes.patch(&base)?))
         }
         BulkAction::Cancel => {
             let c: CancelItem = serde_json::from_value(item).map_err(shape)?;

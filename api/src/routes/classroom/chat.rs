@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use lectern_domain::classroom::channel::{text_ok, MAX_TEXT};
 use lectern_domain::classroom::inbox::AckStatus;
+use lectern_domain::classroom::values::MessageText;
 use lectern_domain::policy::Action;
 use lectern_projections::classroom::{self as read, MessageRow, PendingRow};
 use serde::{Deserialize, Serialize};
@@ -70,19 +70,14 @@ async fn send_message(
             "must be 1 to 128 bytes",
         ));
     }
-    if !text_ok(&body.text) {
-        return Err(Problem::invalid(
-            "#/text",
-            format!("must be 1 to {MAX_TEXT} characters, not only spaces"),
-        ));
-    }
+    let text = MessageText::parse(&body.text).map_err(|why| Problem::invalid("#/text", why.0))?;
     let sent = match state
         .classroom
         .send(
             id,
             actor(&caller, grant),
             body.client_message_id,
-            body.text,
+            text,
             &caller.metadata(),
         )
         .await

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use lectern_domain::classroom::lesson::{FieldIssue, LessonDetails, LessonPatch, Price};
+use lectern_domain::classroom::lesson::{LessonDetails, LessonDraft, LessonPatch, PatchDraft};
 use lectern_domain::classroom::{LessonCommand, LessonStatus};
 use lectern_domain::policy::Action;
 use lectern_projections::classroom::{self as read, LessonFilter, LessonRow};
@@ -37,7 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct PriceBody {
     /// In the minor unit (cents); not negative.
     pub amount_minor: i64,
-    /// ISO 4217, such as `EUR`.
+    /// ISO 4217 in any case, such as `eur` or `EUR`; answered in lowercase.
     pub currency: String,
 }
 
@@ -70,58 +70,39 @@ pub struct LessonChanges {
     price: Option<PriceBody>,
 }
 
-/// Out-of-range numbers become 0, which every range check refuses.
-fn small(v: i64) -> u32 {
-    u32::try_from(v).unwrap_or(0)
-}
-
 impl LessonChanges {
-    pub(super) fn patch(self, base: &str) -> Result<LessonPatch, Vec<FieldIssue>> {
-        let patch = LessonPatch {
+    /// The patch in these changes; a 422 names each invalid field under
+    /// `base`, and an empty change.
+    pub(super) fn patch(self, base: &str) -> Result<LessonPatch, Problem> {
+        let draft = PatchDraft {
             title: self.title,
             description: self.description,
             starts_at: self.starts_at,
-            duration_minutes: self.duration_minutes.map(small),
-            capacity: self.capacity.map(small),
-            price: self.price.map(|p| Price {
-                amount_minor: p.amount_minor,
-                currency: p.currency,
-            }),
+            duration_minutes: self.duration_minutes,
+            capacity: self.capacity,
+            price: self.price.map(|p| (p.amount_minor, p.currency)),
         };
-        if patch == LessonPatch::default() {
-            return Err(vec![FieldIssue {
-                pointer: base.to_owned(),
-                detail: "must change at least one field".into(),
-            }]);
+        if draft == PatchDraft::default() {
+            return Err(Problem::invalid(base, "must change at least one field"));
         }
-        let issues = patch.check(Utc::now(), base);
-        if issues.is_empty() {
-            Ok(patch)
-        } else {
-            Err(issues)
-        }
+        LessonPatch::parse(&draft, Utc::now()).map_err(|issues| problem_of(base, issues))
     }
 }
 
 impl NewLesson {
-    pub(super) fn details(self, base: &str) -> Result<LessonDetails, Vec<FieldIssue>> {
-        let details = LessonDetails {
-            title: self.title.trim().to_owned(),
+    /// The details in this request; a 422 names each invalid field under
+    /// `base`.
+    pub(super) fn details(self, base: &str) -> Result<LessonDetails, Problem> {
+        let draft = LessonDraft {
+            title: self.title,
             description: self.description,
             starts_at: self.starts_at,
-            duration_minutes: small(self.duration_minutes),
-            capacity: small(self.capacity),
-            price: Price {
-                amount_minor: self.price.amount_minor,
-                currency: self.price.currency,
-            },
+            duration_minutes: self.duration_minutes,
+            capacity: self.capacity,
+            price_amount_minor: self.price.amount_minor,
+            price_currency: self.price.currency,
         };
-        let issues = details.check(Utc::now(), base);
-        if issues.is_empty() {
-            Ok(details)
-        } else {
-            Err(issues)
-        }
+        LessonDetails::parse(&draft, Utc::now()).map_err(|issues| problem_of(base, issues))
     }
 }
 
@@ -134,7 +115,7 @@ async fn create_lesson(
     ApiJson(body): ApiJson<NewLesson>,
 ) -> Result<(StatusCode, Json<CommandAccepted>), Problem> {
     caller.authorize(&state, Action::LessonCreate).await?;
-    let details = body.details("#").map_err(problem_of)?;
+    let details = body.details("#")?;
     let (id, committed) = state
         .classroom
         .schedule(caller.user_id, details, &caller.metadata())
@@ -221,10 +202,11 @@ async fn update_lesson(
     ApiJson(body): ApiJson<LessonChanges>,
 ) -> Result<Json<CommandAccepted>, Problem> {
     let grant = caller.authorize(&state, Action::LessonUpdate).await?;
-    let patch = body.patch("#").map_err(problem_of)?;
+    let patch = body.patch("#")?;
     let command = LessonCommand::Update {
         by: actor(&caller, grant),
         patch,
+        now: Utc::now(),
     };
     run(&state, &caller, Action::LessonUpdate, id, command).await
 }

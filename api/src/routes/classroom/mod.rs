@@ -11,7 +11,7 @@ mod lessons;
 use axum::http::StatusCode;
 use axum::Json;
 use lectern_commands::classroom::ClassroomError;
-use lectern_domain::classroom::lesson::FieldIssue;
+use lectern_domain::classroom::lesson::{FieldIssue, LessonField};
 use lectern_domain::classroom::{Actor, LessonCommand};
 use lectern_domain::policy::Action;
 use utoipa_axum::router::OpenApiRouter;
@@ -55,16 +55,31 @@ pub(crate) fn actor(caller: &Caller, grant: crate::auth::Grant) -> Actor {
     }
 }
 
-pub(crate) fn problem_of(issues: Vec<FieldIssue>) -> Problem {
+/// A 422 naming each invalid lesson field under `base` (such as
+/// `#/items/3`).
+pub(crate) fn problem_of(base: &str, issues: Vec<FieldIssue>) -> Problem {
     Problem::validation(
         issues
             .into_iter()
-            .map(|i| FieldError {
-                pointer: i.pointer,
-                detail: i.detail,
+            .map(|(field, why)| FieldError {
+                pointer: format!("{base}/{}", pointer(field)),
+                detail: why.0.to_owned(),
             })
             .collect(),
     )
+}
+
+/// Where a lesson field sits in a request body, under its base.
+pub(crate) fn pointer(field: LessonField) -> &'static str {
+    match field {
+        LessonField::Title => "title",
+        LessonField::Description => "description",
+        LessonField::StartsAt => "starts_at",
+        LessonField::DurationMinutes => "duration_minutes",
+        LessonField::Capacity => "capacity",
+        LessonField::PriceAmount => "price/amount_minor",
+        LessonField::PriceCurrency => "price/currency",
+    }
 }
 
 /// Run a lesson command for `caller`; a refusal is a problem.

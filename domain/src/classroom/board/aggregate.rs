@@ -102,7 +102,7 @@ pub enum BoardEvent {
         op_id: String,
         user_id: Uuid,
         kind: OpKind,
-        reason: String,
+        reason: RejectReason,
     },
     /// A retried operation; nothing changed and the original answer was
     /// given again. Recorded as `OpDuplicate` before the name was put in the
@@ -147,13 +147,7 @@ impl BoardEvent {
                 op_id,
                 reason,
                 ..
-            } => Some((
-                client_id,
-                op_id,
-                OpOutcome::Rejected {
-                    reason: reason.clone(),
-                },
-            )),
+            } => Some((client_id, op_id, OpOutcome::Rejected { reason: *reason })),
             Self::OpDuplicated {
                 client_id,
                 op_id,
@@ -200,17 +194,17 @@ impl Board {
 
     /// Decide one operation on the current state.
     fn decide_op(&self, by: Actor, op: OpRequest) -> BoardEvent {
-        let reject = |reason: &str| BoardEvent::OpRejected {
+        let reject = |reason: RejectReason| BoardEvent::OpRejected {
             client_id: op.client_id.clone(),
             op_id: op.op_id.clone(),
             user_id: by.user_id,
             kind: op.kind,
-            reason: reason.to_owned(),
+            reason,
         };
         let client = self.clients.get(&op.client_id);
         if let Some(c) = client {
             if c.user_id != by.user_id {
-                return reject("client_id_in_use");
+                return reject(RejectReason::ClientIdInUse);
             }
             if let Some((_, original)) = c.recent.iter().find(|(id, _)| *id == op.op_id) {
                 return BoardEvent::OpDuplicated {
@@ -233,19 +227,19 @@ impl Board {
                 });
                 match stack.and_then(|s| s.last()) {
                     Some(top) => target_version = Some(top.version),
-                    None if op.kind == OpKind::Undo => return reject("nothing_to_undo"),
-                    None => return reject("nothing_to_redo"),
+                    None if op.kind == OpKind::Undo => return reject(RejectReason::NothingToUndo),
+                    None => return reject(RejectReason::NothingToRedo),
                 }
             }
             OpKind::Clear => {
                 if by.own_only && self.roster.tutor_id != Some(by.user_id) {
-                    return reject("clear_not_allowed");
+                    return reject(RejectReason::ClearNotAllowed);
                 }
             }
             _ => {
-                let edits = match edits(op.kind, op.element_id.as_deref(), &op.data) {
+                let edits = match edits(op.kind, op.element_id.as_deref(), op.data.as_value()) {
                     Ok(e) => e,
-                    Err(reason) => return reject(&reason),
+                    Err(reason) => return reject(reason),
                 };
                 if let Err(reason) = self.check_edits(&op, &edits) {
                     return reject(reason);
@@ -258,7 +252,7 @@ impl Board {
             user_id: by.user_id,
             kind: op.kind,
             element_id: op.element_id,
-            data: op.data,
+            data: op.data.into_value(),
             client_lamport: op.lamport,
             lamport: op.lamport.max(self.lamport) + 1,
             server_version: self.server_version + 1,
@@ -267,7 +261,7 @@ impl Board {
     }
 
     /// Check edits in order against the element stamps and the policy.
-    fn check_edits(&self, op: &OpRequest, edits: &[Edit<'_>]) -> Result<(), &'static str> {
+    fn check_edits(&self, op: &OpRequest, edits: &[Edit<'_>]) -> Result<(), RejectReason> {
         // Existence as the batch goes along.
         let mut exists: HashMap<&str, bool> = HashMap::new();
         for e in edits {
@@ -276,11 +270,11 @@ impl Board {
                 .or_insert_with(|| self.elements.contains_key(e.element_id));
             if e.kind == OpKind::Add {
                 if present {
-                    return Err("element_exists");
+                    return Err(RejectReason::ElementExists);
                 }
             } else {
                 if !present {
-                    return Err("unknown_element");
+                    return Err(RejectReason::UnknownElement);
                 }
                 if let Some(stamp) = self.elements.get(e.element_id) {
                     self.settle(op, stamp)?;
@@ -292,7 +286,7 @@ impl Board {
     }
 
     /// Whether `op` may overwrite the write `stamp` records.
-    fn settle(&self, op: &OpRequest, stamp: &Stamp) -> Result<(), &'static str> {
+    fn settle(&self, op: &OpRequest, stamp: &Stamp) -> Result<(), RejectReason> {
         if stamp.client_id == op.client_id || op.lamport > stamp.lamport {
             return Ok(());
         }
@@ -301,11 +295,11 @@ impl Board {
                 if (op.lamport, op.client_id.as_str()) > (stamp.lamport, stamp.client_id.as_str()) {
                     Ok(())
                 } else {
-                    Err("superseded")
+                    Err(RejectReason::Superseded)
                 }
             }
-            ConflictPolicy::FirstWriteWins => Err("superseded"),
-            ConflictPolicy::Reject => Err("conflict"),
+            ConflictPolicy::FirstWriteWins => Err(RejectReason::Superseded),
+            ConflictPolicy::Reject => Err(RejectReason::Conflict),
         }
     }
 

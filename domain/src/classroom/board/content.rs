@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::ops::{OpKind, MAX_ID_LEN, MAX_OPS_PER_REQUEST};
+use super::ops::{OpKind, RejectReason, MAX_ID_LEN, MAX_OPS_PER_REQUEST};
 
 /// One element edit: an operation of an edit kind, or one item of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +23,7 @@ pub fn edits<'a>(
     kind: OpKind,
     element_id: Option<&'a str>,
     data: &'a Value,
-) -> Result<Vec<Edit<'a>>, String> {
+) -> Result<Vec<Edit<'a>>, RejectReason> {
     fn id_ok(id: &str) -> bool {
         !id.is_empty() && id.len() <= MAX_ID_LEN
     }
@@ -34,14 +34,14 @@ pub fn edits<'a>(
                 element_id: id,
                 data,
             }]),
-            _ => Err("element_id_required".into()),
+            _ => Err(RejectReason::ElementIdRequired),
         },
         OpKind::Batch => {
             let items = data
                 .get("ops")
                 .and_then(Value::as_array)
                 .filter(|a| !a.is_empty() && a.len() <= MAX_OPS_PER_REQUEST)
-                .ok_or_else(|| "batch_needs_1_to_100_ops".to_owned())?;
+                .ok_or(RejectReason::BatchNeedsOneToHundredOps)?;
             items
                 .iter()
                 .map(|item| {
@@ -50,12 +50,12 @@ pub fn edits<'a>(
                         .cloned()
                         .and_then(|k| serde_json::from_value(k).ok())
                         .filter(|k: &OpKind| k.is_edit())
-                        .ok_or_else(|| "batch_item_kind_invalid".to_owned())?;
+                        .ok_or(RejectReason::BatchItemKindInvalid)?;
                     let id = item
                         .get("element_id")
                         .and_then(Value::as_str)
                         .filter(|id| id_ok(id))
-                        .ok_or_else(|| "element_id_required".to_owned())?;
+                        .ok_or(RejectReason::ElementIdRequired)?;
                     Ok(Edit {
                         kind,
                         element_id: id,

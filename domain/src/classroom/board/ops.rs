@@ -2,12 +2,11 @@
 //! is answered.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+use crate::classroom::values::OpData;
 
 /// Operations one request may carry.
 pub const MAX_OPS_PER_REQUEST: usize = 100;
-/// The largest `data` of one operation, in bytes of JSON.
-pub const MAX_OP_DATA_BYTES: usize = 64 * 1024;
 /// Operations per client remembered for duplicate detection: a retry of one
 /// of a client's last this-many operations gets the original answer.
 pub const DEDUP_WINDOW: usize = 128;
@@ -90,7 +89,7 @@ pub struct OpRequest {
     #[serde(default)]
     pub element_id: Option<String>,
     #[serde(default)]
-    pub data: Value,
+    pub data: OpData,
 }
 
 /// The server's answer to one operation.
@@ -98,5 +97,53 @@ pub struct OpRequest {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum OpOutcome {
     Applied { server_version: u64, lamport: u64 },
-    Rejected { reason: String },
+    Rejected { reason: RejectReason },
+}
+
+/// Why an operation was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Another user's client uses this `client_id`.
+    ClientIdInUse,
+    /// The client has no op of its own left to undo.
+    NothingToUndo,
+    /// The client has no undone op left to redo.
+    NothingToRedo,
+    /// Only the lesson's tutor (or an admin) clears the board.
+    ClearNotAllowed,
+    /// An edit needs a 1 to 128 byte `element_id`.
+    ElementIdRequired,
+    /// A batch carries 1 to 100 ops in `data.ops`.
+    #[serde(rename = "batch_needs_1_to_100_ops")]
+    BatchNeedsOneToHundredOps,
+    /// A batch item's `kind` is not an edit.
+    BatchItemKindInvalid,
+    /// `add` of an element that exists.
+    ElementExists,
+    /// An edit of an element that does not exist.
+    UnknownElement,
+    /// A concurrent write won under the board's policy.
+    Superseded,
+    /// A concurrent write, under the `reject` policy: rebase and resend.
+    Conflict,
+}
+
+impl RejectReason {
+    /// The reason as clients see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientIdInUse => "client_id_in_use",
+            Self::NothingToUndo => "nothing_to_undo",
+            Self::NothingToRedo => "nothing_to_redo",
+            Self::ClearNotAllowed => "clear_not_allowed",
+            Self::ElementIdRequired => "element_id_required",
+            Self::BatchNeedsOneToHundredOps => "batch_needs_1_to_100_ops",
+            Self::BatchItemKindInvalid => "batch_item_kind_invalid",
+            Self::ElementExists => "element_exists",
+            Self::UnknownElement => "unknown_element",
+            Self::Superseded => "superseded",
+            Self::Conflict => "conflict",
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::classroom::values::OpData;
 use crate::classroom::{Actor, LessonStatus, Roster};
 use crate::testing;
 use cqrs_es::Aggregate;
@@ -31,7 +32,7 @@ fn op(client: &str, id: &str, lamport: u64, kind: OpKind, el: &str, data: Value)
         lamport,
         kind,
         element_id: (!el.is_empty()).then(|| el.to_owned()),
-        data,
+        data: OpData::parse(data).expect("small test data"),
     }
 }
 
@@ -72,8 +73,8 @@ fn applied(v: u64, l: u64) -> OpOutcome {
     }
 }
 
-fn rejected(r: &str) -> OpOutcome {
-    OpOutcome::Rejected { reason: r.into() }
+fn rejected(reason: RejectReason) -> OpOutcome {
+    OpOutcome::Rejected { reason }
 }
 
 #[test]
@@ -105,15 +106,18 @@ fn duplicates_get_the_original_answer() {
         STUDENT,
         vec![op("t", "9", 1, OpKind::Add, "z", json!({}))],
     );
-    assert_eq!(stolen, [rejected("client_id_in_use")]);
+    assert_eq!(stolen, [rejected(RejectReason::ClientIdInUse)]);
 }
 
 #[test]
 fn conflicts_follow_the_policy() {
     for (policy, expected) in [
         (ConflictPolicy::LastWriteWins, applied(2, 3)),
-        (ConflictPolicy::FirstWriteWins, rejected("superseded")),
-        (ConflictPolicy::Reject, rejected("conflict")),
+        (
+            ConflictPolicy::FirstWriteWins,
+            rejected(RejectReason::Superseded),
+        ),
+        (ConflictPolicy::Reject, rejected(RejectReason::Conflict)),
     ] {
         let mut b = live();
         b.apply(BoardEvent::PolicyChanged { policy });
@@ -165,7 +169,7 @@ fn undo_and_redo_apply_to_own_ops() {
             STUDENT,
             vec![op("s", "1", 9, OpKind::Undo, "", Value::Null)]
         ),
-        [rejected("nothing_to_undo")]
+        [rejected(RejectReason::NothingToUndo)]
     );
     let [undo] = apply(
         &mut b,
@@ -194,7 +198,13 @@ fn undo_and_redo_apply_to_own_ops() {
     ));
     // The model replays the same log.
     for (v, o) in ops.iter().enumerate() {
-        model.apply(v as u64 + 1, o.kind, o.element_id.as_deref(), &o.data, None);
+        model.apply(
+            v as u64 + 1,
+            o.kind,
+            o.element_id.as_deref(),
+            o.data.as_value(),
+            None,
+        );
     }
     model.apply(3, OpKind::Undo, None, &Value::Null, Some(2));
     assert_eq!(model.elements["a"], json!({"x": 1}));
@@ -219,7 +229,7 @@ fn batches_are_all_or_nothing() {
     );
     assert_eq!(
         when(&mut b, TUTOR, vec![bad]),
-        [rejected("unknown_element")]
+        [rejected(RejectReason::UnknownElement)]
     );
     assert!(b.elements.is_empty());
     let good = op(
@@ -253,7 +263,7 @@ fn only_participants_draw_while_live() {
             STUDENT,
             vec![op("s", "1", 1, OpKind::Clear, "", Value::Null)]
         ),
-        [rejected("clear_not_allowed")]
+        [rejected(RejectReason::ClearNotAllowed)]
     );
 }
 
