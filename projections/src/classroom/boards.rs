@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use lectern_domain::classroom::BoardEvent;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -90,31 +90,31 @@ pub async fn board(pool: &PgPool, id: Uuid) -> Result<Option<BoardRow>, sqlx::Er
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let Some(head) = sqlx::query("SELECT policy, version, lamport FROM boards WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
+    let Some(head) = sqlx::query!(
+        "SELECT policy, version, lamport FROM boards WHERE id = $1",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
     else {
         return Ok(None);
     };
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT element_id, data FROM board_elements WHERE board_id = $1 ORDER BY element_id",
+        id,
     )
-    .bind(id)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut elements = serde_json::Map::new();
-    for row in rows {
-        elements.insert(row.try_get("element_id")?, row.try_get("data")?);
-    }
+    let elements: serde_json::Map<String, Value> =
+        rows.into_iter().map(|r| (r.element_id, r.data)).collect();
     let checksum =
         lectern_domain::classroom::board::checksum(elements.iter().map(|(k, v)| (k.as_str(), v)));
     Ok(Some(BoardRow {
         id,
-        policy: head.try_get("policy")?,
-        version: head.try_get("version")?,
-        lamport: head.try_get("lamport")?,
+        policy: head.policy,
+        version: head.version,
+        lamport: head.lamport,
         checksum,
         elements,
     }))
@@ -144,31 +144,14 @@ pub async fn board_ops(
     since_version: i64,
     limit: u32,
 ) -> Result<Vec<BoardOpRow>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as!(
+        BoardOpRow,
         "SELECT server_version, lamport, client_id, op_id, user_id, kind, element_id, data, target_version, recorded_at
            FROM board_ops WHERE board_id = $1 AND server_version > $2 ORDER BY server_version LIMIT $3",
+        board,
+        since_version,
+        i64::from(limit),
     )
-    .bind(board)
-    .bind(since_version)
-    .bind(i64::from(limit))
     .fetch_all(pool)
-    .await?;
-    let out = rows
-        .iter()
-        .map(|r| {
-            Ok(BoardOpRow {
-                server_version: r.try_get("server_version")?,
-                lamport: r.try_get("lamport")?,
-                client_id: r.try_get("client_id")?,
-                op_id: r.try_get("op_id")?,
-                user_id: r.try_get("user_id")?,
-                kind: r.try_get("kind")?,
-                element_id: r.try_get("element_id")?,
-                data: r.try_get("data")?,
-                target_version: r.try_get("target_version")?,
-                recorded_at: r.try_get("recorded_at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(out)
+    .await
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use lectern_domain::classroom::inbox::AckStatus;
 use lectern_domain::classroom::{ChannelEvent, InboxEvent};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -137,18 +137,6 @@ pub struct MessageRow {
     pub sent_at: DateTime<Utc>,
 }
 
-fn message_row(r: &sqlx::postgres::PgRow) -> Result<MessageRow, sqlx::Error> {
-    Ok(MessageRow {
-        lesson_id: r.try_get("lesson_id")?,
-        seq: r.try_get("seq")?,
-        message_id: r.try_get("message_id")?,
-        sender_id: r.try_get("sender_id")?,
-        client_message_id: r.try_get("client_message_id")?,
-        text: r.try_get("text")?,
-        sent_at: r.try_get("sent_at")?,
-    })
-}
-
 /// At most `limit` messages of a lesson after `after_seq`, in sequence
 /// order.
 pub async fn messages(
@@ -157,20 +145,16 @@ pub async fn messages(
     after_seq: i64,
     limit: u32,
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as!(
+        MessageRow,
         "SELECT lesson_id, seq, message_id, sender_id, client_message_id, text, sent_at
            FROM messages WHERE lesson_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        lesson,
+        after_seq,
+        i64::from(limit),
     )
-    .bind(lesson)
-    .bind(after_seq)
-    .bind(i64::from(limit))
     .fetch_all(pool)
-    .await?;
-    let out = rows
-        .iter()
-        .map(message_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(out)
+    .await
 }
 
 /// A delivery still waiting for its recipient, with its message.
@@ -192,31 +176,36 @@ pub async fn pending(
     after: Option<PendingKey>,
     limit: u32,
 ) -> Result<Vec<PendingRow>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT m.lesson_id, m.seq, m.message_id, m.sender_id, m.client_message_id, m.text, m.sent_at, d.status
            FROM deliveries d JOIN messages m ON m.lesson_id = d.lesson_id AND m.seq = d.seq
           WHERE d.recipient_id = $1 AND d.status = 'sent'
-            AND ($2::timestamptz IS NULL OR (d.sent_at, d.lesson_id, d.seq) > ($2, $3, $4))
+            AND ($2::timestamptz IS NULL OR (d.sent_at, d.lesson_id, d.seq) > ($2, $3::uuid, $4::bigint))
           ORDER BY d.sent_at, d.lesson_id, d.seq
           LIMIT $5",
+        recipient,
+        after.map(|a| a.0),
+        after.map(|a| a.1),
+        after.map(|a| a.2),
+        i64::from(limit),
     )
-    .bind(recipient)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(after.map(|a| a.2))
-    .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    let out = rows
-        .iter()
-        .map(|r| {
-            Ok(PendingRow {
-                message: message_row(r)?,
-                status: r.try_get("status")?,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| PendingRow {
+            message: MessageRow {
+                lesson_id: r.lesson_id,
+                seq: r.seq,
+                message_id: r.message_id,
+                sender_id: r.sender_id,
+                client_message_id: r.client_message_id,
+                text: r.text,
+                sent_at: r.sent_at,
+            },
+            status: r.status,
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(out)
+        .collect())
 }
 
 /// A recipient's statuses of a lesson's deliveries: `(seq, status)`.
@@ -225,11 +214,14 @@ pub async fn delivery_statuses(
     lesson: Uuid,
     recipient: Uuid,
 ) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT seq, status FROM deliveries WHERE lesson_id = $1 AND recipient_id = $2 ORDER BY seq")
-        .bind(lesson)
-        .bind(recipient)
-        .fetch_all(pool)
-        .await
+    let rows = sqlx::query!(
+        "SELECT seq, status FROM deliveries WHERE lesson_id = $1 AND recipient_id = $2 ORDER BY seq",
+        lesson,
+        recipient,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.seq, r.status)).collect())
 }
 
 /// Deliveries sent before `cutoff` and still unacknowledged, grouped by
@@ -239,14 +231,18 @@ pub async fn expirable(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(Uuid, Uuid, Vec<i64>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT lesson_id, recipient_id, array_agg(seq ORDER BY seq)
-           FROM (SELECT lesson_id, recipient_id, seq FROM deliveries
-                  WHERE status = 'sent' AND sent_at < $1 ORDER BY sent_at LIMIT $2) d
-          GROUP BY lesson_id, recipient_id",
+    let rows = sqlx::query!(
+        r#"SELECT lesson_id, recipient_id, array_agg(seq ORDER BY seq) AS "seqs!"
+             FROM (SELECT lesson_id, recipient_id, seq FROM deliveries
+                    WHERE status = 'sent' AND sent_at < $1 ORDER BY sent_at LIMIT $2) d
+            GROUP BY lesson_id, recipient_id"#,
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.lesson_id, r.recipient_id, r.seqs))
+        .collect())
 }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lectern_domain::classroom::LessonEvent;
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -163,63 +163,76 @@ pub struct PriceRow {
     pub currency: String,
 }
 
-const LESSON_COLUMNS: &str =
-    "l.id, l.tutor_id, l.title, l.description, l.starts_at, l.duration_minutes, l.capacity,
-    l.price_amount_minor, l.price_currency, l.status, l.enrolled_count, l.created_at, l.version";
+/// A `lessons` row as stored.
+struct LessonRecord {
+    id: Uuid,
+    tutor_id: Uuid,
+    title: String,
+    description: String,
+    starts_at: DateTime<Utc>,
+    duration_minutes: i32,
+    capacity: i32,
+    price_amount_minor: i64,
+    price_currency: String,
+    status: String,
+    enrolled_count: i32,
+    created_at: DateTime<Utc>,
+    version: i64,
+}
 
-fn lesson_row(row: &sqlx::postgres::PgRow, now: DateTime<Utc>) -> Result<LessonRow, sqlx::Error> {
-    let status: String = row.try_get("status")?;
-    let starts_at: DateTime<Utc> = row.try_get("starts_at")?;
-    let duration: i32 = row.try_get("duration_minutes")?;
-    let capacity: i32 = row.try_get("capacity")?;
-    let enrolled: i32 = row.try_get("enrolled_count")?;
-    let timing = match status.as_str() {
-        "live" => "live",
-        "ended" | "cancelled" => "past",
-        _ if now < starts_at + chrono::Duration::minutes(i64::from(duration)) => "upcoming",
-        _ => "past",
-    };
-    let id: Uuid = row.try_get("id")?;
-    Ok(LessonRow {
-        id,
-        tutor_id: row.try_get("tutor_id")?,
-        title: row.try_get("title")?,
-        description: row.try_get("description")?,
-        starts_at,
-        duration_minutes: duration,
-        capacity,
-        price: PriceRow {
-            amount_minor: row.try_get("price_amount_minor")?,
-            currency: row.try_get("price_currency")?,
-        },
-        status,
-        enrolled_count: enrolled,
-        seats_left: (capacity - enrolled).max(0),
-        timing: timing.to_owned(),
-        board_id: id,
-        created_at: row.try_get("created_at")?,
-        version: row.try_get("version")?,
-    })
+impl LessonRecord {
+    /// The row as listed at `now`: seats left and timing derived.
+    fn listed(self, now: DateTime<Utc>) -> LessonRow {
+        let ends_at = self.starts_at + chrono::Duration::minutes(i64::from(self.duration_minutes));
+        let timing = match self.status.as_str() {
+            "live" => "live",
+            "ended" | "cancelled" => "past",
+            _ if now < ends_at => "upcoming",
+            _ => "past",
+        };
+        LessonRow {
+            id: self.id,
+            tutor_id: self.tutor_id,
+            title: self.title,
+            description: self.description,
+            starts_at: self.starts_at,
+            duration_minutes: self.duration_minutes,
+            capacity: self.capacity,
+            price: PriceRow {
+                amount_minor: self.price_amount_minor,
+                currency: self.price_currency,
+            },
+            status: self.status,
+            enrolled_count: self.enrolled_count,
+            seats_left: (self.capacity - self.enrolled_count).max(0),
+            timing: timing.to_owned(),
+            board_id: self.id,
+            created_at: self.created_at,
+            version: self.version,
+        }
+    }
 }
 
 /// One lesson.
 pub async fn lesson(pool: &PgPool, id: Uuid) -> Result<Option<LessonRow>, sqlx::Error> {
-    let row = sqlx::query(&format!(
-        "SELECT {LESSON_COLUMNS} FROM lessons l WHERE l.id = $1"
-    ))
-    .bind(id)
+    let record = sqlx::query_as!(
+        LessonRecord,
+        "SELECT id, tutor_id, title, description, starts_at, duration_minutes, capacity,
+                price_amount_minor, price_currency, status, enrolled_count, created_at, version
+           FROM lessons WHERE id = $1",
+        id,
+    )
     .fetch_optional(pool)
     .await?;
-    let now = Utc::now();
-    row.map(|r| lesson_row(&r, now)).transpose()
+    Ok(record.map(|r| r.listed(Utc::now())))
 }
 
 /// The students enrolled in a lesson, in enrolment order.
 pub async fn enrolled(pool: &PgPool, lesson: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT student_id FROM enrollments WHERE lesson_id = $1 ORDER BY enrolled_at, student_id",
+        lesson,
     )
-    .bind(lesson)
     .fetch_all(pool)
     .await
 }
@@ -242,32 +255,31 @@ pub async fn lessons_page(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: u32,
 ) -> Result<Vec<LessonRow>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT {LESSON_COLUMNS} FROM lessons l
-          WHERE ($1::uuid IS NULL OR l.tutor_id = $1)
-            AND ($2::text IS NULL OR l.status = $2)
-            AND ($3::timestamptz IS NULL OR l.starts_at >= $3)
-            AND ($4::timestamptz IS NULL OR l.starts_at < $4)
-            AND ($5::uuid IS NULL OR l.tutor_id = $5
-                 OR EXISTS (SELECT 1 FROM enrollments e WHERE e.lesson_id = l.id AND e.student_id = $5))
-            AND ($6::timestamptz IS NULL OR (l.starts_at, l.id) > ($6, $7))
-          ORDER BY l.starts_at, l.id
-          LIMIT $8"
-    ))
-    .bind(filter.tutor_id)
-    .bind(&filter.status)
-    .bind(filter.starts_from)
-    .bind(filter.starts_before)
-    .bind(filter.mine)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(i64::from(limit))
+    let records = sqlx::query_as!(
+        LessonRecord,
+        r#"SELECT l.id, l.tutor_id, l.title, l.description, l.starts_at, l.duration_minutes, l.capacity,
+                  l.price_amount_minor, l.price_currency, l.status, l.enrolled_count, l.created_at, l.version
+             FROM lessons l
+            WHERE ($1::uuid IS NULL OR l.tutor_id = $1)
+              AND ($2::text IS NULL OR l.status = $2)
+              AND ($3::timestamptz IS NULL OR l.starts_at >= $3)
+              AND ($4::timestamptz IS NULL OR l.starts_at < $4)
+              AND ($5::uuid IS NULL OR l.tutor_id = $5
+                   OR EXISTS (SELECT 1 FROM enrollments e WHERE e.lesson_id = l.id AND e.student_id = $5))
+              AND ($6::timestamptz IS NULL OR (l.starts_at, l.id) > ($6, $7::uuid))
+            ORDER BY l.starts_at, l.id
+            LIMIT $8"#,
+        filter.tutor_id,
+        filter.status.as_deref(),
+        filter.starts_from,
+        filter.starts_before,
+        filter.mine,
+        after.map(|a| a.0),
+        after.map(|a| a.1),
+        i64::from(limit),
+    )
     .fetch_all(pool)
     .await?;
     let now = Utc::now();
-    let out = rows
-        .iter()
-        .map(|r| lesson_row(r, now))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(out)
+    Ok(records.into_iter().map(|r| r.listed(now)).collect())
 }
