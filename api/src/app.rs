@@ -1,4 +1,6 @@
-//! The application router and its shared state.
+//! The application router: the contexts' routes with the layers every
+//! response goes through. The state handlers share is defined with the
+//! contexts, in `routes/mod.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,68 +8,22 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::Router;
-use sqlx::PgPool;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa_axum::router::OpenApiRouter;
 
-use lectern_commands::classroom::ClassroomService;
-use lectern_commands::identity::IdentityService;
-
-use crate::auth::tokens::Keyring;
-use crate::auth::Auth;
 use crate::config::HttpConfig;
 use crate::{middleware, openapi, routes};
 
-/// What every handler can reach. Cheap to clone: it is all `Arc`s and pools.
-///
-/// Building it starts nothing: the background work that keeps it current
-/// (the revocation watcher, limiter pruning, projections, process managers)
-/// is started by [`crate::workers::Workers`].
-#[derive(Clone)]
-pub struct AppState {
-    /// The database, for queries and commands.
-    pub pool: PgPool,
-    /// The HTTP settings.
-    pub http: Arc<HttpConfig>,
-    /// Token verification, revocations and rate limits.
-    pub auth: Arc<Auth>,
-    /// The identity context's commands.
-    pub identity: IdentityService,
-    /// The classroom context's commands.
-    pub classroom: ClassroomService,
-}
-
-impl AppState {
-    /// The state over `pool`.
-    pub fn new(pool: PgPool, http: HttpConfig, keyring: Keyring) -> Self {
-        let auth = Arc::new(Auth::new(keyring));
-        let seen = Arc::clone(&auth.revocations);
-        let identity = IdentityService::new(pool.clone()).with_observer(Arc::new(
-            move |user, version, event| seen.observe(user, version, event),
-        ));
-        Self {
-            identity,
-            classroom: ClassroomService::new(&pool),
-            pool,
-            http: Arc::new(http),
-            auth,
-        }
-    }
-}
+pub use crate::routes::AppState;
 
 /// The whole public HTTP surface: API routes, health, OpenAPI and docs,
 /// with the layers every response goes through.
 pub fn router(state: AppState) -> Router {
     let http = Arc::clone(&state.http);
     let (api_router, api) = OpenApiRouter::with_openapi(openapi::base())
-        .merge(routes::health::router())
-        .merge(routes::meta::router())
-        .merge(routes::projections::router())
-        .merge(routes::audit::router())
-        .merge(routes::identity::router())
-        .merge(routes::classroom::router())
+        .merge(routes::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
     let app = api_router

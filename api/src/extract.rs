@@ -47,7 +47,7 @@ fn json_problem(rejection: JsonRejection) -> Problem {
             }])
         }
         JsonRejection::JsonSyntaxError(_) => {
-            Problem::new(Code::MalformedJson, "The request body is not valid JSON.")
+            Problem::new(Code::MALFORMED_JSON, "The request body is not valid JSON.")
         }
         JsonRejection::MissingJsonContentType(_) => {
             Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
@@ -55,7 +55,7 @@ fn json_problem(rejection: JsonRejection) -> Problem {
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
         }
-        other => Problem::new(Code::BadRequest, other.body_text()).with_status(other.status()),
+        other => Problem::new(Code::BAD_REQUEST, other.body_text()).with_status(other.status()),
     }
 }
 
@@ -73,10 +73,11 @@ where
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(Problem::new(Code::InvalidQuery, e.body_text()))
+                Err(Problem::new(Code::INVALID_QUERY, e.body_text()))
             }
             Err(other) => {
-                Err(Problem::new(Code::InvalidQuery, other.body_text()).with_status(other.status()))
+                Err(Problem::new(Code::INVALID_QUERY, other.body_text())
+                    .with_status(other.status()))
             }
         }
     }

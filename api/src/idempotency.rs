@@ -46,7 +46,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .map(str::to_owned)
     else {
         return Problem::new(
-            Code::InvalidIdempotencyKey,
+            Code::INVALID_IDEMPOTENCY_KEY,
             "Idempotency-Key must be 1 to 255 printable ASCII characters.",
         )
         .into_response();
@@ -195,7 +195,7 @@ async fn replay(state: &AppState, scope: &str, key: &str, fingerprint: &[u8]) ->
         // Freed by a server error in between: the client may try again.
         Ok(None) => in_flight(),
         Ok(Some((stored, _, _, _))) if stored != fingerprint => Problem::new(
-            Code::IdempotencyKeyReused,
+            Code::IDEMPOTENCY_KEY_REUSED,
             "This Idempotency-Key was already used with a different request.",
         )
         .into_response(),
@@ -219,7 +219,7 @@ async fn replay(state: &AppState, scope: &str, key: &str, fingerprint: &[u8]) ->
 
 fn in_flight() -> Response {
     let mut response = Problem::new(
-        Code::IdempotencyKeyInUse,
+        Code::IDEMPOTENCY_KEY_IN_USE,
         "A request with this Idempotency-Key is still running; retry shortly.",
     )
     .into_response();

@@ -144,7 +144,7 @@ pub trait CursorKey: Sized {
             .and_then(|s| Self::from_text(&s))
             .ok_or_else(|| {
                 Problem::new(
-                    Code::InvalidCursor,
+                    Code::INVALID_CURSOR,
                     "The cursor is not one this API returned; start again without it.",
                 )
             })
@@ -283,7 +283,7 @@ impl Consistency {
             return Ok(());
         }
         let mut p = Problem::new(
-            Code::NotYetConsistent,
+            Code::NOT_YET_CONSISTENT,
             format!(
                 "The {projection} read model has not reached position {token} yet; retry shortly."
             ),
@@ -335,7 +335,7 @@ mod tests {
         );
         for foreign in ["not-base64!!", "MTIz", ""] {
             let refused = <(DateTime<Utc>, Uuid)>::from_cursor(foreign).expect_err("refused");
-            assert_eq!(refused.code, Code::InvalidCursor);
+            assert_eq!(refused.code, Code::INVALID_CURSOR);
         }
         let limit = CursorParams {
             cursor: None,

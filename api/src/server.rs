@@ -93,19 +93,23 @@ pub async fn serve(
     let secret = crate::secrets::SecretKey::load(&db_config.data_dir)?;
     let keyring = auth.keyring(secret.bytes())?;
     let db = Database::open(db_config).await?;
-    let result = run(&db, http, workers, keyring).await;
+    // On a task of its own, so that even a panic comes back here as an
+    // error and the embedded cluster is still stopped.
+    let result = tokio::spawn(run(db.pool.clone(), http, workers.clone(), keyring))
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("the server failed: {e}")));
     db.close().await;
     result
 }
 
-/// Serve on `db` until a shutdown signal.
+/// Serve on `pool` until a shutdown signal.
 async fn run(
-    db: &Database,
+    pool: PgPool,
     http: HttpConfig,
-    config: &WorkerConfig,
+    config: WorkerConfig,
     keyring: crate::auth::tokens::Keyring,
 ) -> anyhow::Result<()> {
-    migrate(&db.pool).await?;
+    migrate(&pool).await?;
     let listener = tokio::net::TcpListener::bind(http.addr)
         .await
         .with_context(|| format!("cannot listen on {}", http.addr))?;
@@ -113,8 +117,8 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on {} for metrics", http.metrics_addr))?;
     let cancel = CancellationToken::new();
-    let state = AppState::new(db.pool.clone(), http, keyring);
-    let workers = Workers::start(&state, config, &cancel).await?;
+    let state = AppState::new(pool, http, keyring);
+    let workers = Workers::start(&state, &config, &cancel).await?;
     tracing::info!(addr = %listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "lectern listening");
     let metrics = tokio::spawn({
         let cancel = cancel.clone();

@@ -1,8 +1,9 @@
 //! The background work of a server process, started in one place.
 //!
 //! [`Workers::start`] starts everything that runs beside the listeners: the
-//! revocation watcher, rate-limiter pruning, the delivery-expiry sweep, the
-//! mail sender, and the projection runners and process managers. Each task
+//! revocation watcher, rate-limiter pruning, the mail sender, each context's
+//! workers (the delivery-expiry sweep), and the projection runners and
+//! process managers. Each task
 //! is supervised (one that panics or ends before shutdown is logged, counted
 //! in `lectern_worker_restarts_total` and started again after a pause), and
 //! [`Workers::join`] waits for all of them once the cancellation token has
@@ -12,9 +13,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lectern_commands::classroom::roster::RosterSync;
 use lectern_projections::runner::{RunnerConfig, Runners};
-use lectern_projections::{ProcessManager, Projection, Reactor, RunnerHandle, Wakeup};
+use lectern_projections::{Projection, Reactor, RunnerHandle, Wakeup};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -24,16 +24,11 @@ use crate::AppState;
 /// The pause before a worker that stopped is started again.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
-/// Every process manager the server runs.
-pub fn process_managers(state: &AppState) -> Vec<Arc<dyn ProcessManager>> {
-    vec![Arc::new(RosterSync::new(state.classroom.clone()))]
-}
-
 /// Every projection and process manager, as the runners run them.
 pub fn log_consumers(state: &AppState) -> Vec<Arc<dyn Projection>> {
     let mut all = lectern_projections::all();
     all.extend(
-        process_managers(state)
+        crate::routes::process_managers(state)
             .into_iter()
             .map(|p| Arc::new(Reactor(p)) as Arc<dyn Projection>),
     );
@@ -89,11 +84,9 @@ impl Workers {
                 }
             }
         });
-        let (pool, classroom) = (state.pool.clone(), state.classroom.clone());
-        let ttl = Duration::from_secs(config.delivery_ttl_secs);
-        workers.supervise("delivery_expiry", cancel, move |cancel| {
-            crate::expiry::run(pool.clone(), classroom.clone(), ttl, cancel)
-        });
+        for worker in crate::routes::context_workers(state, config) {
+            workers.supervise(worker.name, cancel, worker.run);
+        }
         if let Some(dir) = config.mail_dir.clone() {
             let pool = state.pool.clone();
             workers.supervise("mail", cancel, move |cancel| {

@@ -37,7 +37,7 @@ impl FromRequestParts<AppState> for Caller {
         let origin = Origin::from_request_parts(parts, state).await?;
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(unauthorized(
-                Code::MissingToken,
+                Code::MISSING_TOKEN,
                 "This endpoint needs a bearer access token.",
             ));
         };
@@ -51,7 +51,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .ok_or_else(|| {
                 unauthorized(
-                    Code::InvalidToken,
+                    Code::INVALID_TOKEN,
                     "The Authorization header must be 'Bearer <token>'.",
                 )
             })?;
@@ -72,20 +72,20 @@ impl FromRequestParts<AppState> for Caller {
         };
         match state.auth.authenticate(token) {
             Err(TokenError::Expired) => Err(unauthorized(
-                Code::TokenExpired,
+                Code::TOKEN_EXPIRED,
                 "The access token has expired.",
             )),
             Err(TokenError::Invalid) => {
                 refused("invalid_token").await;
                 Err(unauthorized(
-                    Code::InvalidToken,
+                    Code::INVALID_TOKEN,
                     "The access token is not valid.",
                 ))
             }
             Ok((_, _, Standing::Revoked)) => {
                 refused("revoked_token").await;
                 Err(unauthorized(
-                    Code::TokenRevoked,
+                    Code::TOKEN_REVOKED,
                     "The access token's session has ended.",
                 ))
             }
@@ -152,7 +152,7 @@ impl Caller {
                 .deny(
                     state,
                     action,
-                    Code::PasswordChangeRequired,
+                    Code::PASSWORD_CHANGE_REQUIRED,
                     "Change your password first: this token allows nothing else.",
                 )
                 .await);
@@ -163,7 +163,7 @@ impl Caller {
                 .deny(
                     state,
                     action,
-                    Code::Forbidden,
+                    Code::FORBIDDEN,
                     &format!("The {} role may not {}.", self.role.as_str(), action.name()),
                 )
                 .await);

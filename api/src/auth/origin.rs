@@ -85,7 +85,7 @@ impl Origin {
         let rule = policy::rule(None, action);
         if rule.access == Access::Deny {
             return Err(unauthorized(
-                Code::MissingToken,
+                Code::MISSING_TOKEN,
                 "This endpoint needs a bearer access token.",
             ));
         }

@@ -15,7 +15,7 @@ use crate::problem::{Code, Problem};
 pub fn unauthorized(code: Code, detail: &str) -> Problem {
     debug_assert_eq!(code.status(), StatusCode::UNAUTHORIZED);
     let mut p = Problem::new(code, detail);
-    let challenge = if code == Code::MissingToken {
+    let challenge = if code == Code::MISSING_TOKEN {
         "Bearer realm=\"lectern\"".to_owned()
     } else {
         format!("Bearer realm=\"lectern\", error=\"invalid_token\", error_description=\"{detail}\"")
@@ -28,7 +28,7 @@ pub fn unauthorized(code: Code, detail: &str) -> Problem {
 
 pub(super) fn too_many(e: &Exceeded) -> Problem {
     let mut p = Problem::new(
-        Code::RateLimited,
+        Code::RATE_LIMITED,
         format!(
             "At most {} requests per {} s are allowed for {}; retry in {} s.",
             e.limit.quota, e.limit.window_secs, e.policy, e.retry_after_secs

@@ -1,175 +1,157 @@
-//! Every problem code Lectern answers with, and its HTTP status: the one
-//! error classification. A context adds its codes in its own section of the
-//! table below, and maps its errors to them in its own file beside this one
-//! (`identity.rs`, `classroom.rs`).
+//! Problem codes: a typed, stable name and the HTTP status it answers
+//! with. The codes every part of the API shares are here; each context
+//! declares its own beside its routes (`routes/<context>/problems.rs`),
+//! with how its errors become problems, and `routes/mod.rs` lists them all
+//! for the OpenAPI document.
 
 use axum::http::StatusCode;
 
-/// Defines [`Code`] from one table: variant, wire name, status, meaning.
-macro_rules! codes {
-    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal => $status:ident, )*) => {
-        /// A stable, machine-readable problem code (`Problem.code`).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Code {
-            $( $(#[doc = $doc])* $variant, )*
-        }
-
-        impl Code {
-            /// The HTTP status this code answers with.
-            pub fn status(self) -> StatusCode {
-                match self { $( Self::$variant => StatusCode::$status, )* }
-            }
-
-            /// The code as it appears in a problem document.
-            pub fn as_str(self) -> &'static str {
-                match self { $( Self::$variant => $name, )* }
-            }
-
-            /// Every code, in table order.
-            pub const ALL: &'static [Code] = &[ $( Self::$variant, )* ];
-        }
-    };
-}
-
-codes! {
-    // HTTP: problems the protocol itself raises.
-    /// The request could not be processed.
-    BadRequest = "bad_request" => BAD_REQUEST,
-    /// The body is not well-formed JSON.
-    MalformedJson = "malformed_json" => BAD_REQUEST,
-    /// A query parameter is malformed.
-    InvalidQuery = "invalid_query" => BAD_REQUEST,
-    /// A cursor this API did not hand out.
-    InvalidCursor = "invalid_cursor" => BAD_REQUEST,
-    /// No resource at this path.
-    NotFound = "not_found" => NOT_FOUND,
-    /// The path does not take this method.
-    MethodNotAllowed = "method_not_allowed" => METHOD_NOT_ALLOWED,
-    /// The request took too long and was abandoned.
-    RequestTimeout = "request_timeout" => REQUEST_TIMEOUT,
-    /// The body is larger than allowed.
-    PayloadTooLarge = "payload_too_large" => PAYLOAD_TOO_LARGE,
-    /// The body is not JSON.
-    UnsupportedMediaType = "unsupported_media_type" => UNSUPPORTED_MEDIA_TYPE,
-    /// Fields are invalid; see `errors`.
-    ValidationFailed = "validation_failed" => UNPROCESSABLE_ENTITY,
-    /// Over a rate limit; see `Retry-After`.
-    RateLimited = "rate_limited" => TOO_MANY_REQUESTS,
-    /// Something failed inside; nothing more is said.
-    Internal = "internal" => INTERNAL_SERVER_ERROR,
-    /// A dependency is down; retry shortly.
-    Unavailable = "unavailable" => SERVICE_UNAVAILABLE,
-    /// Not ready to serve.
-    NotReady = "not_ready" => SERVICE_UNAVAILABLE,
-    /// The read model has not caught up with `consistent_with` in time.
-    NotYetConsistent = "not_yet_consistent" => SERVICE_UNAVAILABLE,
-    /// The resource changed concurrently; retry.
-    Conflict = "conflict" => CONFLICT,
-
-    // Requests: idempotency keys.
-    /// An `Idempotency-Key` that is not 1–255 printable characters.
-    InvalidIdempotencyKey = "invalid_idempotency_key" => BAD_REQUEST,
-    /// The key was used with another request.
-    IdempotencyKeyReused = "idempotency_key_reused" => UNPROCESSABLE_ENTITY,
-    /// The key's first request is still running.
-    IdempotencyKeyInUse = "idempotency_key_in_use" => CONFLICT,
-
-    // Access: tokens and the policy table.
-    /// No bearer token.
-    MissingToken = "missing_token" => UNAUTHORIZED,
-    /// A forged or malformed token, or one signed with an unknown key.
-    InvalidToken = "invalid_token" => UNAUTHORIZED,
-    /// The token has expired.
-    TokenExpired = "token_expired" => UNAUTHORIZED,
-    /// The token's session has ended.
-    TokenRevoked = "token_revoked" => UNAUTHORIZED,
-    /// The policy table denies the caller's role this action.
-    Forbidden = "forbidden" => FORBIDDEN,
-    /// A forced reset is pending: only the password change is allowed.
-    PasswordChangeRequired = "password_change_required" => FORBIDDEN,
-    /// Only an admin may create accounts with this role.
-    RoleNotAllowed = "role_not_allowed" => FORBIDDEN,
-    /// The resource belongs to someone else.
-    NotOwner = "not_owner" => FORBIDDEN,
-
-    // Identity.
-    /// An account with this email exists.
-    EmailTaken = "email_taken" => CONFLICT,
-    /// Wrong email or password.
-    InvalidCredentials = "invalid_credentials" => UNAUTHORIZED,
-    /// Too many failed logins; see `Retry-After`.
-    AccountLocked = "account_locked" => TOO_MANY_REQUESTS,
-    /// The refresh token is not valid.
-    InvalidRefreshToken = "invalid_refresh_token" => UNAUTHORIZED,
-    /// The session has ended.
-    SessionRevoked = "session_revoked" => UNAUTHORIZED,
-    /// No such account.
-    UserNotFound = "user_not_found" => NOT_FOUND,
-    /// The account is deactivated.
-    AccountDeactivated = "account_deactivated" => FORBIDDEN,
-    /// No such session.
-    SessionNotFound = "session_not_found" => NOT_FOUND,
-    /// The device is registered already.
-    DeviceExists = "device_exists" => CONFLICT,
-    /// No such device.
-    DeviceNotFound = "device_not_found" => NOT_FOUND,
-    /// The device limit is reached.
-    TooManyDevices = "too_many_devices" => UNPROCESSABLE_ENTITY,
-    /// The user has this role already.
-    RoleUnchanged = "role_unchanged" => UNPROCESSABLE_ENTITY,
-    /// A rule refused the command.
-    Rejected = "rejected" => UNPROCESSABLE_ENTITY,
-
-    // Classroom.
-    /// No such lesson.
-    LessonNotFound = "lesson_not_found" => NOT_FOUND,
-    /// No such board.
-    BoardNotFound = "board_not_found" => NOT_FOUND,
-    /// The student is not enrolled.
-    EnrollmentNotFound = "enrollment_not_found" => NOT_FOUND,
-    /// Only the lesson's tutor and enrolled students take part.
-    NotParticipant = "not_participant" => FORBIDDEN,
-    /// The lesson is not live.
-    LessonNotLive = "lesson_not_live" => FORBIDDEN,
-    /// No seat is left.
-    LessonFull = "lesson_full" => CONFLICT,
-    /// The student is enrolled already.
-    AlreadyEnrolled = "already_enrolled" => CONFLICT,
-    /// The lesson was cancelled.
-    LessonCancelled = "lesson_cancelled" => CONFLICT,
-    /// The lesson cannot make this transition.
-    InvalidTransition = "invalid_transition" => UNPROCESSABLE_ENTITY,
-    /// A bulk request with `atomic: true` had a refused item.
-    BulkRejected = "bulk_rejected" => UNPROCESSABLE_ENTITY,
-
-    // Operations.
-    /// No projection has this name.
-    ProjectionNotFound = "projection_not_found" => NOT_FOUND,
+/// A stable, machine-readable problem code (`Problem.code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Code {
+    name: &'static str,
+    status: StatusCode,
 }
 
 impl Code {
+    /// A code named `name` (snake_case, never reused) answering `status`.
+    pub const fn new(name: &'static str, status: StatusCode) -> Self {
+        Self { name, status }
+    }
+
+    /// The HTTP status this code answers with.
+    pub fn status(self) -> StatusCode {
+        self.status
+    }
+
+    /// The code as it appears in a problem document.
+    pub fn as_str(self) -> &'static str {
+        self.name
+    }
+
     /// A plain HTTP problem: its type is `about:blank` (RFC 9457 §4.2).
     pub fn is_plain(self) -> bool {
-        matches!(
-            self,
-            Self::NotFound
-                | Self::MethodNotAllowed
-                | Self::PayloadTooLarge
-                | Self::UnsupportedMediaType
-                | Self::RequestTimeout
-        )
+        [
+            Self::NOT_FOUND,
+            Self::METHOD_NOT_ALLOWED,
+            Self::PAYLOAD_TOO_LARGE,
+            Self::UNSUPPORTED_MEDIA_TYPE,
+            Self::REQUEST_TIMEOUT,
+        ]
+        .contains(&self)
     }
+}
+
+/// The codes every part of the API shares: HTTP, requests, access.
+impl Code {
+    /// The request could not be processed.
+    pub const BAD_REQUEST: Code = Code::new("bad_request", StatusCode::BAD_REQUEST);
+    /// The body is not well-formed JSON.
+    pub const MALFORMED_JSON: Code = Code::new("malformed_json", StatusCode::BAD_REQUEST);
+    /// A query parameter is malformed.
+    pub const INVALID_QUERY: Code = Code::new("invalid_query", StatusCode::BAD_REQUEST);
+    /// A cursor this API did not hand out.
+    pub const INVALID_CURSOR: Code = Code::new("invalid_cursor", StatusCode::BAD_REQUEST);
+    /// No resource at this path.
+    pub const NOT_FOUND: Code = Code::new("not_found", StatusCode::NOT_FOUND);
+    /// The path does not take this method.
+    pub const METHOD_NOT_ALLOWED: Code =
+        Code::new("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED);
+    /// The request took too long and was abandoned.
+    pub const REQUEST_TIMEOUT: Code = Code::new("request_timeout", StatusCode::REQUEST_TIMEOUT);
+    /// The body is larger than allowed.
+    pub const PAYLOAD_TOO_LARGE: Code =
+        Code::new("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE);
+    /// The body is not JSON.
+    pub const UNSUPPORTED_MEDIA_TYPE: Code =
+        Code::new("unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    /// Fields are invalid; see `errors`.
+    pub const VALIDATION_FAILED: Code =
+        Code::new("validation_failed", StatusCode::UNPROCESSABLE_ENTITY);
+    /// Over a rate limit; see `Retry-After`.
+    pub const RATE_LIMITED: Code = Code::new("rate_limited", StatusCode::TOO_MANY_REQUESTS);
+    /// Something failed inside; nothing more is said.
+    pub const INTERNAL: Code = Code::new("internal", StatusCode::INTERNAL_SERVER_ERROR);
+    /// A dependency is down; retry shortly.
+    pub const UNAVAILABLE: Code = Code::new("unavailable", StatusCode::SERVICE_UNAVAILABLE);
+    /// Not ready to serve.
+    pub const NOT_READY: Code = Code::new("not_ready", StatusCode::SERVICE_UNAVAILABLE);
+    /// The read model has not caught up with `consistent_with` in time.
+    pub const NOT_YET_CONSISTENT: Code =
+        Code::new("not_yet_consistent", StatusCode::SERVICE_UNAVAILABLE);
+    /// The resource changed concurrently; retry.
+    pub const CONFLICT: Code = Code::new("conflict", StatusCode::CONFLICT);
+    /// An `Idempotency-Key` that is not 1–255 printable characters.
+    pub const INVALID_IDEMPOTENCY_KEY: Code =
+        Code::new("invalid_idempotency_key", StatusCode::BAD_REQUEST);
+    /// The key was used with another request.
+    pub const IDEMPOTENCY_KEY_REUSED: Code =
+        Code::new("idempotency_key_reused", StatusCode::UNPROCESSABLE_ENTITY);
+    /// The key's first request is still running.
+    pub const IDEMPOTENCY_KEY_IN_USE: Code =
+        Code::new("idempotency_key_in_use", StatusCode::CONFLICT);
+    /// No bearer token.
+    pub const MISSING_TOKEN: Code = Code::new("missing_token", StatusCode::UNAUTHORIZED);
+    /// A forged or malformed token, or one signed with an unknown key.
+    pub const INVALID_TOKEN: Code = Code::new("invalid_token", StatusCode::UNAUTHORIZED);
+    /// The token has expired.
+    pub const TOKEN_EXPIRED: Code = Code::new("token_expired", StatusCode::UNAUTHORIZED);
+    /// The token's session has ended.
+    pub const TOKEN_REVOKED: Code = Code::new("token_revoked", StatusCode::UNAUTHORIZED);
+    /// The policy table denies the caller's role this action.
+    pub const FORBIDDEN: Code = Code::new("forbidden", StatusCode::FORBIDDEN);
+    /// A forced reset is pending: only the password change is allowed.
+    pub const PASSWORD_CHANGE_REQUIRED: Code =
+        Code::new("password_change_required", StatusCode::FORBIDDEN);
+    /// Only an admin may create accounts with this role.
+    pub const ROLE_NOT_ALLOWED: Code = Code::new("role_not_allowed", StatusCode::FORBIDDEN);
+    /// The resource belongs to someone else.
+    pub const NOT_OWNER: Code = Code::new("not_owner", StatusCode::FORBIDDEN);
+    /// No projection has this name.
+    pub const PROJECTION_NOT_FOUND: Code = Code::new("projection_not_found", StatusCode::NOT_FOUND);
+
+    /// Every shared code.
+    pub const GENERAL: &'static [Code] = &[
+        Self::BAD_REQUEST,
+        Self::MALFORMED_JSON,
+        Self::INVALID_QUERY,
+        Self::INVALID_CURSOR,
+        Self::NOT_FOUND,
+        Self::METHOD_NOT_ALLOWED,
+        Self::REQUEST_TIMEOUT,
+        Self::PAYLOAD_TOO_LARGE,
+        Self::UNSUPPORTED_MEDIA_TYPE,
+        Self::VALIDATION_FAILED,
+        Self::RATE_LIMITED,
+        Self::INTERNAL,
+        Self::UNAVAILABLE,
+        Self::NOT_READY,
+        Self::NOT_YET_CONSISTENT,
+        Self::CONFLICT,
+        Self::INVALID_IDEMPOTENCY_KEY,
+        Self::IDEMPOTENCY_KEY_REUSED,
+        Self::IDEMPOTENCY_KEY_IN_USE,
+        Self::MISSING_TOKEN,
+        Self::INVALID_TOKEN,
+        Self::TOKEN_EXPIRED,
+        Self::TOKEN_REVOKED,
+        Self::FORBIDDEN,
+        Self::PASSWORD_CHANGE_REQUIRED,
+        Self::ROLE_NOT_ALLOWED,
+        Self::NOT_OWNER,
+        Self::PROJECTION_NOT_FOUND,
+    ];
 }
 
 impl std::fmt::Display for Code {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name)
     }
 }
 
 impl serde::Serialize for Code {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
+        s.serialize_str(self.name)
     }
 }
 
@@ -177,7 +159,7 @@ impl utoipa::PartialSchema for Code {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
-            .enum_values(Some(Code::ALL.iter().map(|c| c.as_str())))
+            .enum_values(Some(crate::routes::problem_codes().map(Code::as_str)))
             .description(Some("A stable, machine-readable problem code."))
             .into()
     }
@@ -191,12 +173,12 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_name() {
-        let mut names: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        let mut names: Vec<&str> = crate::routes::problem_codes().map(Code::as_str).collect();
         names.sort_unstable();
         let before = names.len();
         names.dedup();
-        assert_eq!(names.len(), before);
-        assert_eq!(serde_json::json!(Code::LessonFull), "lesson_full");
-        assert_eq!(Code::LessonFull.status(), StatusCode::CONFLICT);
+        assert_eq!(names.len(), before, "a name is used twice");
+        assert_eq!(serde_json::json!(Code::LESSON_FULL), "lesson_full");
+        assert_eq!(Code::LESSON_FULL.status(), StatusCode::CONFLICT);
     }
 }

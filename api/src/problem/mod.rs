@@ -5,13 +5,13 @@
 //! once, inside the request's span, and turns any other error response (an
 //! unknown route, a wrong method, a timeout) into a problem too.
 //!
-//! - `code.rs`: every [`Code`] with its status, the one classification;
-//! - `store.rs`, `identity.rs`, `classroom.rs`: how the write side's errors
-//!   become problems, one file per context.
+//! - `code.rs`: [`Code`], a code's name and status, and the shared codes;
+//! - `store.rs`: how storage failures become problems.
+//!
+//! Each context declares its own codes, and how its errors become
+//! problems, in `routes/<context>/problems.rs`.
 
-mod classroom;
 mod code;
-mod identity;
 mod store;
 
 pub use code::Code;
@@ -95,31 +95,31 @@ impl Problem {
     /// The generic problem for an HTTP status with no more specific cause.
     pub fn for_status(status: StatusCode) -> Self {
         let (code, detail) = match status {
-            StatusCode::NOT_FOUND => (Code::NotFound, "No resource exists at this path."),
+            StatusCode::NOT_FOUND => (Code::NOT_FOUND, "No resource exists at this path."),
             StatusCode::METHOD_NOT_ALLOWED => (
-                Code::MethodNotAllowed,
+                Code::METHOD_NOT_ALLOWED,
                 "This path does not support this method.",
             ),
             StatusCode::PAYLOAD_TOO_LARGE => (
-                Code::PayloadTooLarge,
+                Code::PAYLOAD_TOO_LARGE,
                 "The request body is larger than allowed.",
             ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-                Code::UnsupportedMediaType,
+                Code::UNSUPPORTED_MEDIA_TYPE,
                 "Send the body as application/json.",
             ),
             StatusCode::REQUEST_TIMEOUT => (
-                Code::RequestTimeout,
+                Code::REQUEST_TIMEOUT,
                 "The request took too long and was abandoned.",
             ),
             StatusCode::TOO_MANY_REQUESTS => {
-                (Code::RateLimited, "Too many requests; wait and retry.")
+                (Code::RATE_LIMITED, "Too many requests; wait and retry.")
             }
             s if s.is_server_error() => (
-                Code::Internal,
+                Code::INTERNAL,
                 "An internal error occurred. Quote the request_id when reporting it.",
             ),
-            _ => (Code::BadRequest, "The request could not be processed."),
+            _ => (Code::BAD_REQUEST, "The request could not be processed."),
         };
         Self::new(code, detail).with_status(status)
     }
@@ -135,7 +135,7 @@ impl Problem {
     /// 422 with one message per invalid field.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let mut p = Self::new(
-            Code::ValidationFailed,
+            Code::VALIDATION_FAILED,
             "The request has invalid fields; see errors.",
         );
         p.errors = errors;
@@ -152,7 +152,7 @@ impl Problem {
     /// 503 for a dependency that is down.
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         let mut p = Self::new(
-            Code::Unavailable,
+            Code::UNAVAILABLE,
             "A dependency is unavailable; retry shortly.",
         );
         p.cause = Some(cause.to_string());

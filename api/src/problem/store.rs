@@ -9,7 +9,7 @@ impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => Problem::new(
-                Code::Conflict,
+                Code::CONFLICT,
                 "The resource was changed concurrently; retry.",
             ),
             StoreError::Database(_) | StoreError::WorkerGone => Problem::unavailable(e),

@@ -132,7 +132,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             .unwrap_or_default();
         // The problem's own `status` is the HTTP status.
         extra.remove("status");
-        Problem::new(Code::NotReady, "A readiness check failed; see the checks.")
+        Problem::new(Code::NOT_READY, "A readiness check failed; see the checks.")
             .with_extra(extra)
             .into_response()
     }

@@ -1,5 +1,10 @@
-//! The HTTP routes: one directory per context (`identity/`, `classroom/`),
-//! one route group per file.
+//! The contexts the server is made of, wired here and only here: their
+//! route groups (one directory per context, one route group per file), the
+//! state their handlers share, their problem codes, and the process
+//! managers and workers that run beside them.
+//!
+//! Adding a context touches this file once for each of those (see
+//! `docs/ARCHITECTURE.md`, "Adding a context").
 
 pub mod audit;
 pub mod classroom;
@@ -7,3 +12,113 @@ pub mod health;
 pub mod identity;
 pub mod meta;
 pub mod projections;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lectern_commands::classroom::roster::RosterSync;
+use lectern_commands::classroom::ClassroomService;
+use lectern_commands::identity::IdentityService;
+use lectern_projections::ProcessManager;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::tokens::Keyring;
+use crate::auth::Auth;
+use crate::config::{HttpConfig, WorkerConfig};
+use crate::problem::Code;
+
+/// What every handler can reach. Cheap to clone: it is all `Arc`s and pools.
+///
+/// Building it starts nothing: the background work that keeps it current
+/// (the revocation watcher, limiter pruning, projections, process managers,
+/// the contexts' workers) is started by [`crate::workers::Workers`].
+#[derive(Clone)]
+pub struct AppState {
+    /// The database, for queries and commands.
+    pub pool: PgPool,
+    /// The HTTP settings.
+    pub http: Arc<HttpConfig>,
+    /// Token verification, revocations and rate limits.
+    pub auth: Arc<Auth>,
+    /// The identity context's commands.
+    pub identity: IdentityService,
+    /// The classroom context's commands.
+    pub classroom: ClassroomService,
+}
+
+impl AppState {
+    /// The state over `pool`.
+    pub fn new(pool: PgPool, http: HttpConfig, keyring: Keyring) -> Self {
+        let auth = Arc::new(Auth::new(keyring));
+        let seen = Arc::clone(&auth.revocations);
+        let identity = IdentityService::new(pool.clone()).with_observer(Arc::new(
+            move |user, version, event| seen.observe(user, version, event),
+        ));
+        Self {
+            identity,
+            classroom: ClassroomService::new(&pool),
+            pool,
+            http: Arc::new(http),
+            auth,
+        }
+    }
+}
+
+/// Every context's routes, with the operational ones (health, OpenAPI,
+/// projections, audit).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(health::router())
+        .merge(meta::router())
+        .merge(projections::router())
+        .merge(audit::router())
+        .merge(identity::router())
+        .merge(classroom::router())
+}
+
+/// Every problem code the API answers with.
+pub fn problem_codes() -> impl Iterator<Item = Code> {
+    [Code::GENERAL, Code::IDENTITY, Code::CLASSROOM]
+        .into_iter()
+        .flatten()
+        .copied()
+}
+
+/// Every process manager: follow-up commands to events of the log.
+pub fn process_managers(state: &AppState) -> Vec<Arc<dyn ProcessManager>> {
+    vec![Arc::new(RosterSync::new(state.classroom.clone()))]
+}
+
+/// One run of a worker, until the token fires.
+pub type WorkerRun =
+    Box<dyn Fn(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// A background task a context runs, started again by the supervisor if it
+/// stops before shutdown.
+pub struct ContextWorker {
+    /// Its name in logs and `lectern_worker_restarts_total`.
+    pub name: &'static str,
+    /// Start one run of it.
+    pub run: WorkerRun,
+}
+
+/// The contexts' background tasks.
+pub fn context_workers(state: &AppState, config: &WorkerConfig) -> Vec<ContextWorker> {
+    let (pool, classroom) = (state.pool.clone(), state.classroom.clone());
+    let ttl = Duration::from_secs(config.delivery_ttl_secs);
+    vec![ContextWorker {
+        name: "delivery_expiry",
+        run: Box::new(move |cancel| {
+            Box::pin(crate::expiry::run(
+                pool.clone(),
+                classroom.clone(),
+                ttl,
+                cancel,
+            ))
+        }),
+    }]
+}

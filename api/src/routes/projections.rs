@@ -57,7 +57,7 @@ async fn rebuild(
     let known = lectern_projections::all().iter().any(|p| p.name() == name);
     if !known {
         return Err(Problem::new(
-            Code::ProjectionNotFound,
+            Code::PROJECTION_NOT_FOUND,
             "No projection has this name.",
         ));
     }

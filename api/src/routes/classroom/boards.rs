@@ -284,7 +284,7 @@ async fn get_board(
     read::board(&state.pool, id)
         .await?
         .map(Json)
-        .ok_or_else(|| Problem::new(Code::BoardNotFound, "No such board."))
+        .ok_or_else(|| Problem::new(Code::BOARD_NOT_FOUND, "No such board."))
 }
 
 /// A board's conflict policy.

@@ -198,7 +198,7 @@ async fn bulk_lessons(
             });
         }
         let mut p = Problem::new(
-            Code::BulkRejected,
+            Code::BULK_REJECTED,
             format!("{failed} of {total} items failed; with atomic set, nothing was written."),
         );
         p.errors = errors;

@@ -188,7 +188,7 @@ async fn get_lesson(
     read::lesson(&state.pool, id)
         .await?
         .map(Json)
-        .ok_or_else(|| Problem::new(Code::LessonNotFound, "No such lesson."))
+        .ok_or_else(|| Problem::new(Code::LESSON_NOT_FOUND, "No such lesson."))
 }
 
 /// Change a scheduled lesson (its tutor or an admin).

@@ -7,6 +7,7 @@ mod bulk;
 mod chat;
 mod enrollments;
 mod lessons;
+mod problems;
 
 use axum::http::StatusCode;
 use axum::Json;

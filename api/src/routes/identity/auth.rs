@@ -107,7 +107,7 @@ async fn register(
                 .deny(
                     &state,
                     Action::AdminUsersCreate,
-                    Code::RoleNotAllowed,
+                    Code::ROLE_NOT_ALLOWED,
                     "Only an admin can create accounts with this role.",
                 )
                 .await);

@@ -42,7 +42,7 @@ async fn me(
         .map(Json)
         .ok_or_else(|| {
             Problem::new(
-                Code::NotFound,
+                Code::NOT_FOUND,
                 "The profile is not in the read model yet; retry with consistent_with.",
             )
         })

@@ -4,6 +4,7 @@
 mod auth;
 mod devices;
 mod me;
+mod problems;
 mod users;
 
 use utoipa_axum::router::OpenApiRouter;
