@@ -6,6 +6,10 @@
 //! statement (or, with background snapshots, the snapshot goes in a statement
 //! of its own that no command waits for). The primary key `(aggregate_type, aggregate_id, sequence)`
 //! refuses a stale writer.
+//!
+//! Past 500 lines on purpose: loading, appending, multi-stream appends and
+//! snapshots share one SQL shape and one row-to-envelope path, and split
+//! apart they would each need the other's private helpers.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

@@ -3,6 +3,10 @@
 //!
 //! Work that is not pure (hashing, the clock, fresh ids and tokens) happens
 //! here, before the command; the aggregate then decides with those facts.
+//!
+//! Past 500 lines on purpose: every method is the same shape (gather the
+//! outside facts, run one command, map its refusal), and the facts they
+//! share (the dummy hash, token hashing, the outbox) are private here.
 
 pub mod secrets;
 
