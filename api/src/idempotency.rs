@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on POST requests (DESIGN "API conventions").
+//! `Idempotency-Key` on POST requests (see ARCHITECTURE "The request path").
 //!
 //! A client that lost an answer retries with the same key and body and gets
 //! the same answer, without the command running twice. The same key with

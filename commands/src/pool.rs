@@ -9,8 +9,8 @@ use sqlx::PgPool;
 /// Options for a connection to `url` with Lectern's session settings.
 ///
 /// `idle_in_transaction_session_timeout` bounds how long a forgotten open
-/// transaction can hold an xid: every log reader stalls behind one (DESIGN,
-/// "Short transactions").
+/// transaction can hold an xid: every log reader stalls behind one (see
+/// ARCHITECTURE "The log": readers stop at the oldest running transaction).
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     Ok(PgConnectOptions::from_str(url)?
         .application_name("lectern")

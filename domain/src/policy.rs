@@ -174,8 +174,10 @@ const ADMIN_AUDITOR: [Rule; 5] = [ALLOW, ALLOW, DENY, DENY, DENY];
 const PARTICIPANTS: [Rule; 5] = [ALLOW, ALLOW, OWN, OWN, DENY];
 const TUTOR_OWNS: [Rule; 5] = [ALLOW, DENY, OWN, DENY, DENY];
 
-/// The table. Rate limits follow DESIGN "Security model"; the anonymous
-/// limits are per client address.
+/// The table (see ARCHITECTURE "The domain"). The rate limits are the
+/// security model's: tutor `lesson.create` 20/hour, `chat.send` 100/min for
+/// tutors and 60/min for students, and so on; the anonymous limits are per
+/// client address.
 pub static POLICY: &[Row] = &[
     row(
         X::AuthRegister,

@@ -134,8 +134,8 @@ KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR 
 OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP \
 SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL";
 
-/// An ISO 4217 currency in use, kept in lowercase as Stripe and DESIGN
-/// write it (`eur`). Accepted in any case.
+/// An ISO 4217 currency in use, kept in lowercase as Stripe writes it
+/// (`eur`). Accepted in any case.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Currency(String);

@@ -144,7 +144,7 @@ async fn lessons_validate_change_state_and_list() {
     assert_eq!(lesson["seats_left"], 5);
     assert_eq!(lesson["enrolled_count"], 0);
     assert_eq!(lesson["timing"], "upcoming");
-    // Sent as "EUR"; kept in lowercase, as DESIGN and Stripe write it.
+    // Sent as "EUR"; kept in lowercase, as Stripe writes it.
     assert_eq!(
         lesson["price"],
         json!({"amount_minor": 1500, "currency": "eur"})
