@@ -21,14 +21,18 @@ use crate::problem::{Code, FieldError, Problem};
 /// Page mode: `page` from 1, `page_size` 1 to 100 (default 20).
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct PageParams {
+    /// From 1, default 1.
     pub page: Option<u32>,
+    /// 1 to 100, default 20.
     pub page_size: Option<u32>,
 }
 
 /// A checked page request.
 #[derive(Debug, Clone, Copy)]
 pub struct PageRequest {
+    /// The page, from 1.
     pub page: u32,
+    /// Rows per page.
     pub page_size: u32,
 }
 
@@ -68,10 +72,15 @@ impl PageRequest {
 /// A page of results.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
+    /// The rows of this page.
     pub results: Vec<T>,
+    /// The page, from 1.
     pub page: u32,
+    /// Rows per page.
     pub page_size: u32,
+    /// Rows in all.
     pub total: i64,
+    /// Pages in all.
     pub total_pages: i64,
     /// The next page's URL, if there is one.
     pub next: Option<String>,
@@ -248,9 +257,11 @@ impl<K: CursorKey> Keyset<K> {
 /// A page in cursor mode.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CursorPage<T> {
+    /// The rows of this page.
     pub results: Vec<T>,
     /// Pass as `cursor` for the next page.
     pub next_cursor: Option<String>,
+    /// Whether another page follows.
     pub has_more: bool,
 }
 

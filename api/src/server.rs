@@ -12,7 +12,9 @@ use crate::AppState;
 
 /// The database Lectern runs on, and the embedded cluster behind it if any.
 pub struct Database {
+    /// The database.
     pub pool: PgPool,
+    /// Its URL (with credentials; never logged).
     pub url: String,
     embedded: Option<EmbeddedPostgres>,
 }

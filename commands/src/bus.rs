@@ -55,12 +55,14 @@ impl Default for DispatchConfig {
 /// What a committed command produced.
 #[derive(Debug, Clone)]
 pub struct Committed<E> {
+    /// The aggregate instance.
     pub aggregate_id: String,
     /// The aggregate's version (last sequence number) after this command.
     pub version: u64,
     /// Where the command's last event sits in the log; `None` when the command
     /// produced no event.
     pub position: Option<Position>,
+    /// The events it recorded, with their positions.
     pub events: Vec<RecordedEvent<E>>,
 }
 

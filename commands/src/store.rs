@@ -40,18 +40,27 @@ pub struct Loaded<A> {
 /// An event as it was stored.
 #[derive(Debug, Clone)]
 pub struct RecordedEvent<E> {
+    /// The event id.
     pub event_id: Uuid,
+    /// The aggregate instance.
     pub aggregate_id: String,
+    /// The event's sequence number in its stream.
     pub sequence: u64,
+    /// The position in the log.
     pub position: Position,
+    /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
+    /// The event payload.
     pub payload: E,
+    /// The event metadata.
     pub metadata: EventMetadata,
 }
 
 /// One event to append, with the metadata of the command that caused it.
 pub struct NewEvent<'a, E> {
+    /// The event payload.
     pub payload: &'a E,
+    /// The event metadata.
     pub metadata: &'a EventMetadata,
 }
 
@@ -452,8 +461,11 @@ where
 
 /// The events for one stream in [`PgEventStore::append_streams`].
 pub struct StreamAppend<'a, E> {
+    /// The aggregate instance.
     pub aggregate_id: &'a str,
+    /// The version the stream must be at.
     pub expected_version: u64,
+    /// The events to append, in order.
     pub events: Vec<NewEvent<'a, E>>,
 }
 

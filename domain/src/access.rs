@@ -9,15 +9,20 @@ use serde::{Deserialize, Serialize};
 /// depend on earlier ones.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccessLog {
+    /// Denials recorded on this stream.
     pub denials: u64,
 }
 
 /// Record one refusal.
 #[derive(Debug, Clone)]
 pub struct RecordDenial {
+    /// The policy action.
     pub action: String,
+    /// Why.
     pub reason: String,
+    /// The HTTP method.
     pub method: String,
+    /// The request path.
     pub path: String,
 }
 
@@ -30,10 +35,15 @@ impl crate::CommandName for RecordDenial {
 /// Events of an access log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AccessEvent {
+    /// Access denied.
     AccessDenied {
+        /// The policy action.
         action: String,
+        /// Why.
         reason: String,
+        /// The HTTP method.
         method: String,
+        /// The request path.
         path: String,
     },
 }

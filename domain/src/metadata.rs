@@ -19,14 +19,23 @@ pub const ANONYMOUS: &str = "anonymous";
 /// `HashMap<String, String>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct EventMetadata {
+    /// Who acted.
     pub actor_id: String,
+    /// The actor's role.
     pub actor_role: String,
+    /// The session (refresh-token family).
     pub session_id: String,
+    /// The request id.
     pub request_id: String,
+    /// Ties the events of one flow together.
     pub correlation_id: String,
+    /// What caused it: an event id, for a process manager's command.
     pub causation_id: String,
+    /// The client address.
     pub ip: String,
+    /// The client's User-Agent.
     pub user_agent: String,
+    /// The command's name, set by the command bus.
     pub command: String,
 }
 

@@ -15,7 +15,9 @@ use crate::identity::Role;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
+    /// Refused.
     Deny,
+    /// Allowed on anything.
     Allow,
     /// Only on resources the caller owns (or takes part in).
     Own,
@@ -25,23 +27,31 @@ pub enum Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKey {
+    /// Per user.
     User,
+    /// Per session.
     Session,
+    /// Per client address.
     Ip,
 }
 
 /// A quota of `quota` requests per `window_secs`, counted per `key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limit {
+    /// Requests allowed per window.
     pub quota: u32,
+    /// The window, in seconds.
     pub window_secs: u32,
+    /// What the limit is counted per.
     pub key: LimitKey,
 }
 
 /// One cell of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Rule {
+    /// Deny, allow, or own resources only.
     pub access: Access,
+    /// The rate limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<Limit>,
 }
@@ -150,8 +160,11 @@ actions! {
 /// [`Role::ALL`] order (admin, auditor, tutor, student, guest).
 #[derive(Debug, Clone, Copy)]
 pub struct Row {
+    /// The policy action.
     pub action: Action,
+    /// The rule for callers without a token.
     pub anonymous: Rule,
+    /// The rule per role, in `Role::ALL` order.
     pub roles: [Rule; 5],
 }
 

@@ -109,18 +109,29 @@ pub fn summary(payload: &serde_json::Value) -> serde_json::Value {
 pub struct AuditEntry {
     /// The event's place in the log, `<transaction>.<position>`.
     pub position: String,
+    /// The event id.
     pub event_id: uuid::Uuid,
+    /// When it was recorded.
     pub recorded_at: chrono::DateTime<chrono::Utc>,
+    /// Who acted.
     pub actor_id: String,
+    /// The actor's role.
     pub actor_role: String,
     /// The event type.
     pub action: String,
+    /// The aggregate type.
     pub aggregate_type: String,
+    /// The aggregate instance.
     pub aggregate_id: String,
+    /// The event's sequence number in its stream.
     pub sequence: i64,
+    /// The request id.
     pub request_id: String,
+    /// The client address.
     pub ip: String,
+    /// The client's User-Agent.
     pub user_agent: String,
+    /// The payload, masked and redacted.
     #[schema(value_type = Object)]
     pub summary: serde_json::Value,
 }
@@ -128,11 +139,17 @@ pub struct AuditEntry {
 /// Filters of an audit query; `None` matches everything.
 #[derive(Debug, Default, Clone)]
 pub struct AuditFilter {
+    /// Who acted.
     pub actor_id: Option<String>,
+    /// The aggregate type.
     pub aggregate_type: Option<String>,
+    /// The aggregate instance.
     pub aggregate_id: Option<String>,
+    /// The event type.
     pub event_type: Option<String>,
+    /// Recorded at or after.
     pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Recorded before.
     pub to: Option<chrono::DateTime<chrono::Utc>>,
 }
 

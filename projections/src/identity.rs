@@ -250,16 +250,27 @@ async fn exec(
 /// One row of `users`, as the API shows it.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct UserRow {
+    /// The id.
     pub id: Uuid,
+    /// The email address, normalised.
     pub email: String,
+    /// The name shown to other users.
     pub display_name: String,
+    /// The role.
     pub role: String,
+    /// The status.
     pub status: String,
+    /// Tokens allow only the password change until it is changed.
     pub must_change_password: bool,
+    /// Locked until then.
     pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it was created.
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it last changed.
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// When the user last logged in.
     pub last_login_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The stream version.
     pub version: i64,
 }
 
@@ -305,14 +316,23 @@ pub async fn users_page(
 /// One row of `sessions`.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SessionRow {
+    /// The id.
     pub id: Uuid,
+    /// When it started.
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When it expires.
     pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// When it was last refreshed.
     pub last_refresh_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many times it was refreshed.
     pub generation: i32,
+    /// The client address.
     pub ip: String,
+    /// The client's User-Agent.
     pub user_agent: String,
+    /// When it ended.
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why it ended.
     pub revoke_reason: Option<String>,
 }
 
@@ -339,10 +359,15 @@ pub async fn sessions_of(
 /// One row of `devices`.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeviceRow {
+    /// The client-chosen device id.
     pub device_id: String,
+    /// The name shown to the user.
     pub name: String,
+    /// The device platform.
     pub platform: String,
+    /// Whether it is the active device.
     pub active: bool,
+    /// When it was registered.
     pub registered_at: chrono::DateTime<chrono::Utc>,
 }
 

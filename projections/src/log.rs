@@ -20,15 +20,25 @@ use crate::projection::Interest;
 /// An event as a projection sees it.
 #[derive(Debug, Clone)]
 pub struct LogEvent {
+    /// The event id.
     pub event_id: Uuid,
+    /// The position in the log.
     pub position: Position,
+    /// The aggregate type.
     pub aggregate_type: String,
+    /// The aggregate instance.
     pub aggregate_id: String,
+    /// The event's sequence number in its stream.
     pub sequence: i64,
+    /// The event type.
     pub event_type: String,
+    /// The payload's schema version.
     pub event_version: String,
+    /// The event payload.
     pub payload: Value,
+    /// The event metadata.
     pub metadata: Value,
+    /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
 }
 

@@ -11,8 +11,10 @@ use crate::log::LogEvent;
 /// at that event (it is never skipped) and retries with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
+    /// Database error: ….
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Cannot apply event: ….
     #[error("cannot apply event: {0}")]
     Invalid(String),
     /// A process manager's reaction failed (see [`crate::process`]).

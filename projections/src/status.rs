@@ -10,20 +10,28 @@ use sqlx::PgPool;
 /// A projection's checkpoint, state and lag.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectionStatus {
+    /// The name shown to the user.
     pub name: String,
     /// idle, running, failed or rebuilding.
     pub status: String,
     /// The checkpoint, as a position token.
     #[schema(value_type = String)]
     pub position: Position,
+    /// Events applied so far.
     pub events_applied: i64,
     /// Events in the log after the checkpoint (counted up to 100,001).
     pub lag_events: i64,
+    /// The last error, if failing.
     pub last_error: Option<String>,
+    /// When it last failed.
     pub last_error_at: Option<DateTime<Utc>>,
+    /// The event it is stuck at.
     pub failing_position: Option<i64>,
+    /// When a rebuild was asked for.
     pub rebuild_requested_at: Option<DateTime<Utc>>,
+    /// When it was last rebuilt.
     pub rebuilt_at: Option<DateTime<Utc>>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
 }
 

@@ -81,8 +81,11 @@ fn cluster() -> &'static Cluster {
 
 /// A fresh, migrated database, dropped when this value is dropped.
 pub struct TestDb {
+    /// The name shown to the user.
     pub name: String,
+    /// Its URL.
     pub url: String,
+    /// The database.
     pub pool: PgPool,
     /// Stops background work (revocation watchers, projection runners,
     /// process managers) that uses this database, before it is dropped.
@@ -147,11 +150,15 @@ impl Drop for TestDb {
 /// The real router, serving on a random loopback port, with the server's
 /// background work running.
 pub struct TestApp {
+    /// Where it listens.
     pub addr: SocketAddr,
     /// The metrics listener's address.
     pub metrics_addr: SocketAddr,
+    /// Its database.
     pub db: TestDb,
+    /// An HTTP client.
     pub client: reqwest::Client,
+    /// What it is doing.
     pub state: AppState,
     /// The background work, as `lectern serve` runs it.
     pub workers: Workers,
@@ -233,9 +240,13 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// What a login answered.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Tokens {
+    /// The access token.
     pub access_token: String,
+    /// The refresh token.
     pub refresh_token: String,
+    /// The session (refresh-token family).
     pub session_id: uuid::Uuid,
+    /// The position in the log.
     pub position: Option<String>,
 }
 
@@ -366,7 +377,9 @@ pub fn lectern_bin() -> std::path::PathBuf {
 /// A `lectern serve` process on a test database: a real process, so tests
 /// can kill it.
 pub struct ServerProcess {
+    /// The process.
     pub child: std::process::Child,
+    /// Where it listens.
     pub addr: SocketAddr,
 }
 

@@ -19,14 +19,19 @@ use crate::problem::{Code, Problem};
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The user.
     pub user_id: Uuid,
+    /// The session (refresh-token family).
     pub session_id: Uuid,
+    /// The role.
     pub role: Role,
+    /// The verified claims.
     pub claims: AccessClaims,
     /// The id of the key that signed the token.
     pub kid: String,
     /// The token allows only the password change.
     pub restricted: bool,
+    /// Where the request came from.
     pub origin: Origin,
 }
 

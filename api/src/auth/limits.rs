@@ -22,8 +22,11 @@ type Keyed =
 /// A refused request: what to tell the client.
 #[derive(Debug, Clone)]
 pub struct Exceeded {
+    /// The conflict policy.
     pub policy: String,
+    /// Seconds until a request would be allowed.
     pub retry_after_secs: u64,
+    /// The rate limit.
     pub limit: Limit,
 }
 

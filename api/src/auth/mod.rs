@@ -39,8 +39,11 @@ use tokens::{AccessClaims, Keyring, TokenError, ACCESS_TTL_SECS};
 
 /// Token verification, revocations and rate limits, shared by all requests.
 pub struct Auth {
+    /// The access-token keys.
     pub keyring: Keyring,
+    /// Ended sessions and outdated users.
     pub revocations: Arc<Revocations>,
+    /// The per-process rate limits.
     pub limits: RateLimits,
 }
 

@@ -19,10 +19,15 @@ use crate::problem::{Code, Problem};
 /// Where a request came from, for event metadata and rate limits.
 #[derive(Debug, Clone)]
 pub struct Origin {
+    /// The request id.
     pub request_id: String,
+    /// The client address.
     pub ip: String,
+    /// The client's User-Agent.
     pub user_agent: String,
+    /// The HTTP method.
     pub method: String,
+    /// The request path.
     pub path: String,
 }
 

@@ -8,7 +8,9 @@ use utoipa::ToSchema;
 /// One permission as `GET /api/v1/me/permissions` lists it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Permission {
+    /// The policy action.
     pub action: &'static str,
+    /// The description.
     pub description: &'static str,
     /// `allow`, or `own` (only on one's own resources).
     pub access: &'static str,
@@ -20,7 +22,9 @@ pub struct Permission {
 /// A rate limit as listed in permissions.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PermissionLimit {
+    /// Requests allowed per window.
     pub quota: u32,
+    /// The window, in seconds.
     pub window_secs: u32,
     /// What it is counted per: `user`, `session` or `ip`.
     pub per: &'static str,

@@ -44,9 +44,11 @@ struct UserMark {
 /// What a verified token still may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
+    /// The token may be used.
     Valid,
     /// Valid only for changing the password.
     Restricted,
+    /// The session ended or the user changed since the token was issued.
     Revoked,
 }
 

@@ -25,14 +25,23 @@ const ALGORITHM: Algorithm = Algorithm::HS256;
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
+    /// The issuer.
     pub iss: String,
+    /// The audience.
     pub aud: String,
+    /// The user (subject).
     pub sub: Uuid,
+    /// The session.
     pub sid: Uuid,
+    /// The role.
     pub role: Role,
+    /// The token id.
     pub jti: Uuid,
+    /// Issued at (Unix seconds).
     pub iat: i64,
+    /// Not before (Unix seconds).
     pub nbf: i64,
+    /// Expires at (Unix seconds).
     pub exp: i64,
     /// The user's stream version when the token was issued: a later role
     /// change or deactivation outdates it.
@@ -44,8 +53,10 @@ pub struct AccessClaims {
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// The token has expired.
     #[error("the token has expired")]
     Expired,
+    /// The token is malformed, forged, or not an access token.
     #[error("the token is malformed, forged, or not an access token")]
     Invalid,
 }
@@ -60,7 +71,9 @@ pub struct Keyring {
     signing_kid: String,
     keys: HashMap<String, Key>,
     validation: Validation,
+    /// The `iss` of access tokens.
     pub issuer: String,
+    /// The `aud` of access tokens.
     pub audience: String,
 }
 

@@ -29,6 +29,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub struct FieldError {
     /// A JSON Pointer into the request body, such as `#/title`.
     pub pointer: String,
+    /// What is wrong, for a person.
     pub detail: String,
 }
 
@@ -38,11 +39,15 @@ pub struct Problem {
     /// `about:blank` for plain HTTP errors, `urn:lectern:problem:<code>` otherwise.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The title.
     pub title: String,
+    /// The status.
     pub status: u16,
+    /// What is wrong, for a person.
     pub detail: String,
     /// A stable, machine-readable code.
     pub code: Code,
+    /// One entry per invalid field.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// The request's id, to quote when reporting a problem.

@@ -17,6 +17,7 @@ use crate::extract::ApiQuery;
 use crate::pagination::{Consistency, CursorPage, CursorParams};
 use crate::problem::Problem;
 
+/// The audit routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events))
 }

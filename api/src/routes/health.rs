@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::problem::{Code, Problem};
 
+/// The health routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live))

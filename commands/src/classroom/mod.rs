@@ -36,16 +36,22 @@ pub const BOARD_SNAPSHOT_EVERY: u64 = 1000;
 /// Why a classroom command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassroomError {
+    /// A Lesson rule refused it.
     #[error(transparent)]
     Lesson(LessonError),
+    /// A Board rule refused it.
     #[error(transparent)]
     Board(BoardError),
+    /// A chat rule refused it.
     #[error(transparent)]
     Channel(ChannelError),
+    /// Up_to_seq … is past the channel's last message ….
     #[error("up_to_seq {0} is past the channel's last message {1}")]
     AckBeyondLast(u64, u64),
+    /// The resource was changed concurrently; retry.
     #[error("the resource was changed concurrently; retry")]
     Conflict,
+    /// The store failed underneath.
     #[error(transparent)]
     Store(StoreError),
 }
@@ -89,38 +95,53 @@ impl From<StoreError> for ClassroomError {
 /// A message as sending it answered.
 #[derive(Debug, Clone)]
 pub struct Sent {
+    /// The message.
     pub message_id: Uuid,
+    /// The message's sequence number in its channel.
     pub seq: u64,
     /// The message was sent before with this `client_message_id`.
     pub duplicate: bool,
+    /// The stream version.
     pub version: u64,
+    /// The position in the log.
     pub position: Option<Position>,
 }
 
 /// One item of a bulk request, checked.
 #[derive(Debug, Clone)]
 pub enum BulkItem {
+    /// Schedule a lesson with these details.
     Create(LessonDetails),
+    /// Change lesson `.0`.
     Update(Uuid, LessonPatch),
+    /// Cancel lesson `.0`, with a reason.
     Cancel(Uuid, Option<String>),
 }
 
 /// The outcome of one bulk item.
 #[derive(Debug)]
 pub struct BulkResult {
+    /// The id.
     pub id: Option<Uuid>,
+    /// The committed events, or why it failed.
     pub outcome: Result<Committed<LessonEvent>, ClassroomError>,
 }
 
+/// Lessons, boards, chat and deliveries: the classroom's commands.
 #[derive(Clone)]
 pub struct ClassroomService {
+    /// The Lesson streams.
     pub lessons: CommandBus<Lesson>,
+    /// The Board streams.
     pub boards: CommandBus<Board>,
+    /// The Channel streams.
     pub channels: CommandBus<Channel>,
+    /// The Inbox streams.
     pub inboxes: CommandBus<Inbox>,
 }
 
 impl ClassroomService {
+    /// The service over `pool`.
     pub fn new(pool: &PgPool) -> Self {
         Self {
             lessons: CommandBus::new(

@@ -36,24 +36,34 @@ const ORPHAN_AGE: Duration = Duration::minutes(1);
 /// Why an identity operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// The email address is already registered.
     #[error("the email address is already registered")]
     EmailTaken,
+    /// Invalid email or password.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// The account is locked until ….
     #[error("the account is locked until {0}")]
     Locked(DateTime<Utc>),
+    /// The refresh token is not valid.
     #[error("the refresh token is not valid")]
     InvalidRefreshToken,
+    /// The session was revoked: ….
     #[error("the session was revoked: {0:?}")]
     SessionRevoked(RevokeReason),
+    /// The reset token is not valid.
     #[error("the reset token is not valid")]
     InvalidResetToken,
+    /// The current password is not correct.
     #[error("the current password is not correct")]
     WrongPassword,
+    /// A User rule refused it.
     #[error(transparent)]
     Rule(UserError),
+    /// The account was changed concurrently; retry.
     #[error("the account was changed concurrently; retry")]
     Conflict,
+    /// The store failed underneath.
     #[error(transparent)]
     Store(StoreError),
 }
@@ -79,15 +89,20 @@ impl From<StoreError> for IdentityError {
 /// Tokens issued by a login or a refresh.
 #[derive(Debug, Clone)]
 pub struct Issued {
+    /// The user.
     pub user_id: Uuid,
+    /// The session (refresh-token family).
     pub session_id: Uuid,
     /// The opaque refresh token. Shown to the client once; never stored.
     pub refresh_token: String,
+    /// The role.
     pub role: Role,
+    /// Tokens allow only the password change until it is changed.
     pub must_change_password: bool,
     /// The user's version after this command; access tokens carry it so a
     /// later role change or deactivation can invalidate them.
     pub version: u64,
+    /// The position in the log.
     pub position: Option<Position>,
 }
 
@@ -116,9 +131,13 @@ impl Issued {
 /// A message put in the outbox for the mail relay.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
+    /// The address it goes to.
     pub recipient: String,
+    /// The subject line.
     pub subject: String,
+    /// The text body.
     pub body: String,
+    /// When it expires.
     pub expires_at: DateTime<Utc>,
 }
 
@@ -128,9 +147,13 @@ pub type UserObserver = Arc<dyn Fn(Uuid, u64, &UserEvent) + Send + Sync>;
 /// Identity commands, with their aggregates' dispatchers.
 #[derive(Clone)]
 pub struct IdentityService {
+    /// The User streams.
     pub users: CommandBus<User>,
+    /// The verified claims.
     pub claims: CommandBus<EmailClaim>,
+    /// Deny, allow, or own resources only.
     pub access: CommandBus<AccessLog>,
+    /// Argon2id hashing on the blocking pool.
     pub hasher: PasswordHasher,
     pool: PgPool,
     observer: Option<UserObserver>,

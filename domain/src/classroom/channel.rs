@@ -20,22 +20,33 @@ pub const DEDUP_WINDOW: usize = 1000;
 /// A lesson's chat channel.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Channel {
+    /// The lesson's roster at its version.
     pub roster: Roster,
+    /// The message's sequence number in its channel.
     pub seq: u64,
     /// `(sender, client_message_id, message_id, seq)` of recent messages.
     pub recent: VecDeque<(Uuid, String, Uuid, u64)>,
 }
 
+/// What may be asked of a lesson's chat channel.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelCommand {
+    /// Sync roster.
     SyncRoster {
+        /// The lesson's roster at its version.
         roster: Roster,
     },
+    /// Send a message to the lesson's participants.
     Send {
+        /// Who did it.
         by: Actor,
+        /// The message.
         message_id: Uuid,
+        /// The client's id for the message.
         client_message_id: String,
+        /// The message text.
         text: MessageText,
+        /// When it was sent.
         sent_at: DateTime<Utc>,
         /// The lesson's version when the message was sent (an outside
         /// fact): every participant of that version gets a delivery, so a
@@ -53,17 +64,27 @@ impl crate::CommandName for ChannelCommand {
     }
 }
 
+/// What happened in a chat channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ChannelEvent {
+    /// Roster synced.
     RosterSynced {
+        /// The lesson's roster at its version.
         roster: Roster,
     },
+    /// Message sent.
     MessageSent {
+        /// The message.
         message_id: Uuid,
+        /// The message's sequence number in its channel.
         seq: u64,
+        /// Who sent it.
         sender_id: Uuid,
+        /// The client's id for the message.
         client_message_id: String,
+        /// The message text.
         text: MessageText,
+        /// When it was sent.
         sent_at: DateTime<Utc>,
         /// Who gets a delivery: every participant but the sender.
         recipients: Vec<Uuid>,
@@ -75,17 +96,26 @@ domain_event!(ChannelEvent {
     MessageSent
 });
 
+/// Why a chat command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
+    /// No such lesson.
     #[error("no such lesson")]
     NotFound,
+    /// Only the lesson's tutor and enrolled students may chat.
     #[error("only the lesson's tutor and enrolled students may chat")]
     NotParticipant,
+    /// The lesson was cancelled.
     #[error("the lesson was cancelled")]
     Closed,
     /// The message was sent before: its id and sequence number.
     #[error("the message was already sent")]
-    Duplicate { message_id: Uuid, seq: u64 },
+    Duplicate {
+        /// The message first sent.
+        message_id: Uuid,
+        /// Its sequence number.
+        seq: u64,
+    },
     /// The channel's copy of the roster is older than the lesson: copy it
     /// again, then send.
     #[error("the channel's roster is behind the lesson")]

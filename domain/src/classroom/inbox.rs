@@ -18,11 +18,14 @@ use super::domain_event;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckStatus {
+    /// The recipient's device has it.
     Delivered,
+    /// The recipient has read it.
     Read,
 }
 
 impl AckStatus {
+    /// The status as clients send it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
@@ -36,26 +39,39 @@ pub fn inbox_id(lesson: Uuid, recipient: Uuid) -> String {
     format!("{lesson}:{recipient}")
 }
 
+/// One recipient's delivery marks in one lesson's channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inbox {
+    /// Deliveries up to here are delivered.
     pub delivered_up_to: u64,
+    /// Deliveries up to here are read.
     pub read_up_to: u64,
+    /// Deliveries up to here have expired or moved on.
     pub expired_up_to: u64,
 }
 
+/// What may be asked of a recipient's deliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InboxCommand {
+    /// Move the recipient's marks forward.
     Acknowledge {
+        /// The lesson.
         lesson_id: Uuid,
+        /// Who receives it.
         recipient_id: Uuid,
+        /// Up to and including this sequence number.
         up_to_seq: u64,
+        /// The status.
         status: AckStatus,
     },
     /// Expire these deliveries (sequence numbers, ascending), unless
     /// acknowledged or expired already.
     Expire {
+        /// The lesson.
         lesson_id: Uuid,
+        /// Who receives it.
         recipient_id: Uuid,
+        /// The sequence numbers.
         seqs: Vec<u64>,
     },
 }
@@ -69,17 +85,27 @@ impl crate::CommandName for InboxCommand {
     }
 }
 
+/// What happened to a recipient's deliveries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InboxEvent {
+    /// Deliveries acknowledged.
     DeliveriesAcknowledged {
+        /// The lesson.
         lesson_id: Uuid,
+        /// Who receives it.
         recipient_id: Uuid,
+        /// Up to and including this sequence number.
         up_to_seq: u64,
+        /// The status.
         status: AckStatus,
     },
+    /// Delivery expired.
     DeliveryExpired {
+        /// The lesson.
         lesson_id: Uuid,
+        /// Who receives it.
         recipient_id: Uuid,
+        /// The message's sequence number in its channel.
         seq: u64,
     },
 }
@@ -89,6 +115,7 @@ domain_event!(InboxEvent {
     DeliveryExpired
 });
 
+/// An Inbox command is never refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unreachable")]
 pub enum InboxError {}

@@ -23,6 +23,7 @@ pub use lesson::{Lesson, LessonCommand, LessonError, LessonEvent, LessonStatus};
 /// Who issues a classroom command, as the policy table saw them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
+    /// The user.
     pub user_id: Uuid,
     /// The policy allowed the action only on the caller's own resources
     /// (a tutor's own lesson, a student's own enrolment). An admin acts on
@@ -46,8 +47,11 @@ impl Actor {
 pub struct Roster {
     /// The lesson stream's version this copy was taken at.
     pub lesson_version: u64,
+    /// The lesson's tutor.
     pub tutor_id: Option<Uuid>,
+    /// The enrolled students.
     pub students: Vec<Uuid>,
+    /// The status.
     pub status: Option<LessonStatus>,
 }
 
@@ -64,6 +68,7 @@ impl Roster {
             .chain(self.students.iter().copied())
     }
 
+    /// Whether the lesson is live.
     pub fn is_live(&self) -> bool {
         self.status == Some(LessonStatus::Live)
     }

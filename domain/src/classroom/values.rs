@@ -167,14 +167,18 @@ impl<'de> Deserialize<'de> for Currency {
 /// negative; money going back is an amount refunded, not a negative one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
+    /// In minor units (cents).
     pub amount_minor: i64,
+    /// ISO 4217, lowercase.
     pub currency: Currency,
 }
 
 /// Which part of a [`Money`] is invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MoneyPart {
+    /// `amount_minor`.
     Amount,
+    /// `currency`.
     Currency,
 }
 

@@ -16,7 +16,9 @@ use uuid::Uuid;
 /// Who holds an email address.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmailClaim {
+    /// The account that holds the address.
     pub owner: Option<Uuid>,
+    /// When it was claimed.
     pub claimed_at: Option<DateTime<Utc>>,
 }
 
@@ -24,8 +26,11 @@ pub struct EmailClaim {
 /// have no account, whose claim may be taken over.
 #[derive(Debug, Clone)]
 pub struct Claim {
+    /// The user.
     pub user_id: Uuid,
+    /// A claim left by an unfinished registration.
     pub orphan: Option<Uuid>,
+    /// The time the command was sent.
     pub now: DateTime<Utc>,
 }
 
@@ -38,7 +43,13 @@ impl crate::CommandName for Claim {
 /// Events of an email claim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EmailClaimEvent {
-    EmailClaimed { user_id: Uuid, at: DateTime<Utc> },
+    /// Email claimed.
+    EmailClaimed {
+        /// The account that claimed it.
+        user_id: Uuid,
+        /// When.
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for EmailClaimEvent {

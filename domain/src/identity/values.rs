@@ -175,10 +175,15 @@ impl From<DisplayName> for String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Manages accounts and everything else.
     Admin,
+    /// Reads history and the audit log; changes nothing.
     Auditor,
+    /// Teaches lessons.
     Tutor,
+    /// Takes lessons.
     Student,
+    /// Looks around; created by an admin.
     Guest,
 }
 
@@ -218,8 +223,11 @@ impl Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
+    /// A browser.
     Web,
+    /// An Android app.
     Android,
+    /// An iOS app.
     Ios,
 }
 

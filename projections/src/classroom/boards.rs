@@ -71,15 +71,18 @@ impl Projection for BoardsProjection {
 /// A board as its projection holds it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BoardRow {
+    /// The id.
     pub id: Uuid,
     /// `last_write_wins`, `first_write_wins` or `reject`.
     pub policy: String,
     /// The `server_version` of the last applied operation.
     pub version: i64,
+    /// The Lamport time the server gave it.
     pub lamport: i64,
     /// SHA-256 (hex) over the elements in id order: each id, a NUL byte, the
     /// element as canonical JSON (members sorted), a newline.
     pub checksum: String,
+    /// The elements by id.
     #[schema(value_type = Object)]
     pub elements: serde_json::Map<String, Value>,
 }
@@ -123,17 +126,26 @@ pub async fn board(pool: &PgPool, id: Uuid) -> Result<Option<BoardRow>, sqlx::Er
 /// An applied operation, as reconnecting clients fetch it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BoardOpRow {
+    /// The board version the operation got.
     pub server_version: i64,
+    /// The Lamport time the server gave it.
     pub lamport: i64,
+    /// The sending client's id.
     pub client_id: String,
+    /// The client's id for the operation.
     pub op_id: String,
+    /// The user.
     pub user_id: Uuid,
+    /// What the operation does.
     pub kind: String,
+    /// The element it edits.
     pub element_id: Option<String>,
+    /// The operation's data.
     #[schema(value_type = Object)]
     pub data: Value,
     /// For undo and redo: the operation undone or redone.
     pub target_version: Option<i64>,
+    /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
 }
 

@@ -128,12 +128,19 @@ impl Projection for ChatProjection {
 /// A chat message.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MessageRow {
+    /// The lesson.
     pub lesson_id: Uuid,
+    /// The message's sequence number in its channel.
     pub seq: i64,
+    /// The message.
     pub message_id: Uuid,
+    /// Who sent it.
     pub sender_id: Uuid,
+    /// The client's id for the message.
     pub client_message_id: String,
+    /// The message text.
     pub text: String,
+    /// When it was sent.
     pub sent_at: DateTime<Utc>,
 }
 
@@ -160,6 +167,7 @@ pub async fn messages(
 /// A delivery still waiting for its recipient, with its message.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PendingRow {
+    /// The message.
     #[serde(flatten)]
     pub message: MessageRow,
     /// Always `sent`: not yet acknowledged.

@@ -137,29 +137,44 @@ impl Projection for LessonsProjection {
 /// A lesson as listed.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LessonRow {
+    /// The id.
     pub id: Uuid,
+    /// The lesson's tutor.
     pub tutor_id: Uuid,
+    /// The title.
     pub title: String,
+    /// The description.
     pub description: String,
+    /// When the lesson starts.
     pub starts_at: DateTime<Utc>,
+    /// How long it lasts, in minutes.
     pub duration_minutes: i32,
+    /// How many students it takes.
     pub capacity: i32,
+    /// The price.
     pub price: PriceRow,
     /// `scheduled`, `live`, `ended` or `cancelled`.
     pub status: String,
+    /// How many students are enrolled.
     pub enrolled_count: i32,
+    /// Seats still free.
     pub seats_left: i32,
     /// `upcoming`, `live` or `past`, from the status and the clock.
     pub timing: String,
     /// The lesson's whiteboard (`/api/v1/boards/{board_id}`).
     pub board_id: Uuid,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// The stream version.
     pub version: i64,
 }
 
+/// A lesson's price.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PriceRow {
+    /// In minor units (cents).
     pub amount_minor: i64,
+    /// ISO 4217, lowercase.
     pub currency: String,
 }
 
@@ -240,9 +255,13 @@ pub async fn enrolled(pool: &PgPool, lesson: Uuid) -> Result<Vec<Uuid>, sqlx::Er
 /// Filters of the lesson list.
 #[derive(Debug, Clone, Default)]
 pub struct LessonFilter {
+    /// The lesson's tutor.
     pub tutor_id: Option<Uuid>,
+    /// The status.
     pub status: Option<String>,
+    /// Lessons starting at or after this time.
     pub starts_from: Option<DateTime<Utc>>,
+    /// Lessons starting before this time.
     pub starts_before: Option<DateTime<Utc>>,
     /// Lessons this user teaches or is enrolled in.
     pub mine: Option<Uuid>,

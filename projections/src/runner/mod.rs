@@ -50,6 +50,7 @@ pub struct RunnerConfig {
     pub standby_interval: Duration,
     /// The first wait after a failure; it doubles up to `max_backoff`.
     pub min_backoff: Duration,
+    /// The longest wait after a failure.
     pub max_backoff: Duration,
 }
 
@@ -85,23 +86,35 @@ pub enum RunnerState {
     /// Holding the lock and applying events; the pair is its checkpoint.
     Active(Position),
     /// Holding the lock, stopped at an event it cannot apply.
-    Failed { position: i64, error: String },
+    Failed {
+        /// The event it cannot apply.
+        position: i64,
+        /// Why.
+        error: String,
+    },
     /// Cancelled; the lock is released.
     Stopped,
 }
 
 /// A running projection.
 pub struct RunnerHandle {
+    /// The name shown to the user.
     pub name: &'static str,
+    /// What it is doing.
     pub state: watch::Receiver<RunnerState>,
+    /// Its task.
     pub task: JoinHandle<()>,
 }
 
 /// Starts runners for a set of projections.
 pub struct Runners {
+    /// Where each runner opens its own connection (it holds the lock).
     pub connect: PgConnectOptions,
+    /// Their tuning.
     pub config: RunnerConfig,
+    /// Wakes them when events are appended.
     pub wakeup: Wakeup,
+    /// Stops the runners.
     pub cancel: CancellationToken,
 }
 

@@ -13,9 +13,12 @@ use super::content::{edits, Edit};
 use super::ops::*;
 use crate::classroom::{domain_event, Actor, LessonStatus, Roster};
 
+/// Who wrote an element last, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
+    /// The Lamport time the server gave it.
     pub lamport: u64,
+    /// The sending client's id.
     pub client_id: String,
 }
 
@@ -23,42 +26,62 @@ pub struct Stamp {
 /// existed before it and after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Undoable {
+    /// The stream version.
     pub version: u64,
+    /// The elements by id.
     pub elements: Vec<(String, bool, bool)>,
 }
 
 /// What the board remembers of one client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientLog {
+    /// The user.
     pub user_id: Uuid,
+    /// Recent answers, for duplicates.
     pub recent: VecDeque<(String, OpOutcome)>,
+    /// Ops the client can undo.
     pub undo: Vec<Undoable>,
+    /// Ops the client can redo.
     pub redo: Vec<Undoable>,
 }
 
 /// A lesson's whiteboard.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Board {
+    /// The lesson's roster at its version.
     pub roster: Roster,
+    /// The conflict policy.
     pub policy: ConflictPolicy,
+    /// The board version the operation got.
     pub server_version: u64,
+    /// The Lamport time the server gave it.
     pub lamport: u64,
+    /// The elements by id.
     pub elements: HashMap<String, Stamp>,
+    /// What the board remembers of each client.
     pub clients: HashMap<String, ClientLog>,
 }
 
+/// What may be asked of a board.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BoardCommand {
     /// Copy the lesson's roster (ignored unless newer than the copy held).
     SyncRoster {
+        /// The lesson's roster at its version.
         roster: Roster,
     },
+    /// Set policy.
     SetPolicy {
+        /// Who did it.
         by: Actor,
+        /// The conflict policy.
         policy: ConflictPolicy,
     },
+    /// Apply operations in order, one answer each.
     Apply {
+        /// Who did it.
         by: Actor,
+        /// The operations, applied in order.
         ops: Vec<OpRequest>,
     },
 }
@@ -73,35 +96,56 @@ impl crate::CommandName for BoardCommand {
     }
 }
 
+/// What happened on a board.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BoardEvent {
+    /// Roster synced.
     RosterSynced {
+        /// The lesson's roster at its version.
         roster: Roster,
     },
+    /// Policy changed.
     PolicyChanged {
+        /// The conflict policy.
         policy: ConflictPolicy,
     },
+    /// Op applied.
     OpApplied {
+        /// The sending client's id.
         client_id: String,
+        /// The client's id for the operation.
         op_id: String,
+        /// The user.
         user_id: Uuid,
+        /// What the operation does.
         kind: OpKind,
+        /// The element it edits.
         #[serde(default)]
         element_id: Option<String>,
+        /// The operation's data.
         #[serde(default)]
         data: Value,
+        /// The client's Lamport time.
         client_lamport: u64,
+        /// The Lamport time the server gave it.
         lamport: u64,
+        /// The board version the operation got.
         server_version: u64,
         /// For undo and redo: the operation undone or redone.
         #[serde(default)]
         target_version: Option<u64>,
     },
+    /// Op rejected.
     OpRejected {
+        /// The sending client's id.
         client_id: String,
+        /// The client's id for the operation.
         op_id: String,
+        /// The user.
         user_id: Uuid,
+        /// What the operation does.
         kind: OpKind,
+        /// Why.
         reason: RejectReason,
     },
     /// A retried operation; nothing changed and the original answer was
@@ -109,9 +153,13 @@ pub enum BoardEvent {
     /// past tense; those stored events still read as this one.
     #[serde(alias = "OpDuplicate")]
     OpDuplicated {
+        /// The sending client's id.
         client_id: String,
+        /// The client's id for the operation.
         op_id: String,
+        /// The user.
         user_id: Uuid,
+        /// The answer first given.
         original: OpOutcome,
     },
 }
@@ -159,14 +207,19 @@ impl BoardEvent {
     }
 }
 
+/// Why a board command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BoardError {
+    /// No such board.
     #[error("no such board")]
     NotFound,
+    /// Only the lesson's tutor and enrolled students may draw.
     #[error("only the lesson's tutor and enrolled students may draw")]
     NotParticipant,
+    /// The lesson is not live.
     #[error("the lesson is not live")]
     NotLive,
+    /// Only the lesson's tutor or an admin may do this.
     #[error("only the lesson's tutor or an admin may do this")]
     NotOwner,
 }

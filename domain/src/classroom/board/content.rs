@@ -12,8 +12,11 @@ use super::ops::{OpKind, RejectReason, MAX_ID_LEN, MAX_OPS_PER_REQUEST};
 /// One element edit: an operation of an edit kind, or one item of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Edit<'a> {
+    /// What the operation does.
     pub kind: OpKind,
+    /// The element it edits.
     pub element_id: &'a str,
+    /// The operation's data.
     pub data: &'a Value,
 }
 
@@ -96,14 +99,18 @@ pub fn edit_value(kind: OpKind, before: Option<&Value>, data: &Value) -> Option<
 /// How one element changed: what an undo restores and a redo repeats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
+    /// The element it edits.
     pub element_id: String,
+    /// The element before (`None`: absent).
     pub before: Option<Value>,
+    /// The element after (`None`: absent).
     pub after: Option<Value>,
 }
 
 /// One step of applying an operation to element contents.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step<'a> {
+    /// Edit one element.
     Edit(Edit<'a>),
     /// Set the element to this value (undo and redo).
     Set(&'a str, Option<&'a Value>),
@@ -192,6 +199,7 @@ fn canonical(value: &Value, out: &mut String) {
 /// Element contents replayed from the operation log, as a client would.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BoardModel {
+    /// The elements by id.
     pub elements: BTreeMap<String, Value>,
     history: HashMap<u64, Vec<Change>>,
 }
@@ -233,6 +241,7 @@ impl BoardModel {
         self.history.insert(server_version, changes);
     }
 
+    /// The checksum of the elements, as [`checksum`] computes it.
     pub fn checksum(&self) -> String {
         checksum(self.elements.iter().map(|(k, v)| (k.as_str(), v)))
     }

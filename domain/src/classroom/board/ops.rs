@@ -42,6 +42,7 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// The kind as clients send it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Add => "add",
@@ -82,12 +83,18 @@ pub enum ConflictPolicy {
 /// One operation as a client sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpRequest {
+    /// The sending client's id.
     pub client_id: String,
+    /// The client's id for the operation.
     pub op_id: String,
+    /// The Lamport time the server gave it.
     pub lamport: u64,
+    /// What the operation does.
     pub kind: OpKind,
+    /// The element it edits.
     #[serde(default)]
     pub element_id: Option<String>,
+    /// The operation's data.
     #[serde(default)]
     pub data: OpData,
 }
@@ -96,8 +103,18 @@ pub struct OpRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum OpOutcome {
-    Applied { server_version: u64, lamport: u64 },
-    Rejected { reason: RejectReason },
+    /// Applied.
+    Applied {
+        /// The board version the operation got.
+        server_version: u64,
+        /// The Lamport time the server gave it.
+        lamport: u64,
+    },
+    /// Rejected.
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+    },
 }
 
 /// Why an operation was rejected.

@@ -15,13 +15,18 @@ use crate::classroom::{domain_event, Actor, Roster};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LessonStatus {
+    /// Planned; not started.
     Scheduled,
+    /// Started: the board is open.
     Live,
+    /// Over.
     Ended,
+    /// Called off before it started.
     Cancelled,
 }
 
 impl LessonStatus {
+    /// The status as stored and listed.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Scheduled => "scheduled",
@@ -31,6 +36,7 @@ impl LessonStatus {
         }
     }
 
+    /// The status named `s`.
     pub fn parse(s: &str) -> Option<Self> {
         [Self::Scheduled, Self::Live, Self::Ended, Self::Cancelled]
             .into_iter()
@@ -41,42 +47,66 @@ impl LessonStatus {
 /// A lesson.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Lesson {
+    /// The lesson's tutor.
     pub tutor_id: Option<Uuid>,
+    /// The status.
     pub status: Option<LessonStatus>,
+    /// What the tutor said about it.
     pub details: Option<LessonDetails>,
+    /// The enrolled students.
     pub students: BTreeSet<Uuid>,
 }
 
+/// What may be asked of a lesson.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LessonCommand {
     /// `now` is when the command was sent: the lesson must start after it.
     Schedule {
+        /// The lesson's tutor.
         tutor_id: Uuid,
+        /// What the tutor said about it.
         details: LessonDetails,
+        /// The time the command was sent.
         now: DateTime<Utc>,
     },
     /// `now` is when the command was sent: a new start must be after it.
     Update {
+        /// Who did it.
         by: Actor,
+        /// The changes.
         patch: LessonPatch,
+        /// The time the command was sent.
         now: DateTime<Utc>,
     },
+    /// Start a scheduled lesson.
     Start {
+        /// Who did it.
         by: Actor,
     },
+    /// End a live lesson.
     End {
+        /// Who did it.
         by: Actor,
     },
+    /// Cancel a scheduled lesson.
     Cancel {
+        /// Who did it.
         by: Actor,
+        /// Why.
         reason: Option<String>,
     },
+    /// Enrol a student.
     Enroll {
+        /// Who did it.
         by: Actor,
+        /// The student.
         student_id: Uuid,
     },
+    /// Remove a student.
     Unenroll {
+        /// Who did it.
         by: Actor,
+        /// The student.
         student_id: Uuid,
     },
 }
@@ -95,27 +125,43 @@ impl crate::CommandName for LessonCommand {
     }
 }
 
+/// What happened to a lesson.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LessonEvent {
+    /// Lesson scheduled.
     LessonScheduled {
+        /// The lesson's tutor.
         tutor_id: Uuid,
+        /// What the tutor said about it.
         details: LessonDetails,
     },
+    /// Lesson updated.
     LessonUpdated {
+        /// The changed fields.
         changes: LessonPatch,
     },
+    /// Lesson started.
     LessonStarted {},
+    /// Lesson ended.
     LessonEnded {},
+    /// Lesson cancelled.
     LessonCancelled {
+        /// Why.
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Student enrolled.
     StudentEnrolled {
+        /// The student.
         student_id: Uuid,
+        /// Who did it.
         by: Uuid,
     },
+    /// Student unenrolled.
     StudentUnenrolled {
+        /// The student.
         student_id: Uuid,
+        /// Who did it.
         by: Uuid,
     },
 }
@@ -130,27 +176,39 @@ domain_event!(LessonEvent {
     StudentUnenrolled,
 });
 
+/// The rules a lesson command can break.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LessonError {
+    /// No such lesson.
     #[error("no such lesson")]
     NotFound,
+    /// The lesson already exists.
     #[error("the lesson already exists")]
     AlreadyExists,
+    /// Only the lesson's tutor or an admin may do this.
     #[error("only the lesson's tutor or an admin may do this")]
     NotOwner,
+    /// A … lesson cannot be ….
     #[error("a {status} lesson cannot be {action}")]
     InvalidTransition {
+        /// The status.
         status: &'static str,
+        /// The policy action.
         action: &'static str,
     },
+    /// The lesson is full.
     #[error("the lesson is full")]
     Full,
+    /// The student is already enrolled.
     #[error("the student is already enrolled")]
     AlreadyEnrolled,
+    /// The student is not enrolled.
     #[error("the student is not enrolled")]
     NotEnrolled,
+    /// The capacity cannot go below the … students enrolled.
     #[error("the capacity cannot go below the {0} students enrolled")]
     CapacityBelowEnrolled(usize),
+    /// A lesson must start in the future.
     #[error("a lesson must start in the future")]
     StartsInPast,
 }

@@ -16,12 +16,19 @@ use crate::classroom::values::{
 /// A field of a lesson's details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LessonField {
+    /// `title`.
     Title,
+    /// `description`.
     Description,
+    /// Starts at.
     StartsAt,
+    /// Duration minutes.
     DurationMinutes,
+    /// `capacity`.
     Capacity,
+    /// Price amount.
     PriceAmount,
+    /// Price currency.
     PriceCurrency,
 }
 
@@ -40,50 +47,75 @@ pub fn check_starts_at(starts_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(
 /// A request's lesson fields, as sent.
 #[derive(Debug, Clone, Default)]
 pub struct LessonDraft {
+    /// The title.
     pub title: String,
+    /// The description.
     pub description: String,
+    /// When the lesson starts.
     pub starts_at: DateTime<Utc>,
+    /// How long it lasts, in minutes.
     pub duration_minutes: i64,
+    /// How many students it takes.
     pub capacity: i64,
+    /// The price in minor units, as sent.
     pub price_amount_minor: i64,
+    /// The price's currency, as sent.
     pub price_currency: String,
 }
 
 /// A request's changes to a lesson, as sent; `None` leaves a field alone.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PatchDraft {
+    /// The title.
     pub title: Option<String>,
+    /// The description.
     pub description: Option<String>,
+    /// When the lesson starts.
     pub starts_at: Option<DateTime<Utc>>,
+    /// How long it lasts, in minutes.
     pub duration_minutes: Option<i64>,
+    /// How many students it takes.
     pub capacity: Option<i64>,
+    /// The price.
     pub price: Option<(i64, String)>,
 }
 
 /// What a tutor says about a lesson.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LessonDetails {
+    /// The title.
     pub title: LessonTitle,
+    /// The description.
     pub description: Description,
+    /// When the lesson starts.
     pub starts_at: DateTime<Utc>,
+    /// How long it lasts, in minutes.
     pub duration_minutes: DurationMinutes,
+    /// How many students it takes.
     pub capacity: Capacity,
+    /// The price.
     pub price: Money,
 }
 
 /// A change to some of a lesson's details.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LessonPatch {
+    /// The title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<LessonTitle>,
+    /// The description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<Description>,
+    /// When the lesson starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<DateTime<Utc>>,
+    /// How long it lasts, in minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_minutes: Option<DurationMinutes>,
+    /// How many students it takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Capacity>,
+    /// The price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Money>,
 }

@@ -27,48 +27,73 @@ pub const MAX_DEVICES: usize = 20;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// May log in.
     #[default]
     Active,
+    /// May not log in; every session ended.
     Deactivated,
 }
 
 /// A live refresh-token family.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
+    /// The id.
     pub id: Uuid,
+    /// The SHA-256 of the refresh token.
     pub refresh_hash: String,
+    /// How many times it was refreshed.
     pub generation: u32,
     /// Hashes of tokens already rotated away; presenting one is theft.
     pub used_hashes: Vec<String>,
+    /// The SHA-256 of the device fingerprint.
     pub fingerprint_hash: String,
+    /// When it started.
     pub started_at: DateTime<Utc>,
+    /// When it expires.
     pub expires_at: DateTime<Utc>,
 }
 
 /// A registered device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Device {
+    /// The client-chosen device id.
     pub device_id: String,
+    /// The name shown to the user.
     pub name: String,
+    /// The device platform.
     pub platform: Platform,
+    /// Whether it is the active device.
     pub active: bool,
 }
 
 /// What the write side needs to know about an account.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct User {
+    /// The id.
     pub id: Option<Uuid>,
+    /// The email address, normalised.
     pub email: String,
+    /// The name shown to other users.
     pub display_name: String,
+    /// The role.
     pub role: Option<Role>,
+    /// The status.
     pub status: Status,
+    /// The Argon2id PHC string.
     pub password_hash: String,
+    /// Tokens allow only the password change until it is changed.
     pub must_change_password: bool,
+    /// Recent failed logins.
     pub failures: Vec<DateTime<Utc>>,
+    /// Locked until then.
     pub locked_until: Option<DateTime<Utc>>,
+    /// How many times it was locked.
     pub lock_count: u32,
+    /// The live sessions.
     pub sessions: Vec<Session>,
+    /// The registered devices.
     pub devices: Vec<Device>,
+    /// The pending reset token's hash and expiry.
     pub reset: Option<(String, DateTime<Utc>)>,
 }
 
