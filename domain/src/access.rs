@@ -92,3 +92,32 @@ impl Aggregate for AccessLog {
         self.denials += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{given, when};
+
+    #[test]
+    fn every_denial_is_recorded() {
+        let mut log: AccessLog = given([]);
+        let denial = RecordDenial {
+            action: "lesson.create".into(),
+            reason: "forbidden".into(),
+            method: "POST".into(),
+            path: "/api/v1/lessons".into(),
+        };
+        for n in 1..=2 {
+            assert_eq!(
+                when(&mut log, denial.clone()),
+                Ok(vec![AccessEvent::AccessDenied {
+                    action: "lesson.create".into(),
+                    reason: "forbidden".into(),
+                    method: "POST".into(),
+                    path: "/api/v1/lessons".into(),
+                }])
+            );
+            assert_eq!(log.denials, n);
+        }
+    }
+}

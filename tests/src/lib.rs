@@ -7,6 +7,8 @@
 //! test process exits.
 #![forbid(unsafe_code)]
 
+pub mod classroom;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
@@ -234,6 +236,11 @@ pub async fn spawn_app_with(db: TestDb, state: AppState, workers: &WorkerConfig)
     }
 }
 
+/// The JSON body of a response.
+pub async fn json_of(r: reqwest::Response) -> serde_json::Value {
+    r.json().await.expect("a JSON body")
+}
+
 /// A password every test account uses.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -267,6 +274,14 @@ impl TestApp {
             request = request.json(&b);
         }
         request.send().await.expect("the request is sent")
+    }
+
+    /// The one number `sql` (a count) answers on the test database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count")
     }
 
     /// `GET path` with a token.

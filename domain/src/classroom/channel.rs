@@ -309,4 +309,74 @@ mod tests {
             Err(ChannelError::NotParticipant)
         );
     }
+
+    fn roster(version: u64, status: LessonStatus) -> Roster {
+        Roster {
+            lesson_version: version,
+            tutor_id: Some(TUTOR),
+            students: vec![A],
+            status: Some(status),
+        }
+    }
+
+    #[test]
+    fn a_roster_copy_takes_effect_only_when_newer() {
+        let mut c: Channel = crate::testing::given([]);
+        let sync = |version| ChannelCommand::SyncRoster {
+            roster: roster(version, LessonStatus::Scheduled),
+        };
+        assert_eq!(
+            crate::testing::when(&mut c, sync(2)),
+            Ok(vec![ChannelEvent::RosterSynced {
+                roster: roster(2, LessonStatus::Scheduled)
+            }])
+        );
+        assert_eq!(crate::testing::when(&mut c, sync(2)), Ok(vec![]));
+        assert_eq!(crate::testing::when(&mut c, sync(1)), Ok(vec![]));
+        assert_eq!(c.roster.lesson_version, 2);
+    }
+
+    #[test]
+    fn a_message_sent_after_a_newer_lesson_version_waits_for_the_roster() {
+        // The channel holds version 3; the lesson is at 4 (someone enrolled).
+        let mut c = channel();
+        let command = ChannelCommand::Send {
+            by: Actor {
+                user_id: A,
+                own_only: true,
+            },
+            message_id: Uuid::from_u128(100),
+            client_message_id: "m1".into(),
+            text: MessageText::parse("hello").expect("a message"),
+            sent_at: Utc::now(),
+            lesson_version: 4,
+        };
+        assert_eq!(
+            crate::testing::when(&mut c, command),
+            Err(ChannelError::RosterBehind)
+        );
+        assert_eq!(c.seq, 0, "nothing sent");
+    }
+
+    #[test]
+    fn a_cancelled_lessons_channel_is_closed() {
+        let mut c: Channel = crate::testing::given([ChannelEvent::RosterSynced {
+            roster: roster(5, LessonStatus::Cancelled),
+        }]);
+        let command = ChannelCommand::Send {
+            by: Actor {
+                user_id: A,
+                own_only: true,
+            },
+            message_id: Uuid::from_u128(100),
+            client_message_id: "m1".into(),
+            text: MessageText::parse("hello").expect("a message"),
+            sent_at: Utc::now(),
+            lesson_version: 5,
+        };
+        assert_eq!(
+            crate::testing::when(&mut c, command),
+            Err(ChannelError::Closed)
+        );
+    }
 }

@@ -97,3 +97,55 @@ impl Aggregate for EmailClaim {
         self.claimed_at = Some(at);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{given, when};
+
+    const ANNA: Uuid = Uuid::from_u128(1);
+    const BEN: Uuid = Uuid::from_u128(2);
+
+    fn at() -> DateTime<Utc> {
+        "2029-06-01T10:00:00Z".parse().expect("a time")
+    }
+
+    fn claim(user_id: Uuid, orphan: Option<Uuid>) -> Claim {
+        Claim {
+            user_id,
+            orphan,
+            now: at(),
+        }
+    }
+
+    #[test]
+    fn the_first_claim_wins_and_a_repeat_by_the_owner_changes_nothing() {
+        let mut address: EmailClaim = given([]);
+        assert_eq!(
+            when(&mut address, claim(ANNA, None)),
+            Ok(vec![EmailClaimEvent::EmailClaimed {
+                user_id: ANNA,
+                at: at()
+            }])
+        );
+        assert_eq!(when(&mut address, claim(ANNA, None)), Ok(vec![]));
+        assert_eq!(when(&mut address, claim(BEN, None)), Err(EmailTaken(ANNA)));
+        assert_eq!(address.owner, Some(ANNA));
+    }
+
+    #[test]
+    fn an_orphaned_claim_can_be_taken_over() {
+        let mut address: EmailClaim = given([EmailClaimEvent::EmailClaimed {
+            user_id: ANNA,
+            at: at(),
+        }]);
+        assert_eq!(
+            when(&mut address, claim(BEN, Some(ANNA))),
+            Ok(vec![EmailClaimEvent::EmailClaimed {
+                user_id: BEN,
+                at: at()
+            }])
+        );
+        assert_eq!(address.owner, Some(BEN));
+    }
+}

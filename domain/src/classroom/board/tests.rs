@@ -284,3 +284,89 @@ fn duplicates_recorded_under_the_old_name_still_read() {
     assert!(matches!(event, BoardEvent::OpDuplicated { .. }));
     assert_eq!(cqrs_es::DomainEvent::event_type(&event), "OpDuplicated");
 }
+
+#[test]
+fn a_board_takes_a_newer_roster_copy_only() {
+    let mut board: Board = testing::given([]);
+    let roster = |version| Roster {
+        lesson_version: version,
+        tutor_id: Some(TUTOR),
+        students: vec![STUDENT],
+        status: Some(LessonStatus::Live),
+    };
+    assert_eq!(
+        testing::when(&mut board, BoardCommand::SyncRoster { roster: roster(3) }),
+        Ok(vec![BoardEvent::RosterSynced { roster: roster(3) }])
+    );
+    assert_eq!(
+        testing::when(&mut board, BoardCommand::SyncRoster { roster: roster(3) }),
+        Ok(vec![])
+    );
+    assert_eq!(
+        testing::when(&mut board, BoardCommand::SyncRoster { roster: roster(2) }),
+        Ok(vec![])
+    );
+    assert_eq!(board.roster.lesson_version, 3);
+}
+
+#[test]
+fn only_the_tutor_sets_the_policy_and_a_repeat_changes_nothing() {
+    let mut board = live();
+    let set = |user, policy| BoardCommand::SetPolicy {
+        by: who(user),
+        policy,
+    };
+    assert_eq!(
+        testing::when(&mut board, set(STUDENT, ConflictPolicy::Reject)),
+        Err(BoardError::NotOwner)
+    );
+    assert_eq!(
+        testing::when(&mut board, set(TUTOR, ConflictPolicy::Reject)),
+        Ok(vec![BoardEvent::PolicyChanged {
+            policy: ConflictPolicy::Reject
+        }])
+    );
+    assert_eq!(
+        testing::when(&mut board, set(TUTOR, ConflictPolicy::Reject)),
+        Ok(vec![])
+    );
+    let mut missing: Board = testing::given([]);
+    assert_eq!(
+        testing::when(&mut missing, set(TUTOR, ConflictPolicy::Reject)),
+        Err(BoardError::NotFound)
+    );
+}
+
+#[test]
+fn drawing_needs_a_live_lesson_and_a_participant() {
+    let mut stranger_board = live();
+    let o = op("x", "1", 1, OpKind::Add, "a", json!({}));
+    assert_eq!(
+        testing::when(
+            &mut stranger_board,
+            BoardCommand::Apply {
+                by: who(Uuid::from_u128(9)),
+                ops: vec![o.clone()]
+            }
+        ),
+        Err(BoardError::NotParticipant)
+    );
+    let mut scheduled: Board = testing::given([BoardEvent::RosterSynced {
+        roster: Roster {
+            lesson_version: 1,
+            tutor_id: Some(TUTOR),
+            students: vec![STUDENT],
+            status: Some(LessonStatus::Scheduled),
+        },
+    }]);
+    assert_eq!(
+        testing::when(
+            &mut scheduled,
+            BoardCommand::Apply {
+                by: who(TUTOR),
+                ops: vec![o]
+            }
+        ),
+        Err(BoardError::NotLive)
+    );
+}

@@ -110,9 +110,9 @@ pub enum UserEvent {
     PasswordResetForced {},
     /// Role changed.
     RoleChanged {
-        /// Recorded at or after.
+        /// The role before.
         from: Role,
-        /// Recorded before.
+        /// The role now.
         to: Role,
     },
     /// User deactivated.
@@ -128,9 +128,9 @@ pub enum UserEvent {
     },
     /// Active device transferred.
     ActiveDeviceTransferred {
-        /// Recorded at or after.
+        /// The device that was active, if any.
         from: Option<String>,
-        /// Recorded before.
+        /// The device active now.
         to: String,
     },
     /// Device revoked.
