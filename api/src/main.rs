@@ -85,21 +85,9 @@ enum ProjectionsCommand {
 /// Run the command; a failure is one line on stderr and exit status 1.
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    lectern_api::telemetry::init_logging();
-    let outcome = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| runtime.block_on(run(cli)));
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // `{:#}` puts the causes on the same line: "a: b: c".
-            eprintln!("lectern: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lectern_api::telemetry::run_cli("lectern", run(cli))
 }
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {

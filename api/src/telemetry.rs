@@ -57,6 +57,29 @@ pub fn metrics_router() -> axum::Router {
     )
 }
 
+/// Run a command-line program's `body` on a new runtime, with JSON logs:
+/// success is exit status 0; a failure is one line on stderr (`program:
+/// what failed: why`, the causes on the same line, no backtrace) and exit
+/// status 1.
+pub fn run_cli<F>(program: &str, body: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    init_logging();
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::Error::new(e).context("cannot start the async runtime"))
+        .and_then(|runtime| runtime.block_on(body));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// JSON logs to stderr, filtered by `LECTERN_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LECTERN_LOG")

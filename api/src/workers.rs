@@ -56,12 +56,7 @@ impl Workers {
         config: &WorkerConfig,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let wakeup = Wakeup::listen(&state.pool, cancel.clone()).await?;
-        let mut workers = Self {
-            tasks: Vec::new(),
-            runners: Vec::new(),
-            runtime: None,
-        };
+        let (mut workers, wakeup) = Self::listening(state, cancel).await?;
         let auth = Arc::clone(&state.auth);
         let (pool, watch_wakeup) = (state.pool.clone(), wakeup.clone());
         workers.supervise("revocations", cancel, move |cancel| {
@@ -106,14 +101,23 @@ impl Workers {
         state: &AppState,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Self> {
+        let (mut workers, wakeup) = Self::listening(state, cancel).await?;
+        workers.start_runners(state, wakeup, cancel)?;
+        Ok(workers)
+    }
+
+    /// No work yet, and the process's one LISTEN connection for wake-ups.
+    async fn listening(
+        state: &AppState,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<(Self, Wakeup)> {
         let wakeup = Wakeup::listen(&state.pool, cancel.clone()).await?;
-        let mut workers = Self {
+        let workers = Self {
             tasks: Vec::new(),
             runners: Vec::new(),
             runtime: None,
         };
-        workers.start_runners(state, wakeup, cancel)?;
-        Ok(workers)
+        Ok((workers, wakeup))
     }
 
     fn start_runners(

@@ -11,7 +11,6 @@ mod store;
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lectern_api::config::DatabaseConfig;
 use lectern_api::server::{self, Database};
@@ -47,19 +46,7 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    lectern_api::telemetry::init_logging();
-    let outcome = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| runtime.block_on(run(cli)));
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lectern-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lectern_api::telemetry::run_cli("lectern-bench", run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

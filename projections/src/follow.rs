@@ -163,9 +163,12 @@ impl Follower {
         } else {
             self.config.idle_poll
         };
+        // Once the listener has stopped (at shutdown) there is nothing to
+        // wait for but the poll interval.
+        let listening = self.wakeup.has_changed().is_ok();
         tokio::select! {
             () = cancel.cancelled() => false,
-            _ = self.wakeup.changed() => true,
+            _ = self.wakeup.changed(), if listening => true,
             () = tokio::time::sleep(wait) => true,
         }
     }

@@ -251,25 +251,24 @@ mod tests {
         c
     }
 
-    fn send(c: &Channel, by: Uuid, client_id: &str) -> Result<Vec<ChannelEvent>, ChannelError> {
-        let mut state = c.clone();
-        let sink = EventSink::default();
-        crate::testing::ready(state.handle(
-            ChannelCommand::Send {
-                by: Actor {
-                    user_id: by,
-                    own_only: true,
-                },
-                message_id: Uuid::from_u128(100),
-                client_message_id: client_id.into(),
-                text: MessageText::parse("hello").expect("a message"),
-                sent_at: Utc::now(),
-                lesson_version: 3,
+    /// "hello" from `by`, sent when the lesson was at `lesson_version`.
+    fn hello(by: Uuid, client_id: &str, lesson_version: u64) -> ChannelCommand {
+        ChannelCommand::Send {
+            by: Actor {
+                user_id: by,
+                own_only: true,
             },
-            &(),
-            &sink,
-        ))?;
-        Ok(crate::testing::ready(sink.collect()))
+            message_id: Uuid::from_u128(100),
+            client_message_id: client_id.into(),
+            text: MessageText::parse("hello").expect("a message"),
+            sent_at: Utc::now(),
+            lesson_version,
+        }
+    }
+
+    /// The events of `by` sending "hello" on a copy of `c` (at version 3).
+    fn send(c: &Channel, by: Uuid, client_id: &str) -> Result<Vec<ChannelEvent>, ChannelError> {
+        crate::testing::when(&mut c.clone(), hello(by, client_id, 3))
     }
 
     #[test]
@@ -340,19 +339,8 @@ mod tests {
     fn a_message_sent_after_a_newer_lesson_version_waits_for_the_roster() {
         // The channel holds version 3; the lesson is at 4 (someone enrolled).
         let mut c = channel();
-        let command = ChannelCommand::Send {
-            by: Actor {
-                user_id: A,
-                own_only: true,
-            },
-            message_id: Uuid::from_u128(100),
-            client_message_id: "m1".into(),
-            text: MessageText::parse("hello").expect("a message"),
-            sent_at: Utc::now(),
-            lesson_version: 4,
-        };
         assert_eq!(
-            crate::testing::when(&mut c, command),
+            crate::testing::when(&mut c, hello(A, "m1", 4)),
             Err(ChannelError::RosterBehind)
         );
         assert_eq!(c.seq, 0, "nothing sent");
@@ -363,19 +351,8 @@ mod tests {
         let mut c: Channel = crate::testing::given([ChannelEvent::RosterSynced {
             roster: roster(5, LessonStatus::Cancelled),
         }]);
-        let command = ChannelCommand::Send {
-            by: Actor {
-                user_id: A,
-                own_only: true,
-            },
-            message_id: Uuid::from_u128(100),
-            client_message_id: "m1".into(),
-            text: MessageText::parse("hello").expect("a message"),
-            sent_at: Utc::now(),
-            lesson_version: 5,
-        };
         assert_eq!(
-            crate::testing::when(&mut c, command),
+            crate::testing::when(&mut c, hello(A, "m1", 5)),
             Err(ChannelError::Closed)
         );
     }
