@@ -1,5 +1,9 @@
 //! The Board aggregate: clocks, element stamps, and each client's recent
 //! answers and undo stack; its commands, events and errors.
+//!
+//! Past 500 lines on purpose: deciding an operation (duplicates, undo and
+//! redo, the conflict policy) and applying its event are one state machine
+//! over private fields, and most of the length is the events' field docs.
 
 use std::collections::{HashMap, VecDeque};
 
