@@ -48,6 +48,10 @@ pub fn with_layers(app: Router, http: &HttpConfig) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(http.request_timeout_secs),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            http.max_body_bytes,
+            middleware::refuse_oversized,
         ));
     let origins: Vec<HeaderValue> = http
         .cors_origins

@@ -123,3 +123,24 @@ pub async fn not_found() -> Response {
 pub async fn method_not_allowed() -> Response {
     Problem::for_status(StatusCode::METHOD_NOT_ALLOWED).into_response()
 }
+
+/// 413 at once for a request whose `Content-Length` is past `max` bytes,
+/// before anything waits for a body that large (the body limit alone only
+/// trips once that many bytes have arrived, or the timeout ends the wait).
+pub async fn refuse_oversized(
+    axum::extract::State(max): axum::extract::State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max as u64 => {
+            Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE).into_response()
+        }
+        _ => next.run(request).await,
+    }
+}

@@ -288,6 +288,19 @@ impl Consistency {
                 detail: "is not a position token".into(),
             }])
         })?;
+        // A position past the last one the log has handed out was never in
+        // a command's answer: refuse it now rather than wait for nothing.
+        let head = sqlx::query_scalar!(
+            r#"SELECT coalesce(max(global_position), 0) AS "head!" FROM events"#
+        )
+        .fetch_one(pool)
+        .await?;
+        if position.global_position > head {
+            return Err(Problem::invalid(
+                "#/consistent_with",
+                "is past the head of the log: no command answered it",
+            ));
+        }
         if lectern_projections::status::wait_for(pool, projection, position, CONSISTENCY_BOUND)
             .await?
         {

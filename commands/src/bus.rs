@@ -368,6 +368,17 @@ where
                     let jitter = u64::from(std::process::id() % 7) + u64::from(attempts) * 3;
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
+                // The statement failed for another reason (a value the
+                // database refuses, say). Nothing was written: run each
+                // command on its own, so that only the one at fault fails.
+                Err(_) if batch.len() > 1 => {
+                    tracing::warn!(aggregate_type = A::TYPE, aggregate_id = %self.aggregate_id,
+                        commands = batch.len(), "a shared append failed; running its commands one by one");
+                    for job in batch {
+                        Box::pin(self.process(vec![job])).await;
+                    }
+                    return;
+                }
                 Err(e) => return fail_all(batch, &e),
             }
         }

@@ -13,9 +13,10 @@
 //! and under heavy load several aggregates share a transaction.
 //!
 //! A shared statement fails as a whole when any one stream moved on (another
-//! process appended to it). Each append of it is then retried alone, so only
-//! the stale one answers [`StoreError::Conflict`] to its worker, which reloads
-//! and retries as usual.
+//! process appended to it), or when one append holds a value the database
+//! refuses. Each append of it is then retried alone, so only the stale one
+//! answers [`StoreError::Conflict`] to its worker (which reloads and retries
+//! as usual), and only the faulty one fails.
 //!
 //! The committer keeps the connections it appends on, at most one per slot,
 //! instead of handing each back to the pool after its statement: sqlx tests a
@@ -302,13 +303,10 @@ async fn commit<A: Aggregate>(appender: &Appender<A>, batch: Vec<Pending<A>>) {
                 let _ = p.reply.send(Ok(r));
             }
         }
-        // Some stream moved on, and nothing was written: find out which.
-        Err(StoreError::Conflict) => alone(appender, batch).await,
-        Err(e) => {
-            for p in batch {
-                let _ = p.reply.send(Err(e.clone()));
-            }
-        }
+        // Some stream moved on, or one append holds what the database
+        // refuses; nothing was written: retry each alone, so only the stale
+        // or faulty one fails.
+        Err(_) => alone(appender, batch).await,
     }
 }
 

@@ -382,3 +382,36 @@ pub async fn devices_of(pool: &sqlx::PgPool, user_id: Uuid) -> Result<Vec<Device
     .fetch_all(pool)
     .await
 }
+
+/// How many active admins there are besides `except`, once the identity
+/// projection has applied every event committed so far (at most `bound`
+/// later; `None` if it has not caught up by then).
+pub async fn other_active_admins(
+    pool: &sqlx::PgPool,
+    except: Uuid,
+    bound: std::time::Duration,
+) -> Result<Option<i64>, sqlx::Error> {
+    let head = sqlx::query!(
+        r#"SELECT transaction_id::text::bigint AS "tx!", global_position
+             FROM events ORDER BY global_position DESC LIMIT 1"#,
+    )
+    .fetch_optional(pool)
+    .await?;
+    if let Some(head) = head {
+        let at = lectern_domain::Position {
+            transaction_id: head.tx,
+            global_position: head.global_position,
+        };
+        if !crate::status::wait_for(pool, "identity", at, bound).await? {
+            return Ok(None);
+        }
+    }
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM users
+            WHERE role = 'admin' AND status = 'active' AND id <> $1"#,
+        except,
+    )
+    .fetch_one(pool)
+    .await
+    .map(Some)
+}

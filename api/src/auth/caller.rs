@@ -94,17 +94,40 @@ impl FromRequestParts<AppState> for Caller {
                     "The access token's session has ended.",
                 ))
             }
-            Ok((claims, kid, standing)) => Ok(Self {
-                kid,
-                user_id: claims.sub,
-                session_id: claims.sid,
-                role: claims.role,
-                restricted: standing == Standing::Restricted,
-                claims,
-                origin,
-            }),
+            Ok((claims, kid, standing)) => {
+                let Some(role) = role_of(state, claims.sub).await? else {
+                    refused("unknown_user").await;
+                    return Err(unauthorized(
+                        Code::INVALID_TOKEN,
+                        "The access token is not valid.",
+                    ));
+                };
+                Ok(Self {
+                    kid,
+                    user_id: claims.sub,
+                    session_id: claims.sid,
+                    role,
+                    restricted: standing == Standing::Restricted,
+                    claims,
+                    origin,
+                })
+            }
         }
     }
+}
+
+/// The role of `user`: what this process learned from the log, or else
+/// what the user's stream says (then remembered). Never the token's claim,
+/// which only says what the role was when the token was issued.
+async fn role_of(state: &AppState, user: uuid::Uuid) -> Result<Option<Role>, Problem> {
+    if let Some(role) = state.auth.revocations.role(user) {
+        return Ok(Some(role));
+    }
+    let role = state.identity.role_of(user).await?;
+    if let Some(role) = role {
+        state.auth.revocations.remember_role(user, role);
+    }
+    Ok(role)
 }
 
 impl axum::extract::OptionalFromRequestParts<AppState> for Caller {

@@ -16,7 +16,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use chrono::Utc;
-use lectern_domain::identity::UserEvent;
+use lectern_domain::identity::{Role, UserEvent};
 use lectern_projections::{follow, FollowConfig, Follower, Interest, Wakeup};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -52,11 +52,15 @@ pub enum Standing {
     Revoked,
 }
 
-/// Revoked sessions and user marks, shared by every request.
+/// Revoked sessions and user marks, shared by every request; and each
+/// user's current role as this process last learned it.
 #[derive(Default)]
 pub struct Revocations {
     sessions: RwLock<HashMap<Uuid, chrono::DateTime<Utc>>>,
     users: RwLock<HashMap<Uuid, UserMark>>,
+    /// A request's role comes from here, not from its token: a token says
+    /// which user it is for, the server says what that user may be.
+    roles: RwLock<HashMap<Uuid, Role>>,
 }
 
 impl Revocations {
@@ -84,7 +88,10 @@ impl Revocations {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(*session_id, now);
             }
-            UserEvent::RoleChanged { .. } => mark(&|m| m.min_version = m.min_version.max(version)),
+            UserEvent::RoleChanged { to, .. } => {
+                self.remember_role(user_id, *to);
+                mark(&|m| m.min_version = m.min_version.max(version));
+            }
             UserEvent::UserDeactivated {} => mark(&|m| m.min_version = u64::MAX),
             UserEvent::PasswordResetForced {} => mark(&|m| m.restricted = true),
             UserEvent::PasswordChanged { .. } => mark(&|m| {
@@ -93,6 +100,24 @@ impl Revocations {
             }),
             _ => {}
         }
+    }
+
+    /// The role this process knows `user_id` to have now, if it has learned
+    /// it (from the stream on a first request, or from a role change).
+    pub fn role(&self, user_id: Uuid) -> Option<Role> {
+        self.roles
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&user_id)
+            .copied()
+    }
+
+    /// Remember that `user_id` has `role`.
+    pub fn remember_role(&self, user_id: Uuid, role: Role) {
+        self.roles
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(user_id, role);
     }
 
     /// Whether a verified token may still be used, and how.

@@ -18,6 +18,9 @@ use uuid::Uuid;
 
 /// Access-token lifetime in seconds.
 pub const ACCESS_TTL_SECS: i64 = 900;
+/// Clock skew tolerated on `exp` and `nbf`, in seconds: servers in one
+/// deployment run NTP, and a token is good for 15 minutes anyway.
+pub const LEEWAY_SECS: u64 = 5;
 /// The media type in the `typ` header (RFC 9068, without `application/`).
 pub const TYP: &str = "at+jwt";
 const ALGORITHM: Algorithm = Algorithm::HS256;
@@ -112,7 +115,7 @@ impl Keyring {
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         Ok(Self {
             signing_kid,
             keys: map,
@@ -156,8 +159,10 @@ impl Keyring {
     }
 
     /// Verify a token: a known `kid`, the allowed algorithm, `typ: at+jwt`,
-    /// the signature, issuer, audience, and time claims. Returns the claims
-    /// and the id of the key that signed them.
+    /// the signature, issuer, audience, and time claims (with
+    /// [`LEEWAY_SECS`] of skew; a lifetime, `exp - iat`, of at most
+    /// [`ACCESS_TTL_SECS`]; not issued in the future). Returns the claims and
+    /// the id of the key that signed them.
     pub fn verify(&self, token: &str) -> Result<(AccessClaims, String), TokenError> {
         if token.len() > 4096 {
             return Err(TokenError::Invalid);
@@ -168,11 +173,19 @@ impl Keyring {
         }
         let kid = header.kid.ok_or(TokenError::Invalid)?;
         let key = self.keys.get(&kid).ok_or(TokenError::Invalid)?;
-        jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
-            .map(|data| (data.claims, kid))
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
+            .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            })
+            })?;
+        // A token that lives longer than this server issues, or was issued
+        // in the future, was not issued by it as configured.
+        let now = chrono::Utc::now().timestamp();
+        let leeway = LEEWAY_SECS as i64;
+        if claims.exp - claims.iat > ACCESS_TTL_SECS || claims.iat > now + leeway {
+            return Err(TokenError::Invalid);
+        }
+        Ok((claims, kid))
     }
 }

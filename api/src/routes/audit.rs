@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::extract::ApiQuery;
+use crate::extract::{check_time_param, ApiQuery};
 use crate::pagination::{Consistency, CursorPage, CursorParams};
 use crate::problem::Problem;
 
@@ -52,6 +52,8 @@ async fn events(
 ) -> Result<Json<CursorPage<AuditEntry>>, Problem> {
     caller.authorize(&state, Action::AuditRead).await?;
     let keyset = cursor.keyset::<Position>()?;
+    check_time_param("from", q.from)?;
+    check_time_param("to", q.to)?;
     consistency.wait(&state.pool, "audit_log").await?;
     let filter = AuditFilter {
         actor_id: q.actor,

@@ -273,6 +273,13 @@ impl IdentityService {
         Ok(user.version == 0)
     }
 
+    /// The role of account `user_id` as its stream says; `None` for no
+    /// account.
+    pub async fn role_of(&self, user_id: Uuid) -> Result<Option<Role>, IdentityError> {
+        let user = self.users.store().load(&user_id.to_string()).await?;
+        Ok(user.aggregate.role)
+    }
+
     /// The account registered with `email`, if any, and its state.
     pub async fn find_by_email(&self, email: &Email) -> Result<Option<User>, IdentityError> {
         let claim = self.claims.store().load(&claim_id(email)).await?;

@@ -4,6 +4,7 @@
 mod api;
 mod authz;
 mod classroom;
+mod edges;
 mod identity;
 mod projections;
 mod reactions;

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use lectern_domain::classroom::board::{OpRequest, MAX_ID_LEN, MAX_OPS_PER_REQUEST};
+use lectern_domain::classroom::board::{OpRequest, MAX_ID_LEN, MAX_LAMPORT, MAX_OPS_PER_REQUEST};
 use lectern_domain::classroom::values::OpData;
 use lectern_domain::classroom::{ConflictPolicy, OpOutcome};
 use lectern_domain::policy::Action;
@@ -101,6 +101,12 @@ fn parse(ops: Vec<OpBody>, base: &str) -> Result<Vec<OpRequest>, Problem> {
                     detail: "must be 1 to 128 bytes".into(),
                 });
             }
+        }
+        if op.lamport > MAX_LAMPORT {
+            errors.push(FieldError {
+                pointer: at("lamport"),
+                detail: format!("must be at most {MAX_LAMPORT} (2^53 - 1)"),
+            });
         }
         match OpData::parse(op.data) {
             Ok(data) => requests.push(OpRequest {

@@ -19,7 +19,7 @@ use super::{actor, problem_of, run};
 use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{check_time_param, ApiJson, ApiQuery};
 use crate::pagination::{Consistency, CursorPage, CursorParams};
 use crate::problem::{Code, Problem};
 
@@ -153,6 +153,8 @@ async fn list_lessons(
 ) -> Result<Json<CursorPage<LessonRow>>, Problem> {
     caller.authorize(&state, Action::LessonRead).await?;
     let keyset = cursor.keyset::<(DateTime<Utc>, Uuid)>()?;
+    check_time_param("starts_from", q.starts_from)?;
+    check_time_param("starts_before", q.starts_before)?;
     if let Some(s) = &q.status {
         if LessonStatus::parse(s).is_none() {
             return Err(Problem::invalid(

@@ -41,8 +41,12 @@ impl Code {
     /// A rule refused the command.
     pub const REJECTED: Code = Code::new("rejected", StatusCode::UNPROCESSABLE_ENTITY);
 
+    /// The last active admin may not deactivate or demote itself.
+    pub const LAST_ADMIN: Code = Code::new("last_admin", StatusCode::CONFLICT);
+
     /// Every identity code.
     pub const IDENTITY: &'static [Code] = &[
+        Self::LAST_ADMIN,
         Self::EMAIL_TAKEN,
         Self::INVALID_CREDENTIALS,
         Self::ACCOUNT_LOCKED,

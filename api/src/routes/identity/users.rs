@@ -15,8 +15,8 @@ use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::pagination::{Consistency, Page, PageParams};
-use crate::problem::Problem;
+use crate::pagination::{Consistency, Page, PageParams, CONSISTENCY_BOUND};
+use crate::problem::{Code, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -88,11 +88,34 @@ pub struct NewRole {
     role: String,
 }
 
+/// 409 `last_admin` when an admin would deactivate or demote itself while no
+/// other admin is active: only the CLI could recover from that.
+///
+/// The count comes from the `users` read model once it has caught up with
+/// the log; two last admins acting on themselves at the same instant could
+/// both pass (there is no aggregate over all admins to serialise them).
+async fn keep_an_admin(state: &AppState, caller: &Caller, target: Uuid) -> Result<(), Problem> {
+    if target != caller.user_id || caller.role != Role::Admin {
+        return Ok(());
+    }
+    match identity::other_active_admins(&state.pool, target, CONSISTENCY_BOUND).await? {
+        Some(0) => Err(Problem::new(
+            Code::LAST_ADMIN,
+            "You are the last active admin: make another admin first.",
+        )),
+        Some(_) => Ok(()),
+        None => Err(Problem::unavailable(
+            "the identity read model did not catch up in time",
+        )),
+    }
+}
+
 /// Change an account's role. Its existing access tokens stop working at once;
 /// a refresh issues tokens with the new role.
 #[utoipa::path(patch, path = "/api/v1/admin/users/{id}/role", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = NewRole,
     responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, description = "The last active admin would demote itself", body = Problem),
               (status = 422, body = Problem)))]
 async fn change_role(
     State(state): State<AppState>,
@@ -107,6 +130,9 @@ async fn change_role(
             "must be one of admin, auditor, tutor, student, guest",
         )
     })?;
+    if role != Role::Admin {
+        keep_an_admin(&state, &caller, id).await?;
+    }
     let committed = state
         .identity
         .execute(id, UserCommand::ChangeRole { role }, &caller.metadata())
@@ -117,7 +143,8 @@ async fn change_role(
 /// Deactivate an account; all its sessions end at once.
 #[utoipa::path(post, path = "/api/v1/admin/users/{id}/deactivate", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, description = "The last active admin would deactivate itself", body = Problem)))]
 async fn deactivate(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,6 +153,7 @@ async fn deactivate(
     caller
         .authorize(&state, Action::AdminUsersDeactivate)
         .await?;
+    keep_an_admin(&state, &caller, id).await?;
     let committed = state
         .identity
         .execute(id, UserCommand::Deactivate, &caller.metadata())

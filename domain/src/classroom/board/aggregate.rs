@@ -272,6 +272,12 @@ impl Board {
                 };
             }
         }
+        // Bounded, so `max(client, server) + 1` can neither wrap nor stall.
+        let Some(lamport) = op.lamport.max(self.lamport).checked_add(1).filter(|_| {
+            op.lamport <= MAX_LAMPORT && op.lamport <= self.lamport.saturating_add(MAX_LAMPORT_LEAD)
+        }) else {
+            return reject(RejectReason::LamportOutOfRange);
+        };
         let mut target_version = None;
         match op.kind {
             OpKind::Undo | OpKind::Redo => {
@@ -311,7 +317,7 @@ impl Board {
             element_id: op.element_id,
             data: op.data.into_value(),
             client_lamport: op.lamport,
-            lamport: op.lamport.max(self.lamport) + 1,
+            lamport,
             server_version: self.server_version + 1,
             target_version,
         }

@@ -12,6 +12,15 @@ pub const MAX_OPS_PER_REQUEST: usize = 100;
 pub const DEDUP_WINDOW: usize = 128;
 /// How many of its operations a client can undo.
 pub const UNDO_DEPTH: usize = 100;
+/// The largest Lamport time a client may send: the largest integer a
+/// JavaScript number holds exactly (2^53 - 1). Larger ones are refused, so
+/// the clock can never wrap around.
+pub const MAX_LAMPORT: u64 = (1 << 53) - 1;
+/// How far a client's Lamport time may run ahead of the board's: a client
+/// that worked offline is ahead by the ops it made, not by more. A time
+/// further ahead is refused, so no client can push an element's time out of
+/// the others' reach.
+pub const MAX_LAMPORT_LEAD: u64 = 1 << 20;
 /// Longest client and operation id.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -144,6 +153,9 @@ pub enum RejectReason {
     Superseded,
     /// A concurrent write, under the `reject` policy: rebase and resend.
     Conflict,
+    /// A Lamport time past [`MAX_LAMPORT`], or more than
+    /// [`MAX_LAMPORT_LEAD`] ahead of the board's.
+    LamportOutOfRange,
 }
 
 impl RejectReason {
@@ -161,6 +173,7 @@ impl RejectReason {
             Self::UnknownElement => "unknown_element",
             Self::Superseded => "superseded",
             Self::Conflict => "conflict",
+            Self::LamportOutOfRange => "lamport_out_of_range",
         }
     }
 }

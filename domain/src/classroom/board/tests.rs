@@ -370,3 +370,49 @@ fn drawing_needs_a_live_lesson_and_a_participant() {
         Err(BoardError::NotLive)
     );
 }
+
+#[test]
+fn a_lamport_time_past_the_bounds_is_rejected_and_no_client_pins_an_element() {
+    let mut b = live();
+    for (id, lamport) in [
+        ("1", u64::MAX),
+        ("2", MAX_LAMPORT + 1),
+        ("3", MAX_LAMPORT_LEAD + 1),
+    ] {
+        assert_eq!(
+            when(
+                &mut b,
+                TUTOR,
+                vec![op("t", id, lamport, OpKind::Add, "a", json!({}))]
+            ),
+            [rejected(RejectReason::LamportOutOfRange)],
+            "{lamport}"
+        );
+    }
+    assert_eq!(b.lamport, 0, "the clock did not move");
+    // The most a client may lead by is applied past it...
+    assert_eq!(
+        when(
+            &mut b,
+            TUTOR,
+            vec![op("t", "4", MAX_LAMPORT_LEAD, OpKind::Add, "a", json!({}))]
+        ),
+        [applied(1, MAX_LAMPORT_LEAD + 1)]
+    );
+    // ...and another client, having seen that time, ticks past it and wins.
+    assert_eq!(
+        when(
+            &mut b,
+            STUDENT,
+            vec![op(
+                "s",
+                "1",
+                MAX_LAMPORT_LEAD + 2,
+                OpKind::Move,
+                "a",
+                json!({"x": 1})
+            )]
+        ),
+        [applied(2, MAX_LAMPORT_LEAD + 3)]
+    );
+}

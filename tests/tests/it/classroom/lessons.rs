@@ -213,7 +213,7 @@ async fn lessons_list_by_status_by_cursor_and_by_the_callers_own() {
     );
     let ended = action(&app, &tutor, id, "end").await;
     let position = position_of(&json_of(ended).await);
-    create_lesson(&app, &tutor, 5).await;
+    let (_, latest) = create_lesson(&app, &tutor, 5).await;
 
     let page = json_of(
         app.get(
@@ -225,7 +225,14 @@ async fn lessons_list_by_status_by_cursor_and_by_the_callers_own() {
     .await;
     assert_eq!(page["results"].as_array().expect("a test value").len(), 1);
     assert_eq!(page["results"][0]["timing"], "past");
-    let first = json_of(app.get("/api/v1/lessons?limit=1", &stud.access_token).await).await;
+    let first = json_of(
+        app.get(
+            &format!("/api/v1/lessons?limit=1&consistent_with={latest}"),
+            &stud.access_token,
+        )
+        .await,
+    )
+    .await;
     assert_eq!(first["has_more"], true);
     let cursor = first["next_cursor"].as_str().expect("a test value");
     let second = json_of(
