@@ -61,6 +61,16 @@ pub struct HttpConfig {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Open client connections at most; further clients wait to be
+    /// accepted until one closes.
+    #[arg(long, env = "LECTERN_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// A client has this many seconds to send a request's headers; a slower
+    /// one (a slowloris) is disconnected.
+    #[arg(long, env = "LECTERN_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
     /// /health/ready fails when a projection is more events behind than this.
     #[arg(long, env = "LECTERN_READY_MAX_LAG", default_value_t = 10_000)]
     pub ready_max_lag: i64,
@@ -74,6 +84,8 @@ impl HttpConfig {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_body_bytes: 1_048_576,
             request_timeout_secs: 30,
+            max_connections: 1024,
+            header_read_timeout_secs: 2,
             cors_origins: Vec::new(),
             ready_max_lag: 10_000,
         }

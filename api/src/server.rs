@@ -1,8 +1,12 @@
 //! Starting and stopping Lectern: the database, migrations, the listeners
 //! and the background work.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthConfig, DatabaseConfig, HttpConfig, WorkerConfig};
@@ -130,18 +134,107 @@ async fn run(
                 .await
         }
     });
+    let limits = ConnectionLimits::from(&*state.http);
     let app = crate::router(state);
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
+    let served = serve_http(listener, app, &limits, shutdown_signal()).await;
     tracing::info!("HTTP server drained; stopping background work");
     cancel.cancel();
     workers.join().await;
     let _ = metrics.await;
     Ok(served?)
+}
+
+/// Limits on client connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+impl From<&HttpConfig> for ConnectionLimits {
+    fn from(http: &HttpConfig) -> Self {
+        Self {
+            max_connections: http.max_connections.max(1),
+            header_read_timeout: Duration::from_secs(http.header_read_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// Serve `app` on `listener` over HTTP/1.1 until `shutdown` completes, then
+/// let in-flight requests finish.
+///
+/// Unlike `axum::serve`, it bounds what a client can hold: a client must
+/// send a request's headers within the header-read timeout (hyper's), or is
+/// disconnected, so a client trickling bytes cannot keep a connection open;
+/// and at most `max_connections` are open at once (further ones wait in the
+/// listen backlog). Upgrades (WebSocket) are served.
+pub async fn serve_http<F>(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: &ConnectionLimits,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = ()>,
+{
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt;
+
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let stop = CancellationToken::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&permits).acquire_owned() => {
+                permit.expect("the connection semaphore is never closed")
+            }
+        };
+        let (stream, remote) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: pause rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: axum::http::Request<_>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(remote));
+            app.clone().oneshot(request)
+        });
+        let connection = http
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    stop.cancel();
+    // Each connection holds a permit until it closes: once every permit is
+    // back, every in-flight request has been answered.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _drained = permits.acquire_many(all).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

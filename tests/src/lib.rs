@@ -189,19 +189,18 @@ pub fn state_for(db: &TestDb, http: HttpConfig) -> AppState {
     AppState::new(db.pool.clone(), http, test_keyring())
 }
 
-/// Serve `app` on port 0 and return the address.
+/// Serve `app` on port 0 as `lectern serve` does (header-read timeout 2 s)
+/// and return the address.
 pub async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
     let addr = listener.local_addr().expect("an address");
+    let limits = lectern_api::server::ConnectionLimits::from(&HttpConfig::for_tests());
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("the test server runs");
+        lectern_api::server::serve_http(listener, app, &limits, std::future::pending())
+            .await
+            .expect("the test server runs");
     });
     addr
 }

@@ -408,3 +408,57 @@ async fn a_token_is_trusted_for_who_it_is_not_for_what_it_claims_or_how_long() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(json_of(r).await["code"], "token_expired");
 }
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off_while_others_are_served() {
+    let app = spawn_app().await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /health/live HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        // One header byte every 300 ms: never a whole head within 2 s.
+        let mut sent = 0;
+        for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if slow.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+        (sent, rest)
+    });
+    // Meanwhile, ordinary requests are answered at once.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = app
+            .client
+            .get(app.url("/health/live"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(t.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (sent, rest) = trickle.await.expect("the trickling client");
+    let elapsed = started.elapsed();
+    assert!(
+        sent < 30,
+        "the server stopped reading long before the header was done ({sent} bytes)"
+    );
+    assert!(
+        elapsed < Duration::from_secs(12),
+        "cut off after the 2 s header timeout, not left open: {elapsed:?}"
+    );
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        !text.contains("200 OK"),
+        "the trickled request was never served: {text}"
+    );
+}
