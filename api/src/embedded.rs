@@ -186,6 +186,16 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         self.port = free_port()?;
+        self.start_on_port(settings)
+    }
+
+    /// Start the stopped server again on the port it had, as after a
+    /// restart or a failover: clients reconnect to the same address.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.start_on_port(&["fsync=off", "max_connections=400"])
+    }
+
+    fn start_on_port(&mut self, settings: &[&str]) -> anyhow::Result<()> {
         let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
             self.port

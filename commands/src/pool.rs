@@ -20,6 +20,11 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
         ]))
 }
 
+/// How long a request waits for a connection before it is told the
+/// database is unavailable (503): when PostgreSQL is down or restarting,
+/// callers hear so within a second instead of hanging.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A pool for `url` with `max` connections.
 ///
 /// The ping sqlx runs on every acquire is turned off (`test_before_acquire`):
@@ -30,7 +35,7 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
         .max_connections(max)
         .min_connections(1)
         .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(connect_options(url)?)
         .await
 }

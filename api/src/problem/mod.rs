@@ -154,13 +154,15 @@ impl Problem {
         p
     }
 
-    /// 503 for a dependency that is down.
+    /// 503 for a dependency that is down, with `Retry-After: 1`.
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         let mut p = Self::new(
             Code::UNAVAILABLE,
             "A dependency is unavailable; retry shortly.",
         );
         p.cause = Some(cause.to_string());
+        p.headers
+            .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
         p
     }
 

@@ -48,6 +48,9 @@ pub struct Ready {
     projections: Check,
 }
 
+/// How long readiness waits for the database.
+const READY_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Ready to serve: the database answers, every migration is applied, and no
 /// projection has failed or fallen more than the configured lag behind.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
@@ -55,19 +58,36 @@ pub struct Ready {
               (status = 503, description = "Not ready; the body says which check failed", body = Problem,
                content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> Response {
-    let database = match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&state.pool)
-        .await
-    {
-        Ok(_) => Check {
+    // A database that does not answer within half a second is down, as far
+    // as a load balancer needs to know: say so at once, and skip the checks
+    // that would only wait for it again.
+    let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
+    let database = match tokio::time::timeout(READY_DB_TIMEOUT, probe).await {
+        Ok(Ok(_)) => Check {
             ok: true,
             detail: "reachable".into(),
         },
-        Err(e) => Check {
+        Ok(Err(e)) => Check {
             ok: false,
             detail: format!("unreachable: {e}"),
         },
+        Err(_) => Check {
+            ok: false,
+            detail: format!("no answer within {} ms", READY_DB_TIMEOUT.as_millis()),
+        },
     };
+    if !database.ok {
+        let skipped = || Check {
+            ok: false,
+            detail: "not checked: the database is unreachable".into(),
+        };
+        return not_ready(Ready {
+            status: "not_ready",
+            database,
+            migrations: skipped(),
+            projections: skipped(),
+        });
+    }
     let expected = lectern_commands::MIGRATOR
         .iter()
         .map(|m| m.version)
@@ -127,14 +147,19 @@ async fn ready(State(state): State<AppState>) -> Response {
     if ok {
         (StatusCode::OK, Json(body)).into_response()
     } else {
-        let mut extra = serde_json::to_value(&body)
-            .ok()
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default();
-        // The problem's own `status` is the HTTP status.
-        extra.remove("status");
-        Problem::new(Code::NOT_READY, "A readiness check failed; see the checks.")
-            .with_extra(extra)
-            .into_response()
+        not_ready(body)
     }
+}
+
+/// 503 with the checks.
+fn not_ready(body: Ready) -> Response {
+    let mut extra = serde_json::to_value(&body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    // The problem's own `status` is the HTTP status.
+    extra.remove("status");
+    Problem::new(Code::NOT_READY, "A readiness check failed; see the checks.")
+        .with_extra(extra)
+        .into_response()
 }

@@ -6,6 +6,7 @@ mod authz;
 mod classroom;
 mod edges;
 mod identity;
+mod outage;
 mod projections;
 mod reactions;
 mod roundtrips;
