@@ -35,15 +35,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpBody {
-    /// The sending client's id (bound to the user who first uses it).
+    /// The sending client's id, 1 to 128 bytes (bound to the user who first
+    /// uses it).
+    #[schema(min_length = 1, max_length = 128)]
     client_id: String,
-    /// Unique per client; a retry with the same id gets the original answer.
+    /// Unique per client, 1 to 128 bytes; a retry with the same id gets the
+    /// original answer.
+    #[schema(min_length = 1, max_length = 128)]
     op_id: String,
-    /// The client's Lamport clock.
+    /// The client's Lamport clock: at most 2^53 - 1, and at most 2^20 ahead
+    /// of the board's (else the op is rejected, `lamport_out_of_range`).
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     lamport: u64,
-    #[schema(value_type = String, example = "add")]
+    /// add, update, delete, move, transform, batch, undo, redo or clear.
+    #[schema(value_type = String, example = "add",
+             pattern = "^(add|update|delete|move|transform|batch|undo|redo|clear)$")]
     kind: lectern_domain::classroom::OpKind,
+    /// The element edited: required by add, update, delete, move and
+    /// transform; 1 to 128 bytes.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     element_id: Option<String>,
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -54,6 +65,8 @@ pub struct OpBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpBatch {
+    /// 1 to 100 operations.
+    #[schema(min_items = 1, max_items = 100)]
     ops: Vec<OpBody>,
 }
 

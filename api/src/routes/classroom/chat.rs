@@ -33,10 +33,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
-    /// The client's id for this message: sending it again gives the same
-    /// message.
+    /// The client's id for this message (1 to 128 bytes): sending it again
+    /// gives the same message.
+    #[schema(min_length = 1, max_length = 128)]
     client_message_id: String,
-    /// 1 to 4000 characters.
+    /// 1 to 4000 characters, not only white space.
+    #[schema(min_length = 1, max_length = 4000)]
     text: String,
 }
 
@@ -132,9 +134,13 @@ async fn list_messages(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ack {
+    /// The lesson whose deliveries are acknowledged.
     lesson_id: Uuid,
+    /// Up to and including this message; at most the channel's last.
+    #[schema(minimum = 0)]
     up_to_seq: u64,
-    #[schema(value_type = String, example = "read")]
+    /// `delivered` or `read`.
+    #[schema(value_type = String, example = "read", pattern = "^(delivered|read)$")]
     status: AckStatus,
 }
 

@@ -29,11 +29,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// A device to register.
 #[derive(Deserialize, ToSchema)]
 pub struct NewDevice {
-    /// The client's stable device id; sessions logged in with this value as
+    /// The client's stable device id (1 to 128 printable ASCII characters,
+    /// no spaces); sessions logged in with this value as
     /// `device_fingerprint` are bound to the device.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     device_id: String,
+    /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
-    #[schema(value_type = String, example = "web")]
+    /// `web`, `android` or `ios`.
+    #[schema(value_type = String, example = "web", pattern = "^(web|android|ios)$")]
     platform: Platform,
 }
 
