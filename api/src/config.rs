@@ -22,6 +22,17 @@ pub struct DatabaseConfig {
     )]
     pub data_dir: PathBuf,
 
+    /// A hot-standby replica of the database (PostgreSQL streaming
+    /// replication) to serve read-model queries from. Commands, the log,
+    /// projections and process managers stay on the primary.
+    #[arg(
+        long,
+        env = "LECTERN_READ_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub read_database_url: Option<String>,
+
     /// Connections in the pool.
     #[arg(
         long,

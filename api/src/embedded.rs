@@ -99,8 +99,22 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl EmbeddedPostgres {
+    /// Where `program` is: beside the server binaries, or beside where
+    /// `postgres` really lives (the bin dir may hold links to a few only).
+    fn program(&self, program: &str) -> PathBuf {
+        let here = self.bin_dir.join(program);
+        if here.is_file() {
+            return here;
+        }
+        fs::canonicalize(self.bin_dir.join("postgres"))
+            .ok()
+            .and_then(|real| real.parent().map(|dir| dir.join(program)))
+            .filter(|there| there.is_file())
+            .unwrap_or(here)
+    }
+
     fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join(program));
+        let mut cmd = Command::new(self.program(program));
         cmd.current_dir(&self.pgdata)
             .env("LC_ALL", "C")
             .stdin(Stdio::null());
@@ -297,6 +311,14 @@ impl EmbeddedPostgres {
             settings.extend(fast);
         }
         pg.start_server(&settings)?;
+        pg.watch()?;
+        Ok(pg)
+    }
+
+    /// Start a watchdog process that stops this cluster and deletes its
+    /// directory once this process has exited, however it exits.
+    fn watch(&self) -> anyhow::Result<()> {
+        let pg = self;
         let script = format!(
             "while [ -d /proc/{parent} ]; do sleep 1; done; \"{bin}/pg_ctl\" stop -D \"{data}\" -m immediate >/dev/null 2>&1; rm -rf \"{data}\"",
             parent = std::process::id(),
@@ -317,7 +339,61 @@ impl EmbeddedPostgres {
         watchdog
             .spawn()
             .context("could not start the cluster's watchdog")?;
-        Ok(pg)
+        Ok(())
+    }
+
+    /// Start a hot-standby replica of `primary` (a temporary cluster of
+    /// this process): a base backup taken with `pg_basebackup -R`, which
+    /// writes the streaming-replication settings, started on a port of its
+    /// own. Stopped and deleted with this process, as the primary is.
+    pub fn start_replica_of(primary: &EmbeddedPostgres) -> anyhow::Result<Self> {
+        let name = format!(
+            "lectern-replica-{}-{}",
+            std::process::id(),
+            Alphanumeric
+                .sample_string(&mut rand::rng(), 6)
+                .to_lowercase()
+        );
+        let mut replica = Self {
+            bin_dir: primary.bin_dir.clone(),
+            pgdata: std::env::temp_dir().join(name),
+            port: 0,
+            user: primary.user.clone(),
+            password: primary.password.clone(),
+            run_as: primary.run_as,
+            started_here: false,
+        };
+        replica.own_dir(&replica.pgdata)?;
+        let port = primary.port.to_string();
+        let mut backup = replica.command("pg_basebackup");
+        backup.current_dir("/").args([
+            "-D",
+            path_str(&replica.pgdata)?,
+            "-R",
+            "-X",
+            "stream",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            &replica.user,
+        ]);
+        let out = backup.output().with_context(|| {
+            format!(
+                "could not run {}",
+                replica.program("pg_basebackup").display()
+            )
+        })?;
+        if !out.status.success() {
+            bail!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        replica.start_server(&["fsync=off", "hot_standby=on", "max_connections=400"])?;
+        replica.watch()?;
+        Ok(replica)
     }
 
     /// A connection URL for database `db`.

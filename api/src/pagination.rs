@@ -276,9 +276,12 @@ pub struct Consistency {
 pub const CONSISTENCY_BOUND: Duration = Duration::from_secs(5);
 
 impl Consistency {
-    /// Wait for `projection` to pass the requested position. 422 for a
-    /// malformed token; 503 with `Retry-After` if the bound passes first.
-    pub async fn wait(&self, pool: &sqlx::PgPool, projection: &str) -> Result<(), Problem> {
+    /// Wait for `projection` to pass the requested position where queries
+    /// are served (on a replica: until the replica has replayed a checkpoint
+    /// that passes it). 422 for a malformed token or one past the head of
+    /// the log (on the primary); 503 with `Retry-After` if the bound passes
+    /// first.
+    pub async fn wait(&self, state: &crate::AppState, projection: &str) -> Result<(), Problem> {
         let Some(token) = &self.consistent_with else {
             return Ok(());
         };
@@ -293,7 +296,7 @@ impl Consistency {
         let head = sqlx::query_scalar!(
             r#"SELECT coalesce(max(global_position), 0) AS "head!" FROM events"#
         )
-        .fetch_one(pool)
+        .fetch_one(&state.pool)
         .await?;
         if position.global_position > head {
             return Err(Problem::invalid(
@@ -301,8 +304,13 @@ impl Consistency {
                 "is past the head of the log: no command answered it",
             ));
         }
-        if lectern_projections::status::wait_for(pool, projection, position, CONSISTENCY_BOUND)
-            .await?
+        if lectern_projections::status::wait_for(
+            &state.read_pool,
+            projection,
+            position,
+            CONSISTENCY_BOUND,
+        )
+        .await?
         {
             return Ok(());
         }

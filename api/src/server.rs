@@ -16,8 +16,10 @@ use crate::AppState;
 
 /// The database Lectern runs on, and the embedded cluster behind it if any.
 pub struct Database {
-    /// The database.
+    /// The primary.
     pub pool: PgPool,
+    /// The replica queries are served from, if one is configured.
+    pub read_pool: Option<PgPool>,
     /// Its URL (with credentials; never logged).
     pub url: String,
     embedded: Option<EmbeddedPostgres>,
@@ -45,9 +47,24 @@ impl Database {
                 (pg.url("lectern"), Some(pg))
             }
         };
-        match lectern_commands::pool::connect(&url, config.pool_size).await {
-            Ok(pool) => Ok(Self {
+        let pools = async {
+            let pool = lectern_commands::pool::connect(&url, config.pool_size)
+                .await
+                .context("cannot connect to PostgreSQL")?;
+            let read_pool = match &config.read_database_url {
+                Some(read) => Some(
+                    lectern_commands::pool::connect(read, config.pool_size)
+                        .await
+                        .context("cannot connect to the read replica")?,
+                ),
+                None => None,
+            };
+            Ok::<_, anyhow::Error>((pool, read_pool))
+        };
+        match pools.await {
+            Ok((pool, read_pool)) => Ok(Self {
                 pool,
+                read_pool,
                 url,
                 embedded,
             }),
@@ -55,13 +72,16 @@ impl Database {
                 if let Some(pg) = embedded {
                     stop_embedded(pg).await;
                 }
-                Err(anyhow::Error::new(e).context("cannot connect to PostgreSQL"))
+                Err(e)
             }
         }
     }
 
     /// Close the pool, and stop the embedded cluster if this process started it.
     pub async fn close(self) {
+        if let Some(read) = &self.read_pool {
+            read.close().await;
+        }
         self.pool.close().await;
         if let Some(pg) = self.embedded {
             stop_embedded(pg).await;
@@ -101,9 +121,15 @@ pub async fn serve(
     let db = Database::open(db_config).await?;
     // On a task of its own, so that even a panic comes back here as an
     // error and the embedded cluster is still stopped.
-    let result = tokio::spawn(run(db.pool.clone(), http, workers.clone(), keyring))
-        .await
-        .unwrap_or_else(|e| Err(anyhow::anyhow!("the server failed: {e}")));
+    let result = tokio::spawn(run(
+        db.pool.clone(),
+        db.read_pool.clone(),
+        http,
+        workers.clone(),
+        keyring,
+    ))
+    .await
+    .unwrap_or_else(|e| Err(anyhow::anyhow!("the server failed: {e}")));
     db.close().await;
     result
 }
@@ -111,6 +137,7 @@ pub async fn serve(
 /// Serve on `pool` until a shutdown signal.
 async fn run(
     pool: PgPool,
+    read_pool: Option<PgPool>,
     http: HttpConfig,
     config: WorkerConfig,
     keyring: crate::auth::tokens::Keyring,
@@ -123,7 +150,10 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on {} for metrics", http.metrics_addr))?;
     let cancel = CancellationToken::new();
-    let state = AppState::new(pool, http, keyring);
+    let mut state = AppState::new(pool, http, keyring);
+    if let Some(read) = read_pool {
+        state = state.with_read_pool(read);
+    }
     let workers = Workers::start(&state, &config, &cancel).await?;
     tracing::info!(addr = %listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "lectern listening");
     let metrics = tokio::spawn({

@@ -54,7 +54,7 @@ async fn events(
     let keyset = cursor.keyset::<Position>()?;
     check_time_param("from", q.from)?;
     check_time_param("to", q.to)?;
-    consistency.wait(&state.pool, "audit_log").await?;
+    consistency.wait(&state, "audit_log").await?;
     let filter = AuditFilter {
         actor_id: q.actor,
         aggregate_type: q.aggregate_type,
@@ -64,7 +64,7 @@ async fn events(
         to: q.to,
     };
     let rows = audit::audit_page(
-        &state.pool,
+        &state.read_pool,
         &filter,
         keyset.after,
         i64::from(keyset.fetch()),

@@ -38,8 +38,11 @@ use crate::problem::Code;
 /// the contexts' workers) is started by [`crate::workers::Workers`].
 #[derive(Clone)]
 pub struct AppState {
-    /// The database, for queries and commands.
+    /// The primary database: commands, the log, checkpoints, health.
     pub pool: PgPool,
+    /// Where queries served from read models go: a hot-standby replica when
+    /// `LECTERN_READ_DATABASE_URL` is set, else the primary.
+    pub read_pool: PgPool,
     /// The HTTP settings.
     pub http: Arc<HttpConfig>,
     /// Token verification, revocations and rate limits.
@@ -51,7 +54,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state over `pool`.
+    /// Serve read-model queries from `read_pool` (a streaming replica).
+    pub fn with_read_pool(mut self, read_pool: PgPool) -> Self {
+        self.read_pool = read_pool;
+        self
+    }
+
+    /// The state over `pool`, which also serves the queries.
     pub fn new(pool: PgPool, http: HttpConfig, keyring: Keyring) -> Self {
         let auth = Arc::new(Auth::new(keyring));
         let seen = Arc::clone(&auth.revocations);
@@ -61,6 +70,7 @@ impl AppState {
         Self {
             identity,
             classroom: ClassroomService::new(&pool),
+            read_pool: pool.clone(),
             pool,
             http: Arc::new(http),
             auth,

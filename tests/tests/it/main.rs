@@ -9,6 +9,7 @@ mod identity;
 mod outage;
 mod projections;
 mod reactions;
+mod replica;
 mod roundtrips;
 mod store;
 mod support;

@@ -283,8 +283,8 @@ async fn list_ops(
     let since = keyset
         .after
         .unwrap_or_else(|| i64::try_from(q.since_version.unwrap_or(0)).unwrap_or(i64::MAX));
-    consistency.wait(&state.pool, "boards").await?;
-    let rows = read::board_ops(&state.pool, id, since, keyset.fetch()).await?;
+    consistency.wait(&state, "boards").await?;
+    let rows = read::board_ops(&state.read_pool, id, since, keyset.fetch()).await?;
     Ok(Json(keyset.page(rows, |o| o.server_version)))
 }
 
@@ -299,8 +299,8 @@ async fn get_board(
     ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<BoardRow>, Problem> {
     may_read(&state, &caller, id, Action::BoardRead).await?;
-    consistency.wait(&state.pool, "boards").await?;
-    read::board(&state.pool, id)
+    consistency.wait(&state, "boards").await?;
+    read::board(&state.read_pool, id)
         .await?
         .map(Json)
         .ok_or_else(|| Problem::new(Code::BOARD_NOT_FOUND, "No such board."))

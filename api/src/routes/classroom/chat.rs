@@ -124,8 +124,14 @@ async fn list_messages(
         state.classroom.require_lesson(id).await?;
     }
     let keyset = cursor.keyset::<i64>()?;
-    consistency.wait(&state.pool, "chat").await?;
-    let rows = read::messages(&state.pool, id, keyset.after.unwrap_or(0), keyset.fetch()).await?;
+    consistency.wait(&state, "chat").await?;
+    let rows = read::messages(
+        &state.read_pool,
+        id,
+        keyset.after.unwrap_or(0),
+        keyset.fetch(),
+    )
+    .await?;
     Ok(Json(keyset.page(rows, |m| m.seq)))
 }
 
@@ -198,8 +204,14 @@ async fn pending(
 ) -> Result<Json<CursorPage<PendingRow>>, Problem> {
     caller.authorize(&state, Action::ChatRead).await?;
     let keyset = cursor.keyset::<(DateTime<Utc>, Uuid, i64)>()?;
-    consistency.wait(&state.pool, "chat").await?;
-    let rows = read::pending(&state.pool, caller.user_id, keyset.after, keyset.fetch()).await?;
+    consistency.wait(&state, "chat").await?;
+    let rows = read::pending(
+        &state.read_pool,
+        caller.user_id,
+        keyset.after,
+        keyset.fetch(),
+    )
+    .await?;
     Ok(Json(keyset.page(rows, |p| {
         (p.message.sent_at, p.message.lesson_id, p.message.seq)
     })))

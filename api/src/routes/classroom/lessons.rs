@@ -163,7 +163,7 @@ async fn list_lessons(
             ));
         }
     }
-    consistency.wait(&state.pool, "lessons").await?;
+    consistency.wait(&state, "lessons").await?;
     let filter = LessonFilter {
         tutor_id: q.tutor_id,
         status: q.status,
@@ -171,7 +171,7 @@ async fn list_lessons(
         starts_before: q.starts_before,
         mine: q.mine.unwrap_or(false).then_some(caller.user_id),
     };
-    let rows = read::lessons_page(&state.pool, &filter, keyset.after, keyset.fetch()).await?;
+    let rows = read::lessons_page(&state.read_pool, &filter, keyset.after, keyset.fetch()).await?;
     Ok(Json(keyset.page(rows, |l| (l.starts_at, l.id))))
 }
 
@@ -186,8 +186,8 @@ async fn get_lesson(
     ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<LessonRow>, Problem> {
     caller.authorize(&state, Action::LessonRead).await?;
-    consistency.wait(&state.pool, "lessons").await?;
-    read::lesson(&state.pool, id)
+    consistency.wait(&state, "lessons").await?;
+    read::lesson(&state.read_pool, id)
         .await?
         .map(Json)
         .ok_or_else(|| Problem::new(Code::LESSON_NOT_FOUND, "No such lesson."))

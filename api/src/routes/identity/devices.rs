@@ -92,9 +92,9 @@ async fn list_devices(
     ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<Vec<DeviceRow>>, Problem> {
     caller.authorize(&state, Action::DeviceRead).await?;
-    consistency.wait(&state.pool, "identity").await?;
+    consistency.wait(&state, "identity").await?;
     Ok(Json(
-        identity::devices_of(&state.pool, caller.user_id).await?,
+        identity::devices_of(&state.read_pool, caller.user_id).await?,
     ))
 }
 

@@ -36,8 +36,8 @@ async fn me(
     ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<UserRow>, Problem> {
     caller.authorize(&state, Action::MeRead).await?;
-    consistency.wait(&state.pool, "identity").await?;
-    identity::user(&state.pool, caller.user_id)
+    consistency.wait(&state, "identity").await?;
+    identity::user(&state.read_pool, caller.user_id)
         .await?
         .map(Json)
         .ok_or_else(|| {
@@ -92,8 +92,8 @@ async fn sessions(
     ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<Vec<MySession>>, Problem> {
     caller.authorize(&state, Action::SessionRead).await?;
-    consistency.wait(&state.pool, "identity").await?;
-    let rows = identity::sessions_of(&state.pool, caller.user_id, false).await?;
+    consistency.wait(&state, "identity").await?;
+    let rows = identity::sessions_of(&state.read_pool, caller.user_id, false).await?;
     Ok(Json(
         rows.into_iter()
             .map(|s| MySession {

@@ -70,9 +70,9 @@ async fn list_users(
             "must be active or deactivated",
         ));
     }
-    consistency.wait(&state.pool, "identity").await?;
+    consistency.wait(&state, "identity").await?;
     let (rows, total) = identity::users_page(
-        &state.pool,
+        &state.read_pool,
         filter.role.as_deref(),
         filter.status.as_deref(),
         request.offset(),
