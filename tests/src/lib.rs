@@ -240,6 +240,37 @@ pub async fn json_of(r: reqwest::Response) -> serde_json::Value {
     r.json().await.expect("a JSON body")
 }
 
+/// An access token of a new tutor on `state`, registered and logged in
+/// through the service (no HTTP rate limits), for tests that serve a state
+/// of their own.
+pub async fn tutor_token(state: &AppState) -> String {
+    use lectern_domain::identity::{DisplayName, Email, Password, Role};
+    let email = Email::parse(&format!(
+        "tutor-{}@example.com",
+        uuid::Uuid::new_v4().simple()
+    ))
+    .expect("an email");
+    let password = Password::parse(PASSWORD).expect("a password");
+    let meta = lectern_domain::EventMetadata::system("test");
+    state
+        .identity
+        .register(
+            &email,
+            &password,
+            &DisplayName::parse("Tutor").expect("a name"),
+            Role::Tutor,
+            &meta,
+        )
+        .await
+        .expect("registered");
+    let issued = state
+        .identity
+        .login(email.as_str(), &password, "test-device", &meta)
+        .await
+        .expect("logged in");
+    state.auth.issue(&issued).0
+}
+
 /// A password every test account uses.
 pub const PASSWORD: &str = "correct horse battery staple";
 

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use lectern_api::config::{HttpConfig, WorkerConfig};
 use lectern_api::embedded::EmbeddedPostgres;
 use lectern_api::workers::Workers;
-use lectern_domain::identity::{DisplayName, Email, Password, Role};
-use lectern_domain::EventMetadata;
 use lectern_tests::classroom::lesson_body;
-use lectern_tests::{json_of, serve, test_keyring, PASSWORD};
+use lectern_tests::{json_of, serve, test_keyring, tutor_token};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
@@ -52,28 +50,8 @@ async fn during_a_database_outage_requests_answer_503_quickly_and_service_recove
     let addr = serve(lectern_api::router(state.clone())).await;
     let client = reqwest::Client::new();
     let at = |path: &str| format!("http://{addr}{path}");
+    let token = tutor_token(&state).await;
 
-    // A tutor, logged in through the service (no HTTP rate limits).
-    let email = Email::parse("tutor@example.com").expect("an email");
-    let password = Password::parse(PASSWORD).expect("a password");
-    let meta = EventMetadata::system("outage");
-    state
-        .identity
-        .register(
-            &email,
-            &password,
-            &DisplayName::parse("T").expect("a name"),
-            Role::Tutor,
-            &meta,
-        )
-        .await
-        .expect("registered");
-    let issued = state
-        .identity
-        .login(email.as_str(), &password, "device", &meta)
-        .await
-        .expect("logged in");
-    let (token, _) = state.auth.issue(&issued);
     let list = || client.get(at("/api/v1/lessons")).bearer_auth(&token);
     let create = || {
         client

@@ -4,10 +4,8 @@
 use lectern_api::config::{HttpConfig, WorkerConfig};
 use lectern_api::embedded::EmbeddedPostgres;
 use lectern_api::workers::Workers;
-use lectern_domain::identity::{DisplayName, Email, Password, Role};
-use lectern_domain::EventMetadata;
 use lectern_tests::classroom::{lesson_body, position_of};
-use lectern_tests::{json_of, serve, test_keyring, PASSWORD};
+use lectern_tests::{json_of, serve, test_keyring, tutor_token};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
@@ -44,27 +42,7 @@ async fn a_lesson_created_on_the_primary_is_listed_through_the_replica_with_cons
         .expect("background work");
     let addr = serve(lectern_api::router(state.clone())).await;
     let client = reqwest::Client::new();
-
-    let email = Email::parse("tutor@example.com").expect("an email");
-    let password = Password::parse(PASSWORD).expect("a password");
-    let meta = EventMetadata::system("replica");
-    state
-        .identity
-        .register(
-            &email,
-            &password,
-            &DisplayName::parse("T").expect("a name"),
-            Role::Tutor,
-            &meta,
-        )
-        .await
-        .expect("registered");
-    let issued = state
-        .identity
-        .login(email.as_str(), &password, "device", &meta)
-        .await
-        .expect("logged in");
-    let (token, _) = state.auth.issue(&issued);
+    let token = tutor_token(&state).await;
 
     let r = client
         .post(format!("http://{addr}/api/v1/lessons"))
