@@ -28,6 +28,24 @@ async fn a_lesson_created_on_the_primary_is_listed_through_the_replica_with_cons
         .run(&pool)
         .await
         .expect("migrate the primary");
+    // As in a real deployment, the replica serves a migrated database: let
+    // it replay the migrations first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('public.projection_checkpoints') IS NOT NULL")
+                .fetch_one(&read_pool)
+                .await
+                .expect("ask the replica");
+        if migrated {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not replay the migrations"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
         .fetch_one(&read_pool)
         .await
