@@ -95,6 +95,7 @@ fn nul_pointer(value: &serde_json::Value, at: &str) -> Option<String> {
     }
 }
 
+/// A parse failure of `axum::Json::from_bytes` as a problem.
 fn json_problem(rejection: JsonRejection) -> Problem {
     match rejection {
         JsonRejection::JsonDataError(e) => {
@@ -117,12 +118,7 @@ fn json_problem(rejection: JsonRejection) -> Problem {
         JsonRejection::JsonSyntaxError(_) => {
             Problem::new(Code::MALFORMED_JSON, "The request body is not valid JSON.")
         }
-        JsonRejection::MissingJsonContentType(_) => {
-            Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-        }
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
-        }
+        // The content type and the body's size were checked before parsing.
         other => Problem::new(Code::BAD_REQUEST, other.body_text()).with_status(other.status()),
     }
 }

@@ -25,7 +25,7 @@ use crate::AppState;
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// Every projection and process manager, as the runners run them.
-pub fn log_consumers(state: &AppState) -> Vec<Arc<dyn Projection>> {
+fn log_consumers(state: &AppState) -> Vec<Arc<dyn Projection>> {
     let mut all = lectern_projections::all();
     all.extend(
         crate::routes::process_managers(state)
@@ -175,11 +175,6 @@ impl Workers {
                 }
             }
         }));
-    }
-
-    /// The projection runners and process managers, by name.
-    pub fn runners(&self) -> &[RunnerHandle] {
-        &self.runners
     }
 
     /// Wait for every task to finish (after `cancel`); the runners release

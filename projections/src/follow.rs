@@ -132,11 +132,6 @@ impl Follower {
         self.interest
     }
 
-    /// The configured events per read.
-    pub fn batch_size(&self) -> i64 {
-        self.config.batch_size
-    }
-
     /// The next events after the position, through `conn` (which may be in a
     /// transaction). The position does not move: call [`Self::advance`] once
     /// the events have been taken into account, so that a failure reads them
