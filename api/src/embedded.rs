@@ -37,6 +37,8 @@ pub struct EmbeddedPostgres {
     password: Option<String>,
     run_as: Option<(u32, u32)>,
     started_here: bool,
+    /// The `-c` settings it was started with, for `start_again`.
+    settings: Vec<String>,
 }
 
 /// Locate `initdb`, `pg_ctl` and `postgres`: first on PATH, then the newest
@@ -203,13 +205,17 @@ impl EmbeddedPostgres {
         self.start_on_port(settings)
     }
 
-    /// Start the stopped server again on the port it had, as after a
-    /// restart or a failover: clients reconnect to the same address.
+    /// Start the stopped server again on the port it had, with the settings
+    /// it had, as after a restart or a failover: clients reconnect to the
+    /// same address.
     pub fn start_again(&mut self) -> anyhow::Result<()> {
-        self.start_on_port(&["fsync=off", "max_connections=400"])
+        let settings = self.settings.clone();
+        let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+        self.start_on_port(&settings)
     }
 
     fn start_on_port(&mut self, settings: &[&str]) -> anyhow::Result<()> {
+        self.settings = settings.iter().map(|s| (*s).to_owned()).collect();
         let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
             self.port
@@ -261,6 +267,7 @@ impl EmbeddedPostgres {
             password: None,
             run_as,
             started_here: false,
+            settings: Vec::new(),
         };
         if !pg.pgdata.join("PG_VERSION").exists() {
             let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
@@ -299,6 +306,7 @@ impl EmbeddedPostgres {
             password: None,
             run_as,
             started_here: false,
+            settings: Vec::new(),
         };
         pg.initdb("trust", None)?;
         let fast = [
@@ -362,6 +370,7 @@ impl EmbeddedPostgres {
             password: primary.password.clone(),
             run_as: primary.run_as,
             started_here: false,
+            settings: Vec::new(),
         };
         replica.own_dir(&replica.pgdata)?;
         let port = primary.port.to_string();

@@ -21,7 +21,7 @@ use lectern_api::config::HttpConfig;
 use lectern_api::workers::Workers;
 use lectern_api::AppState;
 
-use crate::stats::{percentile, round3};
+use lectern_bench::stats::{percentile, round3};
 
 /// Clients step through the tokens by a prime stride, so they spread over users.
 const STRIDE: usize = 7;

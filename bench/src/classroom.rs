@@ -24,7 +24,7 @@ use lectern_api::config::HttpConfig;
 use lectern_api::workers::Workers;
 use lectern_api::AppState;
 
-use crate::stats::{percentile, round3};
+use lectern_bench::stats::{percentile, round3};
 
 /// `lectern-bench classroom` options.
 #[derive(Debug, Clone, Args)]

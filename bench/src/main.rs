@@ -6,7 +6,7 @@
 
 mod auth;
 mod classroom;
-mod stats;
+
 mod store;
 
 use std::process::ExitCode;
@@ -42,6 +42,10 @@ enum BenchCommand {
     /// Many clients drawing on one live board over HTTP, an op on a fresh
     /// and on a 100,000-op board, and lesson listing over 100,000 lessons.
     Classroom(classroom::ClassroomBench),
+    /// A reliability drill: real `lectern serve` processes on a private,
+    /// durable PostgreSQL of the drill's own (DATABASE_URL is not used).
+    #[command(subcommand)]
+    Drill(lectern_bench::drill::Drill),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let BenchCommand::Drill(drill) = &cli.command {
+        println!("{}", lectern_bench::drill::run(drill).await?);
+        return Ok(());
+    }
     let mut database = cli.database.clone();
     // Enough connections that the clients, not the pool, are the limit.
     match &cli.command {
@@ -59,7 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         BenchCommand::Classroom(opts) => {
             database.pool_size = database.pool_size.max(opts.clients as u32 + 8);
         }
-        BenchCommand::Load(_) | BenchCommand::Auth(_) => {}
+        BenchCommand::Load(_) | BenchCommand::Auth(_) | BenchCommand::Drill(_) => {}
     }
     let db = Database::open(&database).await?;
     let result = async {
@@ -76,6 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             BenchCommand::Classroom(opts) => {
                 serde_json::to_string(&classroom::run_classroom(pool, &opts).await?)?
             }
+            BenchCommand::Drill(_) => unreachable!("run above"),
         };
         println!("{line}");
         Ok(())

@@ -18,7 +18,7 @@ use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::stats::{percentile, round3};
+use lectern_bench::stats::{percentile, round3};
 
 /// The benchmark's aggregate: an account that counts its deposits.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]

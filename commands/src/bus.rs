@@ -183,6 +183,7 @@ where
             aggregate_id: aggregate_id.to_owned(),
             state: None,
             snapshot_write: None,
+            unreachable: None,
         };
         tokio::spawn(worker.run(receiver));
         sender
@@ -210,6 +211,8 @@ struct Worker<A: Aggregate> {
     state: Option<Loaded<A>>,
     /// The snapshot being written, if any.
     snapshot_write: Option<tokio::task::JoinHandle<()>>,
+    /// The last batch failed because the database could not be reached.
+    unreachable: Option<StoreError>,
 }
 
 /// One command's result inside a batch, before the append decides its fate.
@@ -257,6 +260,18 @@ where
             metrics::histogram!("lectern_group_commit_commands", "aggregate" => A::TYPE)
                 .record(batch.len() as f64);
             self.process(batch).await;
+            if let Some(e) = self.unreachable.take() {
+                // The commands that queued while that batch waited for the
+                // database would each wait as long again, one batch after
+                // another: answer them now. The next command tries again.
+                let mut queued = Vec::new();
+                while let Ok(job) = receiver.try_recv() {
+                    queued.push(job);
+                }
+                if !queued.is_empty() {
+                    fail_all(queued, &e);
+                }
+            }
             if !self.inner.config.cache {
                 self.state = None;
             }
@@ -289,7 +304,7 @@ where
                 Some(state) => state,
                 None => match self.inner.store.load(&self.aggregate_id).await {
                     Ok(state) => state,
-                    Err(e) => return fail_all(batch, &e),
+                    Err(e) => return self.fail(batch, e),
                 },
             };
             let (version, snapshot_version) = (base.version, base.snapshot_version);
@@ -368,10 +383,12 @@ where
                     let jitter = u64::from(std::process::id() % 7) + u64::from(attempts) * 3;
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
-                // The statement failed for another reason (a value the
-                // database refuses, say). Nothing was written: run each
-                // command on its own, so that only the one at fault fails.
-                Err(_) if batch.len() > 1 => {
+                // The statement failed for another reason than the database
+                // being unreachable (a value it refuses, say). Nothing was
+                // written: run each command on its own, so that only the one
+                // at fault fails. (Unreachable, each would only fail again,
+                // one acquire timeout after another.)
+                Err(e) if batch.len() > 1 && !e.is_unavailable() => {
                     tracing::warn!(aggregate_type = A::TYPE, aggregate_id = %self.aggregate_id,
                         commands = batch.len(), "a shared append failed; running its commands one by one");
                     for job in batch {
@@ -379,7 +396,7 @@ where
                     }
                     return;
                 }
-                Err(e) => return fail_all(batch, &e),
+                Err(e) => return self.fail(batch, e),
             }
         }
     }
@@ -475,6 +492,17 @@ fn answer_all<A: Aggregate>(
         };
         // The caller may have gone away; its command is committed regardless.
         let _ = job.reply.send(result);
+    }
+}
+
+impl<A: Aggregate> Worker<A> {
+    /// Fail `batch` with `error`, noting whether the database was
+    /// unreachable.
+    fn fail(&mut self, batch: Vec<Job<A>>, error: StoreError) {
+        fail_all(batch, &error);
+        if error.is_unavailable() {
+            self.unreachable = Some(error);
+        }
     }
 }
 

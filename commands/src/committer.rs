@@ -303,6 +303,14 @@ async fn commit<A: Aggregate>(appender: &Appender<A>, batch: Vec<Pending<A>>) {
                 let _ = p.reply.send(Ok(r));
             }
         }
+        // The database cannot be reached: so it is for every append, and
+        // retrying each alone would only make each caller wait once more
+        // per append ahead of it.
+        Err(e) if e.is_unavailable() => {
+            for p in batch {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+        }
         // Some stream moved on, or one append holds what the database
         // refuses; nothing was written: retry each alone, so only the stale
         // or faulty one fails.

@@ -24,6 +24,34 @@ pub enum StoreError {
     WorkerGone,
 }
 
+impl StoreError {
+    /// Whether the database could not be reached or is going away, as
+    /// opposed to refusing what was sent.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Database(e) if database_unavailable(e))
+    }
+}
+
+/// Whether `e` says the database cannot be reached or is going away (a
+/// restart, a failover), rather than that a statement is wrong: the former
+/// is worth a retry (503), the latter is a bug (500).
+pub fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P01-57P03: the server is shutting
+        // down or starting up; 53300: too many connections.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {

@@ -8,12 +8,16 @@ use sqlx::PgPool;
 
 /// Options for a connection to `url` with Lectern's session settings.
 ///
+/// The application name is `lectern/<pid>`, so `pg_stat_activity` (and
+/// `pg_locks` joined to it) tells an operator which process holds a
+/// connection or a projection's lock.
+///
 /// `idle_in_transaction_session_timeout` bounds how long a forgotten open
 /// transaction can hold an xid: every log reader stalls behind one (see
 /// ARCHITECTURE "The log": readers stop at the oldest running transaction).
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     Ok(PgConnectOptions::from_str(url)?
-        .application_name("lectern")
+        .application_name(&format!("lectern/{}", std::process::id()))
         .options([
             ("idle_in_transaction_session_timeout", "10s"),
             ("statement_timeout", "30s"),

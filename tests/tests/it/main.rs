@@ -4,6 +4,7 @@
 mod api;
 mod authz;
 mod classroom;
+mod drills;
 mod edges;
 mod identity;
 mod outage;
