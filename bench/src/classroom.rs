@@ -200,9 +200,9 @@ async fn drawing(
     Ok(run)
 }
 
-struct Server {
-    state: AppState,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) state: AppState,
+    pub(crate) base: String,
 }
 
 async fn server(
@@ -211,6 +211,11 @@ async fn server(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Server> {
     let state = AppState::new(pool.clone(), HttpConfig::for_tests(), keyring);
+    serve(state, cancel).await
+}
+
+/// Serve `state`'s router on a free loopback port until `cancel`.
+pub(crate) async fn serve(state: AppState, cancel: &CancellationToken) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = lectern_api::router(state.clone());
@@ -227,7 +232,7 @@ async fn server(
 }
 
 /// A logged-in account: its id and an access token.
-async fn account(
+pub(crate) async fn account(
     state: &AppState,
     run: &str,
     i: usize,
@@ -254,7 +259,11 @@ async fn account(
 }
 
 /// A live lesson taught by `tutor` with `students` enrolled; its id.
-async fn live_lesson(state: &AppState, tutor: Uuid, students: &[Uuid]) -> anyhow::Result<Uuid> {
+pub(crate) async fn live_lesson(
+    state: &AppState,
+    tutor: Uuid,
+    students: &[Uuid],
+) -> anyhow::Result<Uuid> {
     let meta = EventMetadata::system("");
     let draft = LessonDraft {
         title: "Bench".into(),
@@ -278,24 +287,8 @@ async fn live_lesson(state: &AppState, tutor: Uuid, students: &[Uuid]) -> anyhow
     Ok(id)
 }
 
-/// Wait until every projection has applied the whole log.
 async fn settle(pool: &PgPool) -> anyhow::Result<()> {
-    let (tx, pos): (i64, i64) = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, global_position FROM events ORDER BY global_position DESC LIMIT 1",
-    )
-    .fetch_one(pool)
-    .await?;
-    let at = lectern_domain::Position {
-        transaction_id: tx,
-        global_position: pos,
-    };
-    for p in lectern_projections::all() {
-        let caught_up =
-            lectern_projections::status::wait_for(pool, p.name(), at, Duration::from_secs(600))
-                .await?;
-        anyhow::ensure!(caught_up, "projection {} did not catch up", p.name());
-    }
-    Ok(())
+    lectern_bench::drill::verify::settle(pool, Duration::from_secs(600)).await
 }
 
 /// One single-op request (op `i`) on `board`; its latency in ms.

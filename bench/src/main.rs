@@ -6,6 +6,7 @@
 
 mod auth;
 mod classroom;
+mod reads;
 
 mod store;
 
@@ -42,6 +43,10 @@ enum BenchCommand {
     /// Many clients drawing on one live board over HTTP, an op on a fresh
     /// and on a 100,000-op board, and lesson listing over 100,000 lessons.
     Classroom(classroom::ClassroomBench),
+    /// Lesson-list throughput from the primary alone against a streaming
+    /// replica (LECTERN_READ_DATABASE_URL), both on a private durable
+    /// cluster of its own (DATABASE_URL is not used).
+    Reads(reads::ReadsBench),
     /// A reliability drill: real `lectern serve` processes on a private,
     /// durable PostgreSQL of the drill's own (DATABASE_URL is not used).
     #[command(subcommand)]
@@ -54,40 +59,63 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let BenchCommand::Drill(drill) = &cli.command {
-        println!("{}", lectern_bench::drill::run(drill).await?);
-        return Ok(());
-    }
-    let mut database = cli.database.clone();
-    // Enough connections that the clients, not the pool, are the limit.
-    match &cli.command {
+    let line = match cli.command {
+        // These start PostgreSQL clusters of their own.
+        BenchCommand::Drill(drill) => lectern_bench::drill::run(&drill).await?.to_string(),
+        BenchCommand::Reads(opts) => serde_json::to_string(&reads::run_reads(&opts).await?)?,
+        // Enough connections that the clients, not the pool, are the limit.
         BenchCommand::Store(opts) => {
-            database.pool_size = database.pool_size.max(opts.clients as u32 + 2);
+            let pool_size = opts.clients as u32 + 2;
+            on_database(&cli.database, pool_size, |pool| async move {
+                Ok(serde_json::to_string(
+                    &store::run_store(pool, &opts).await?,
+                )?)
+            })
+            .await?
+        }
+        BenchCommand::Load(opts) => {
+            on_database(&cli.database, 0, |pool| async move {
+                Ok(serde_json::to_string(&store::run_load(pool, &opts).await?)?)
+            })
+            .await?
+        }
+        BenchCommand::Auth(opts) => {
+            on_database(&cli.database, 0, |pool| async move {
+                Ok(serde_json::to_string(&auth::run_auth(pool, &opts).await?)?)
+            })
+            .await?
         }
         BenchCommand::Classroom(opts) => {
-            database.pool_size = database.pool_size.max(opts.clients as u32 + 8);
+            let pool_size = opts.clients as u32 + 8;
+            on_database(&cli.database, pool_size, |pool| async move {
+                Ok(serde_json::to_string(
+                    &classroom::run_classroom(pool, &opts).await?,
+                )?)
+            })
+            .await?
         }
-        BenchCommand::Load(_) | BenchCommand::Auth(_) | BenchCommand::Drill(_) => {}
-    }
+    };
+    println!("{line}");
+    Ok(())
+}
+
+/// Run `bench` on the configured database, migrated, with a pool of at
+/// least `pool_size` connections; then close it.
+async fn on_database<F, Fut>(
+    config: &DatabaseConfig,
+    pool_size: u32,
+    bench: F,
+) -> anyhow::Result<String>
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let mut database = config.clone();
+    database.pool_size = database.pool_size.max(pool_size);
     let db = Database::open(&database).await?;
     let result = async {
         server::migrate(&db.pool).await?;
-        let pool = db.pool.clone();
-        let line = match cli.command {
-            BenchCommand::Store(opts) => {
-                serde_json::to_string(&store::run_store(pool, &opts).await?)?
-            }
-            BenchCommand::Load(opts) => {
-                serde_json::to_string(&store::run_load(pool, &opts).await?)?
-            }
-            BenchCommand::Auth(opts) => serde_json::to_string(&auth::run_auth(pool, &opts).await?)?,
-            BenchCommand::Classroom(opts) => {
-                serde_json::to_string(&classroom::run_classroom(pool, &opts).await?)?
-            }
-            BenchCommand::Drill(_) => unreachable!("run above"),
-        };
-        println!("{line}");
-        Ok(())
+        bench(db.pool.clone()).await
     }
     .await;
     db.close().await;
