@@ -6,9 +6,19 @@
 //! one gets 409 and `Retry-After`. Keys are per caller (the token's subject)
 //! and kept 24 hours.
 //!
+//! When the attempt that holds a key can no longer answer (its process died,
+//! its client went away, or the database lost the answer), a retry takes the
+//! key over as the same attempt: the command bus answers it with the events
+//! the first attempt committed, if it committed any, so the command never
+//! runs twice and the retry gets the first attempt's answer (see
+//! ARCHITECTURE "The request path").
+//!
 //! Only authenticated requests take part, and not `/api/v1/auth/*`: those
 //! answers carry tokens, which are never stored, and a refresh token must not
 //! be replayable.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -25,9 +35,13 @@ pub const HEADER: &str = "idempotency-key";
 /// Set on an answer replayed from an earlier request with the same key.
 pub const REPLAYED: &str = "idempotent-replayed";
 
-/// How long a request may stay unfinished before its key is taken over (the
-/// request timeout is far shorter, so only a dead process leaves one).
+/// How long a request may stay unfinished before its key is taken over
+/// whatever its process's state (the request timeout is far shorter).
 const ABANDONED_AFTER: &str = "5 minutes";
+/// How old an unfinished attempt of another process must be before its key
+/// is taken over because that process has no connection left: long enough
+/// for a live process to reconnect after a database restart.
+const TAKEOVER_GRACE: &str = "5 seconds";
 /// How long a key is kept.
 const KEPT_FOR: &str = "24 hours";
 
@@ -83,15 +97,63 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     hash.update(&bytes);
     let fingerprint = hash.finalize().to_vec();
 
+    // One request per key at a time in this process; the claim below
+    // decides between processes.
+    let Some(_running) = Running::start(&scope, &key) else {
+        return in_flight();
+    };
     match claim(&state, &scope, &key, &fingerprint).await {
         Err(e) => Problem::unavailable(e).into_response(),
-        Ok(true) => {
-            let response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
+        Ok(Some(attempt)) => {
+            let mut request = Request::from_parts(parts, Body::from(bytes));
+            request.extensions_mut().insert(attempt);
+            let response = next.run(request).await;
             remember(&state, &scope, &key, response).await
         }
-        Ok(false) => replay(&state, &scope, &key, &fingerprint).await,
+        Ok(None) => replay(&state, &scope, &key, &fingerprint).await,
+    }
+}
+
+/// A claimed key's attempt, for the handler: event metadata carries its id
+/// ([`lectern_domain::EventMetadata::idempotency_key`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// Stays the same when a retry takes over an attempt whose outcome is
+    /// unknown, so ids derived from it name the same new aggregates.
+    pub id: uuid::Uuid,
+    /// This request takes over such an attempt: the command bus answers
+    /// with what the attempt committed, if it did, instead of running it
+    /// again.
+    pub redelivered: bool,
+}
+
+/// Keys this process is running a request for.
+fn running() -> std::sync::MutexGuard<'static, HashSet<(String, String)>> {
+    static RUNNING: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    RUNNING
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Marks a key as handled by a request of this process until dropped
+/// (also when the client goes away and the request's future is dropped).
+struct Running((String, String));
+
+impl Running {
+    /// `None` when another request of this process handles the key.
+    fn start(scope: &str, key: &str) -> Option<Self> {
+        let entry = (scope.to_owned(), key.to_owned());
+        // The set's lock is released before a `Running` exists: its drop
+        // takes the lock again.
+        let inserted = running().insert(entry.clone());
+        inserted.then(|| Self(entry))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        running().remove(&self.0);
     }
 }
 
@@ -106,31 +168,63 @@ pub async fn prune(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
     .rows_affected())
 }
 
-/// Claim the key for this request; `false` when another request holds it.
+/// Claim the key for this request: the attempt to run, or `None` when
+/// another request holds the key or has answered it.
 async fn claim(
     state: &AppState,
     scope: &str,
     key: &str,
     fingerprint: &[u8],
-) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query_scalar!(
-        "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
+) -> Result<Option<Attempt>, sqlx::Error> {
+    let owner = lectern_commands::pool::instance();
+    // A new key, or one kept past its time: a new attempt.
+    let fresh = sqlx::query_scalar!(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, owner) VALUES ($1, $2, $3, $4)
          ON CONFLICT (scope, key) DO UPDATE
             SET fingerprint = EXCLUDED.fingerprint, status = NULL, content_type = NULL, body = NULL,
-                created_at = now()
-          WHERE idempotency_keys.created_at < now() - $4::text::interval
-             OR (idempotency_keys.status IS NULL
-                 AND idempotency_keys.created_at < now() - $5::text::interval)
-         RETURNING 1",
+                created_at = now(), owner = EXCLUDED.owner, attempt = gen_random_uuid()
+          WHERE idempotency_keys.created_at < now() - $5::text::interval
+         RETURNING attempt",
         scope,
         key,
         fingerprint,
+        owner,
         KEPT_FOR,
-        ABANDONED_AFTER,
     )
     .fetch_optional(&state.pool)
     .await?;
-    Ok(claimed.is_some())
+    if let Some(id) = fresh {
+        return Ok(Some(Attempt {
+            id,
+            redelivered: false,
+        }));
+    }
+    // The same request, still unanswered, whose attempt is over: it was
+    // this process's (which handles no other request for the key, see
+    // `Running`: its client went away, or its answer could not be kept), or
+    // the process that ran it has no connection left (it died), or it was
+    // abandoned. Run it again, as the same attempt.
+    let orphaned = sqlx::query_scalar!(
+        "UPDATE idempotency_keys k SET owner = $4, created_at = now()
+          WHERE scope = $1 AND key = $2 AND fingerprint = $3 AND status IS NULL
+            AND (created_at < now() - $5::text::interval
+                 OR owner = $4
+                 OR (owner IS DISTINCT FROM $4 AND created_at < now() - $6::text::interval
+                     AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = k.owner)))
+         RETURNING attempt",
+        scope,
+        key,
+        fingerprint,
+        owner,
+        ABANDONED_AFTER,
+        TAKEOVER_GRACE,
+    )
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(orphaned.map(|id| Attempt {
+        id,
+        redelivered: true,
+    }))
 }
 
 /// Store the answer for replays; a server error frees the key for a retry.

@@ -295,6 +295,10 @@ where
     }
 
     async fn process(&mut self, batch: Vec<Job<A>>) {
+        let batch = self.answer_redelivered(batch).await;
+        if batch.is_empty() {
+            return;
+        }
         let mut attempts = 0;
         let mut careful = false;
         let background = self.inner.store.background_snapshots();
@@ -496,6 +500,47 @@ fn answer_all<A: Aggregate>(
 }
 
 impl<A: Aggregate> Worker<A> {
+    /// Answer each job that retries a request of unknown outcome
+    /// ([`EventMetadata::redelivered`]) with the events its first attempt's
+    /// command recorded here, if there are any, instead of running it again;
+    /// the rest of the batch runs as usual. Jobs run in order, so a first
+    /// attempt still queued here has committed by now.
+    async fn answer_redelivered(&mut self, batch: Vec<Job<A>>) -> Vec<Job<A>> {
+        if !batch.iter().any(|j| j.metadata.redelivered) {
+            return batch;
+        }
+        let mut rest = Vec::with_capacity(batch.len());
+        for job in batch {
+            if !job.metadata.redelivered || job.metadata.idempotency_key.is_empty() {
+                rest.push(job);
+                continue;
+            }
+            let earlier = self
+                .inner
+                .store
+                .load_events_of_attempt(
+                    &self.aggregate_id,
+                    &job.metadata.idempotency_key,
+                    &job.metadata.command,
+                )
+                .await;
+            match earlier {
+                Ok(events) if events.is_empty() => rest.push(job),
+                Ok(events) => {
+                    let last = events.last().map(|e| (e.sequence, e.position));
+                    let _ = job.reply.send(Ok(Committed {
+                        aggregate_id: self.aggregate_id.clone(),
+                        version: last.map_or(0, |(v, _)| v),
+                        position: last.map(|(_, p)| p),
+                        events,
+                    }));
+                }
+                Err(e) => self.fail(vec![job], e),
+            }
+        }
+        rest
+    }
+
     /// Fail `batch` with `error`, noting whether the database was
     /// unreachable.
     fn fail(&mut self, batch: Vec<Job<A>>, error: StoreError) {

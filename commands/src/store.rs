@@ -105,6 +105,14 @@ SELECT event_id, aggregate_id, sequence, transaction_id::text::bigint AS tx, glo
  WHERE aggregate_type = $1 AND aggregate_id = $2
  ORDER BY sequence";
 
+const LOAD_EVENTS_OF_ATTEMPT: &str = "
+SELECT event_id, aggregate_id, sequence, transaction_id::text::bigint AS tx, global_position,
+       recorded_at, event_type, event_version, payload, metadata
+  FROM events
+ WHERE aggregate_type = $1 AND aggregate_id = $2
+   AND metadata->>'idempotency_key' = $3 AND metadata->>'command' = $4
+ ORDER BY sequence";
+
 /// One statement: the events (all or none, by the primary key) and, when one
 /// is due, the snapshot. The snapshot only moves forward.
 const APPEND: &str = "
@@ -306,6 +314,33 @@ where
             .bind(aggregate_id)
             .fetch_all(&self.pool)
             .await?;
+        self.recorded(aggregate_id, rows)
+    }
+
+    /// The events the command `command` of idempotency attempt `attempt`
+    /// recorded on the aggregate (see [`EventMetadata::idempotency_key`]);
+    /// none if it recorded none.
+    pub async fn load_events_of_attempt(
+        &self,
+        aggregate_id: &str,
+        attempt: &str,
+        command: &str,
+    ) -> Result<Vec<RecordedEvent<A::Event>>, StoreError> {
+        let rows = sqlx::query(LOAD_EVENTS_OF_ATTEMPT)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(attempt)
+            .bind(command)
+            .fetch_all(&self.pool)
+            .await?;
+        self.recorded(aggregate_id, rows)
+    }
+
+    fn recorded(
+        &self,
+        aggregate_id: &str,
+        rows: Vec<sqlx::postgres::PgRow>,
+    ) -> Result<Vec<RecordedEvent<A::Event>>, StoreError> {
         rows.into_iter()
             .map(|row| {
                 let sequence = u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0);

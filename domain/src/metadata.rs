@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// `actor_role` of an event Lectern caused itself (a background worker, a
 /// process manager, the CLI). Other events name the caller's
@@ -37,6 +38,16 @@ pub struct EventMetadata {
     pub user_agent: String,
     /// The command's name, set by the command bus.
     pub command: String,
+    /// The attempt id of the request's `Idempotency-Key` (a server-made
+    /// UUID, never the client's key); empty without a key. A retry whose
+    /// first attempt's outcome is unknown finds that attempt's events by it.
+    pub idempotency_key: String,
+    /// Not stored: this command retries a request whose outcome is unknown
+    /// (its process died, or lost its database, before the answer was
+    /// kept), so the command bus first looks for the events that attempt
+    /// committed and answers with those instead of running it again.
+    #[serde(skip)]
+    pub redelivered: bool,
 }
 
 /// A command's name, as event metadata records it (imperative:
@@ -69,6 +80,17 @@ impl EventMetadata {
         self
     }
 
+    /// An id for the `n`th new thing this command creates: derived from the
+    /// idempotency attempt when there is one, so a retried request names the
+    /// same new aggregate as its first attempt (and cannot create a second);
+    /// random otherwise.
+    pub fn new_id(&self, n: u64) -> Uuid {
+        match Uuid::parse_str(&self.idempotency_key) {
+            Ok(attempt) => Uuid::new_v5(&attempt, &n.to_be_bytes()),
+            Err(_) => Uuid::new_v4(),
+        }
+    }
+
     /// The metadata as the string map cqrs-es uses.
     pub fn to_map(&self) -> HashMap<String, String> {
         [
@@ -81,6 +103,7 @@ impl EventMetadata {
             ("ip", &self.ip),
             ("user_agent", &self.user_agent),
             ("command", &self.command),
+            ("idempotency_key", &self.idempotency_key),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.clone()))
@@ -100,6 +123,8 @@ impl EventMetadata {
             ip: get("ip"),
             user_agent: get("user_agent"),
             command: get("command"),
+            idempotency_key: get("idempotency_key"),
+            redelivered: false,
         }
     }
 }
@@ -117,8 +142,25 @@ mod tests {
             ..EventMetadata::system("c1")
         };
         let map = meta.to_map();
-        assert_eq!(map.len(), 9);
+        assert_eq!(map.len(), 10);
         assert_eq!(map["session_id"], "");
         assert_eq!(EventMetadata::from_map(&map), meta);
+    }
+
+    #[test]
+    fn new_ids_follow_the_idempotency_attempt_and_are_random_without_one() {
+        let keyed = EventMetadata {
+            idempotency_key: Uuid::new_v4().to_string(),
+            ..EventMetadata::default()
+        };
+        assert_eq!(keyed.new_id(0), keyed.clone().new_id(0));
+        assert_ne!(keyed.new_id(0), keyed.new_id(1));
+        let other = EventMetadata {
+            idempotency_key: Uuid::new_v4().to_string(),
+            ..EventMetadata::default()
+        };
+        assert_ne!(keyed.new_id(0), other.new_id(0));
+        let plain = EventMetadata::default();
+        assert_ne!(plain.new_id(0), plain.new_id(0));
     }
 }

@@ -169,6 +169,12 @@ impl Caller {
             ip: self.origin.ip.clone(),
             user_agent: self.origin.user_agent.clone(),
             command: String::new(),
+            idempotency_key: self.origin.idempotency_key(),
+            redelivered: self
+                .origin
+                .idempotency
+                .as_ref()
+                .is_some_and(|a| a.redelivered),
         }
     }
 

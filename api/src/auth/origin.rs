@@ -29,6 +29,8 @@ pub struct Origin {
     pub method: String,
     /// The request path.
     pub path: String,
+    /// The request's `Idempotency-Key` attempt, if it has a key.
+    pub idempotency: Option<crate::idempotency::Attempt>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Origin {
@@ -59,6 +61,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
             user_agent,
             method: parts.method.to_string(),
             path: parts.uri.path().chars().take(512).collect(),
+            idempotency: parts
+                .extensions
+                .get::<crate::idempotency::Attempt>()
+                .cloned(),
         })
     }
 }
@@ -76,7 +82,17 @@ impl Origin {
             ip: self.ip.clone(),
             user_agent: self.user_agent.clone(),
             command: String::new(),
+            idempotency_key: self.idempotency_key(),
+            redelivered: self.idempotency.as_ref().is_some_and(|a| a.redelivered),
         }
+    }
+
+    /// The idempotency attempt id for event metadata; empty without a key.
+    pub fn idempotency_key(&self) -> String {
+        self.idempotency
+            .as_ref()
+            .map(|a| a.id.to_string())
+            .unwrap_or_default()
     }
 
     /// Apply the anonymous column of `action`'s row; `session` keys a

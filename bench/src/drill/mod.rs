@@ -387,7 +387,8 @@ pub struct FailoverReport {
     pub revocation_max_ms: f64,
 }
 
-/// Advisory locks held, by the holder's application name (`lectern/<pid>`).
+/// Advisory locks held, by the holder's application name
+/// (`lectern/<pid>/<nonce>`).
 async fn lock_holders(pool: &PgPool) -> anyhow::Result<BTreeMap<String, i64>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT a.application_name, count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -396,6 +397,15 @@ async fn lock_holders(pool: &PgPool) -> anyhow::Result<BTreeMap<String, i64>> {
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Locks held by the process whose application names start with `prefix`.
+fn held_by(holders: &BTreeMap<String, i64>, prefix: &str) -> i64 {
+    holders
+        .iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Poll every 5 ms until `done` says so, for up to `bound`; how long it took.
@@ -451,17 +461,13 @@ pub async fn failover(common: &Common, revocations: usize) -> anyhow::Result<Fai
     let pool = stage.pool().await?;
     let (spec_a, spec_b) = (stage.spec("a")?, stage.spec("b")?);
     let mut a = stage.start(&spec_a).await?;
-    let a_name = format!("lectern/{}", a.pid());
+    let a_name = format!("lectern/{}/", a.pid());
     // The first process takes every projection's lock; wait until the
     // count holds still.
     let mut locks = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let held = lock_holders(&pool)
-            .await?
-            .get(&a_name)
-            .copied()
-            .unwrap_or(0);
+        let held = held_by(&lock_holders(&pool).await?, &a_name);
         if held > 0 && held == locks {
             break;
         }
@@ -473,7 +479,7 @@ pub async fn failover(common: &Common, revocations: usize) -> anyhow::Result<Fai
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let b = stage.start(&spec_b).await?;
-    let b_name = format!("lectern/{}", b.pid());
+    let b_name = format!("lectern/{}/", b.pid());
     let (base_a, base_b) = (spec_a.base(), spec_b.base());
     let cast = Cast::create(&stage.http, &base_a, 1, 1.max(common.students.min(2))).await?;
 
@@ -521,12 +527,7 @@ pub async fn failover(common: &Common, revocations: usize) -> anyhow::Result<Fai
     a.kill9()?;
     let (takeover, applied) = tokio::join!(
         poll(Duration::from_secs(60), || async {
-            Ok(lock_holders(&pool)
-                .await?
-                .get(&b_name)
-                .copied()
-                .unwrap_or(0)
-                >= locks)
+            Ok(held_by(&lock_holders(&pool).await?, &b_name) >= locks)
         }),
         async {
             message_applied(&stage, &pool, &base_b, &cast, "failover-after").await?;

@@ -18,9 +18,9 @@ impl ClassroomService {
         items: Vec<BulkItem>,
         meta: &EventMetadata,
     ) -> Vec<BulkResult> {
-        join_all(items.into_iter().map(|item| async move {
+        join_all(items.into_iter().enumerate().map(|(n, item)| async move {
             let create = matches!(item, BulkItem::Create(_));
-            let (id, command) = item_command(item, tutor_id, by);
+            let (id, command) = item_command(item, meta.new_id(n as u64), tutor_id, by);
             let outcome = self.lesson(id, command, meta).await;
             BulkResult {
                 id: (!create || outcome.is_ok()).then_some(id),
@@ -46,8 +46,8 @@ impl ClassroomService {
         let mut states: Vec<Pending> = Vec::new();
         let mut placed = Vec::with_capacity(items.len());
         let mut errors: Vec<Option<ClassroomError>> = Vec::with_capacity(items.len());
-        for item in items {
-            let (id, command) = item_command(item, tutor_id, by);
+        for (n, item) in items.into_iter().enumerate() {
+            let (id, command) = item_command(item, meta.new_id(n as u64), tutor_id, by);
             let key = id.to_string();
             let slot = match states.iter().position(|s| s.0 == key) {
                 Some(i) => i,
@@ -134,11 +134,11 @@ impl ClassroomService {
 /// the events decided for it.
 type Pending = (String, u64, Lesson, Vec<(LessonEvent, EventMetadata)>);
 
-/// The lesson and command of a bulk item.
-fn item_command(item: BulkItem, tutor_id: Uuid, by: Actor) -> (Uuid, LessonCommand) {
+/// The lesson and command of a bulk item; a new lesson gets `new_id`.
+fn item_command(item: BulkItem, new_id: Uuid, tutor_id: Uuid, by: Actor) -> (Uuid, LessonCommand) {
     match item {
         BulkItem::Create(details) => (
-            Uuid::new_v4(),
+            new_id,
             LessonCommand::Schedule {
                 tutor_id,
                 details,

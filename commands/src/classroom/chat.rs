@@ -61,14 +61,18 @@ impl ClassroomService {
         }
         match result {
             Ok(committed) => {
-                let seq = committed
+                // From the event: a retry answered with its first attempt's
+                // events (see the command bus) carries that attempt's id.
+                let (message_id, seq) = committed
                     .events
                     .iter()
                     .find_map(|e| match &e.payload {
-                        ChannelEvent::MessageSent { seq, .. } => Some(*seq),
+                        ChannelEvent::MessageSent {
+                            message_id, seq, ..
+                        } => Some((*message_id, *seq)),
                         ChannelEvent::RosterSynced { .. } => None,
                     })
-                    .unwrap_or_default();
+                    .unwrap_or((message_id, 0));
                 Ok(Sent {
                     message_id,
                     seq,

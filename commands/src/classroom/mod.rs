@@ -176,7 +176,9 @@ impl ClassroomService {
         details: LessonDetails,
         meta: &EventMetadata,
     ) -> Result<(Uuid, Committed<LessonEvent>), ClassroomError> {
-        let id = Uuid::new_v4();
+        // Derived from the request's idempotency attempt, if any: a retry
+        // names the same lesson, so it cannot schedule a second one.
+        let id = meta.new_id(0);
         let committed = self
             .lesson(
                 id,

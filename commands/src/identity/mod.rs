@@ -226,7 +226,7 @@ impl IdentityService {
         meta: &EventMetadata,
     ) -> Result<Committed<UserEvent>, IdentityError> {
         let password_hash = self.hasher.hash(password).await;
-        let user_id = Uuid::new_v4();
+        let user_id = meta.new_id(0);
         let claim = claim_id(email);
         let mut orphan = None;
         loop {

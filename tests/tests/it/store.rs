@@ -24,6 +24,8 @@ fn meta(command: &str) -> EventMetadata {
         ip: "127.0.0.1".into(),
         user_agent: "tests".into(),
         command: command.into(),
+        idempotency_key: String::new(),
+        redelivered: false,
     }
 }
 

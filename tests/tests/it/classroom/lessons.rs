@@ -510,3 +510,119 @@ async fn a_retried_post_with_an_idempotency_key_runs_once() {
     assert_eq!(bad_key.status(), StatusCode::BAD_REQUEST);
     assert_eq!(app.count(scheduled).await, 6);
 }
+
+/// Lose `key`'s kept answer, as if the process that ran it (`owner`) died,
+/// or its client went away, after the command and before the answer was
+/// kept; the attempt started `age_secs` ago.
+async fn lose_answer(app: &TestApp, key: &str, owner: &str, age_secs: f64) {
+    let lost = sqlx::query(
+        "UPDATE idempotency_keys SET status = NULL, content_type = NULL, body = NULL, owner = $2,
+                created_at = now() - make_interval(secs => $3)
+          WHERE key = $1",
+    )
+    .bind(key)
+    .bind(owner)
+    .bind(age_secs)
+    .execute(&app.db.pool)
+    .await
+    .expect("lose the answer");
+    assert_eq!(lost.rows_affected(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_answer_gets_the_first_attempts_answer_and_never_runs_twice() {
+    let app = spawn_app().await;
+    let (_, tutor) = app.user("tutor").await;
+    let scheduled = "SELECT count(*) FROM events WHERE event_type = 'LessonScheduled'";
+    let body = lesson_body(5);
+
+    // The process died after the commit: no connection of it is left, and
+    // the attempt is past the grace. The retry takes the key over and gets
+    // the first attempt's lesson, version and position; nothing runs again.
+    let first = create_with_key(&app, &tutor, "lost-1", &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first = json_of(first).await;
+    lose_answer(&app, "lost-1", "lectern/1/0badc0de", 10.0).await;
+    let retry = create_with_key(&app, &tutor, "lost-1", &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "false");
+    assert_eq!(json_of(retry).await, first);
+    assert_eq!(app.count(scheduled).await, 1);
+    // Its answer is kept now.
+    let again = create_with_key(&app, &tutor, "lost-1", &body).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(json_of(again).await, first);
+
+    // This process's own attempt, whose client went away: taken over at once.
+    let first = json_of(create_with_key(&app, &tutor, "lost-2", &body).await).await;
+    lose_answer(&app, "lost-2", lectern_commands::pool::instance(), 0.0).await;
+    let retry = create_with_key(&app, &tutor, "lost-2", &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(json_of(retry).await, first);
+    assert_eq!(app.count(scheduled).await, 2);
+
+    // An attempt that committed nothing (its process died first): the retry
+    // runs the command, once.
+    let first = json_of(create_with_key(&app, &tutor, "lost-3", &body).await).await;
+    lose_answer(&app, "lost-3", "lectern/1/0badc0de", 10.0).await;
+    sqlx::query("UPDATE idempotency_keys SET attempt = gen_random_uuid() WHERE key = 'lost-3'")
+        .execute(&app.db.pool)
+        .await
+        .expect("an attempt with no events");
+    let retry = create_with_key(&app, &tutor, "lost-3", &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_ne!(json_of(retry).await["id"], first["id"]);
+    assert_eq!(app.count(scheduled).await, 4);
+
+    // A live process's attempt stays its own: 409 until it answers, or
+    // until that process is gone.
+    let first = json_of(create_with_key(&app, &tutor, "live-1", &body).await).await;
+    let alive = "lectern/2/a11ve000";
+    let options = lectern_commands::pool::connect_options(&app.db.url)
+        .expect("options")
+        .application_name(alive);
+    let connection = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .expect("a live process's connection");
+    lose_answer(&app, "live-1", alive, 10.0).await;
+    let held = create_with_key(&app, &tutor, "live-1", &body).await;
+    assert_eq!(held.status(), StatusCode::CONFLICT);
+    assert_eq!(held.headers()["retry-after"], "1");
+    assert_eq!(json_of(held).await["code"], "idempotency_key_in_use");
+    sqlx::Connection::close(connection).await.expect("close");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let retry = loop {
+        let r = create_with_key(&app, &tutor, "live-1", &body).await;
+        if r.status() != StatusCode::CONFLICT {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never taken over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(json_of(retry).await, first);
+    assert_eq!(app.count(scheduled).await, 5);
+
+    // A chat message: the retry answers the first attempt's message.
+    let live = lectern_tests::classroom::live_board(&app).await;
+    let send = |key: &'static str| {
+        app.client
+            .post(app.url(&format!("/api/v1/lessons/{}/messages", live.board)))
+            .bearer_auth(&live.student.access_token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"client_message_id": "m-1", "text": "hello"}))
+            .send()
+    };
+    let first = send("chat-1").await.expect("sent");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first = json_of(first).await;
+    lose_answer(&app, "chat-1", "lectern/1/0badc0de", 10.0).await;
+    let retry = send("chat-1").await.expect("sent");
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(json_of(retry).await, first);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'MessageSent'")
+            .await,
+        1
+    );
+}
