@@ -270,11 +270,18 @@ impl Tally {
     }
 }
 
+/// Requests awaiting their answers.
+#[derive(Debug, Default)]
+struct InFlight {
+    lessons: AtomicUsize,
+    others: AtomicUsize,
+}
+
 /// The running load: `stop` ends new commands; the clients then retry what
 /// they have in flight until `give_up`.
 pub struct Load {
     tally: Arc<Mutex<Tally>>,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// When the load started.
     pub started: Instant,
@@ -287,7 +294,7 @@ struct Client {
     base: String,
     token: String,
     tally: Arc<Mutex<Tally>>,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
     started: Instant,
     stop: Instant,
     give_up: Instant,
@@ -307,9 +314,14 @@ impl Client {
                 return None;
             }
             let sent = Instant::now();
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            let counter = if what == "lesson" {
+                &self.in_flight.lessons
+            } else {
+                &self.in_flight.others
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
             let answer = build(&self.http).bearer_auth(&self.token).send().await;
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            counter.fetch_sub(1, Ordering::SeqCst);
             let ms = sent.elapsed().as_secs_f64() * 1000.0;
             let (status, retry_after) = match &answer {
                 Err(_) => ("transport".to_owned(), None),
@@ -463,7 +475,7 @@ impl Load {
         let started = Instant::now();
         let stop = started + Duration::from_secs_f64(seconds);
         let tally = Arc::new(Mutex::new(Tally::default()));
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(InFlight::default());
         let client = |token: &str| Client {
             in_flight: Arc::clone(&in_flight),
             http: http.clone(),
@@ -498,10 +510,24 @@ impl Load {
         })
     }
 
-    /// Wait (up to a second) until some request awaits its answer.
-    pub async fn until_in_flight(&self) {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while self.in_flight.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+    /// Wait until a request awaits its answer, preferably a new lesson's
+    /// (the command whose retry depends on `Idempotency-Key` alone): up to
+    /// 1.5 s for one, then up to a second for any. What is in flight then.
+    pub async fn until_in_flight(&self) -> &'static str {
+        let started = Instant::now();
+        loop {
+            let waited = started.elapsed();
+            if self.in_flight.lessons.load(Ordering::SeqCst) > 0 {
+                return "a new lesson";
+            }
+            if waited > Duration::from_millis(1500)
+                && self.in_flight.others.load(Ordering::SeqCst) > 0
+            {
+                return "a board or chat request";
+            }
+            if waited > Duration::from_millis(2500) {
+                return "nothing";
+            }
             tokio::task::yield_now().await;
         }
     }

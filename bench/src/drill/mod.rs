@@ -133,6 +133,8 @@ impl Seen {
 pub struct Kill {
     /// Seconds into the run.
     pub at_s: f64,
+    /// What request the kill cut.
+    pub cut: &'static str,
     /// From the restart to `/health/ready` answering 200, ms.
     pub ready_ms: f64,
     /// From the kill to the first acknowledged command after it, ms.
@@ -287,12 +289,12 @@ pub async fn kill9(common: &Common, kills: u32) -> anyhow::Result<Kill9Report> {
         )
         .await;
         // Kill while a request awaits its answer, so the kill cuts one.
-        load.until_in_flight().await;
+        let cut = load.until_in_flight().await;
         let at = load.elapsed();
         server.kill9()?;
         server = spec.spawn()?;
         let ready = server.ready(&stage.http, Duration::from_secs(60)).await?;
-        killed.push((at, ready));
+        killed.push((at, cut, ready));
     }
     let tally = load.finish().await?;
     let verdict = stage.verify(&tally).await?;
@@ -304,8 +306,9 @@ pub async fn kill9(common: &Common, kills: u32) -> anyhow::Result<Kill9Report> {
         tutors: common.tutors,
         kills: killed
             .into_iter()
-            .map(|(at, ready)| Kill {
+            .map(|(at, cut, ready)| Kill {
                 at_s: round3(at),
+                cut,
                 ready_ms: ms(ready),
                 first_ack_ms: tally.first_ack_after(at).map(|s| round3(s * 1000.0)),
             })

@@ -30,6 +30,10 @@ async fn kill_9_under_load_loses_nothing_and_duplicates_nothing() {
     assert_eq!(report.seen.abandoned, 0, "{report:?}");
     assert!(report.seen.refused.is_empty(), "{report:?}");
     assert_eq!(report.seen.server_errors_other_than_503, 0, "{report:?}");
+    // The kill cut a new lesson's request: its retry took the key over and
+    // got the first attempt's lesson (checked above: no duplicate, and the
+    // acknowledged id is the stored one).
+    assert_eq!(report.kills[0].cut, "a new lesson", "{report:?}");
     assert!(
         report.kills[0].first_ack_ms.is_some(),
         "commands were acknowledged after the kill: {report:?}"
