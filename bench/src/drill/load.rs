@@ -199,9 +199,8 @@ pub struct Pace {
     pub batch: usize,
     /// Every this many requests of a student's is a chat message instead.
     pub chat_every: u64,
-    /// Each tutor creates one lesson per this interval...
-    pub lesson_every: Duration,
-    /// ...and at most this many.
+    /// Each tutor creates this many lessons, spread evenly over the run
+    /// (their first tick is at the start), and staggered between tutors.
     pub lessons_per_tutor: u64,
 }
 
@@ -211,7 +210,6 @@ impl Default for Pace {
             student_every: Duration::from_millis(150),
             batch: 10,
             chat_every: 8,
-            lesson_every: Duration::from_millis(700),
             lessons_per_tutor: 10,
         }
     }
@@ -436,9 +434,14 @@ impl Client {
 
     /// A tutor: new lessons, each with an `Idempotency-Key` and a title
     /// naming the command, so the log shows whether one ran twice.
-    async fn tutor(self, n: usize, run: String, pace: Pace) {
+    async fn tutor(self, n: usize, tutors: usize, run: String, pace: Pace) {
         let url = format!("{}/api/v1/lessons", self.base);
-        let mut tick = tokio::time::interval(pace.lesson_every);
+        let every = self
+            .stop
+            .duration_since(self.started)
+            .div_f64(pace.lessons_per_tutor.max(1) as f64);
+        let first = self.started + every.mul_f64(n as f64 / tutors.max(1) as f64);
+        let mut tick = tokio::time::interval_at(first.into(), every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for k in 0..pace.lessons_per_tutor {
             tick.tick().await;
@@ -498,6 +501,7 @@ impl Load {
         for (n, t) in cast.tutors.iter().enumerate() {
             tasks.push(tokio::spawn(client(&t.token).tutor(
                 n,
+                cast.tutors.len(),
                 run.clone(),
                 pace.clone(),
             )));
