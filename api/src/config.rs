@@ -85,6 +85,12 @@ pub struct HttpConfig {
     /// /health/ready fails when a projection is more events behind than this.
     #[arg(long, env = "LECTERN_READY_MAX_LAG", default_value_t = 10_000)]
     pub ready_max_lag: i64,
+
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose
+    /// `X-Forwarded-For` names the client, for per-address rate limits and
+    /// event metadata. Empty: the connection's address is the client's.
+    #[arg(long, env = "LECTERN_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: crate::auth::TrustedProxies,
 }
 
 impl HttpConfig {
@@ -99,6 +105,7 @@ impl HttpConfig {
             header_read_timeout_secs: 2,
             cors_origins: Vec::new(),
             ready_max_lag: 10_000,
+            trusted_proxies: crate::auth::TrustedProxies::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ mod caller;
 pub mod limits;
 mod origin;
 mod permissions;
+mod proxies;
 mod refusal;
 pub mod revocations;
 pub mod tokens;
@@ -31,6 +32,7 @@ use uuid::Uuid;
 pub use caller::{Caller, Grant};
 pub use origin::Origin;
 pub use permissions::{permissions, Permission, PermissionLimit};
+pub use proxies::TrustedProxies;
 pub use refusal::unauthorized;
 
 use limits::RateLimits;

@@ -33,19 +33,26 @@ pub struct Origin {
     pub idempotency: Option<crate::idempotency::Attempt>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Origin {
+impl FromRequestParts<AppState> for Origin {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let request_id = parts
             .extensions
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
+        // Behind trusted proxies, the client `X-Forwarded-For` names.
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
+            .map(|c| {
+                state
+                    .http
+                    .trusted_proxies
+                    .client_ip(c.0.ip(), &parts.headers)
+                    .to_string()
+            })
             .unwrap_or_default();
         let user_agent: String = parts
             .headers

@@ -465,3 +465,49 @@ async fn a_client_trickling_its_headers_is_cut_off_while_others_are_served() {
         "the trickled request was never served: {text}"
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_per_address_limits_and_records_name_the_forwarded_client() {
+    for trusted in ["127.0.0.1", ""] {
+        let db = lectern_tests::TestDb::new().await;
+        let http = lectern_api::config::HttpConfig {
+            trusted_proxies: trusted.parse().expect("a valid list"),
+            ..lectern_api::config::HttpConfig::for_tests()
+        };
+        let state = lectern_tests::state_for(&db, http);
+        let app = lectern_tests::spawn_app_on(db, state).await;
+        // Invalid registrations: each passes the per-address limit (20 a
+        // minute) and is then refused, writing nothing.
+        let register = |from: &'static str| {
+            app.client
+                .post(app.url("/api/v1/auth/register"))
+                .header("x-forwarded-for", from)
+                .json(&json!({"email": "not an email", "password": "", "display_name": "", "role": "student"}))
+                .send()
+        };
+        for _ in 0..20 {
+            let r = register("198.51.100.1, 203.0.113.7").await.expect("sent");
+            assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        let r = register("198.51.100.1, 203.0.113.7").await.expect("sent");
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let other = register("203.0.113.8").await.expect("sent").status();
+        let denied: Vec<String> = sqlx::query_scalar(
+            "SELECT aggregate_id FROM events WHERE event_type = 'AccessDenied' ORDER BY global_position",
+        )
+        .fetch_all(&app.db.pool)
+        .await
+        .expect("denials");
+        if trusted.is_empty() {
+            // No proxy is trusted: the header is ignored, and every request
+            // counts against the connection's address.
+            assert_eq!(other, StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(denied, ["ip:127.0.0.1", "ip:127.0.0.1"]);
+        } else {
+            // The proxy's last entry names the client (the first one was
+            // forged by the client); another client has its own limit.
+            assert_eq!(other, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(denied, ["ip:203.0.113.7"]);
+        }
+    }
+}
