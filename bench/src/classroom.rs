@@ -291,6 +291,25 @@ async fn settle(pool: &PgPool) -> anyhow::Result<()> {
     lectern_bench::drill::verify::settle(pool, Duration::from_secs(600)).await
 }
 
+/// `n` lessons of `tutor`, a minute apart, written straight into the
+/// `lessons` read model (no events: only the listing is measured), then
+/// vacuumed and analysed.
+pub(crate) async fn fill_lessons(pool: &PgPool, tutor: Uuid, n: usize) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO lessons (id, tutor_id, title, description, starts_at, duration_minutes, capacity,
+                              price_amount_minor, price_currency, status, created_at, updated_at, version)
+         SELECT gen_random_uuid(), $1, 'Lesson ' || g, '', now() + g * interval '1 minute', 60, 10, 1000, 'eur',
+                'scheduled', now(), now(), 1
+           FROM generate_series(1, $2) AS g",
+    )
+    .bind(tutor)
+    .bind(i64::try_from(n)?)
+    .execute(pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE lessons").execute(pool).await?;
+    Ok(())
+}
+
 /// One single-op request (op `i`) on `board`; its latency in ms.
 async fn single_op(
     client: &reqwest::Client,
@@ -406,18 +425,7 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
     long_lat.sort_by(f64::total_cmp);
 
     // 3. Listing: lessons written straight into the read model.
-    sqlx::query(
-        "INSERT INTO lessons (id, tutor_id, title, description, starts_at, duration_minutes, capacity,
-                              price_amount_minor, price_currency, status, created_at, updated_at, version)
-         SELECT gen_random_uuid(), $1, 'Lesson ' || g, '', now() + g * interval '1 minute', 60, 10, 1000, 'EUR',
-                'scheduled', now(), now(), 1
-           FROM generate_series(1, $2) AS g",
-    )
-    .bind(tutor)
-    .bind(i64::try_from(opts.lessons)?)
-    .execute(&pool)
-    .await?;
-    sqlx::query("ANALYZE lessons").execute(&pool).await?;
+    fill_lessons(&pool, tutor, opts.lessons).await?;
     let deep: (chrono::DateTime<chrono::Utc>, Uuid) = sqlx::query_as(
         "SELECT starts_at, id FROM lessons ORDER BY starts_at, id OFFSET $1 LIMIT 1",
     )

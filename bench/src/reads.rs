@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::classroom::{account, live_lesson, serve};
+use crate::classroom::{account, fill_lessons, live_lesson, serve};
 use lectern_bench::stats::{percentile, round3};
 
 /// `lectern-bench reads` options.
@@ -225,18 +225,7 @@ pub async fn run_reads(opts: &ReadsBench) -> anyhow::Result<ReadsResult> {
     for _ in 0..opts.writers {
         boards.push((tutor, live_lesson(&on_primary.state, tutor, &[]).await?));
     }
-    sqlx::query(
-        "INSERT INTO lessons (id, tutor_id, title, description, starts_at, duration_minutes, capacity,
-                              price_amount_minor, price_currency, status, created_at, updated_at, version)
-         SELECT gen_random_uuid(), $1, 'Lesson ' || g, '', now() + g * interval '1 minute', 60, 10, 1000, 'eur',
-                'scheduled', now(), now(), 1
-           FROM generate_series(1, $2) AS g",
-    )
-    .bind(tutor)
-    .bind(i64::try_from(opts.lessons)?)
-    .execute(&pool)
-    .await?;
-    sqlx::query("VACUUM ANALYZE lessons").execute(&pool).await?;
+    fill_lessons(&pool, tutor, opts.lessons).await?;
     replica_caught_up(&read_pool, i64::try_from(opts.lessons)?).await?;
 
     let mut runs = Vec::new();

@@ -237,6 +237,22 @@ impl Stage {
         Ok(server)
     }
 
+    /// One server, the drill's cast registered on it, and the load started
+    /// against it.
+    async fn under_load(&self, common: &Common) -> anyhow::Result<(ServerSpec, Server, Load)> {
+        let spec = self.spec("server")?;
+        let server = self.start(&spec).await?;
+        let cast = Cast::create(&self.http, &spec.base(), common.tutors, common.students).await?;
+        let load = Load::start(
+            &spec.base(),
+            &cast,
+            &Pace::default(),
+            common.seconds as f64,
+            DRAIN,
+        )?;
+        Ok((spec, server, load))
+    }
+
     /// A new pool (after a restart, an old one's connections are dead).
     async fn pool(&self) -> anyhow::Result<PgPool> {
         Ok(lectern_commands::pool::connect(&self.url, 4).await?)
@@ -271,16 +287,7 @@ fn ms(d: Duration) -> f64 {
 /// The kill -9 drill.
 pub async fn kill9(common: &Common, kills: u32) -> anyhow::Result<Kill9Report> {
     let stage = Stage::new(common).await?;
-    let spec = stage.spec("server")?;
-    let mut server = stage.start(&spec).await?;
-    let cast = Cast::create(&stage.http, &spec.base(), common.tutors, common.students).await?;
-    let load = Load::start(
-        &spec.base(),
-        &cast,
-        &Pace::default(),
-        common.seconds as f64,
-        DRAIN,
-    )?;
+    let (spec, mut server, load) = stage.under_load(common).await?;
     let mut killed = Vec::new();
     for k in 1..=kills {
         sleep_until_run_second(
@@ -321,16 +328,7 @@ pub async fn kill9(common: &Common, kills: u32) -> anyhow::Result<Kill9Report> {
 /// The PostgreSQL restart drill.
 pub async fn pg_restart(common: &Common, outage_secs: u64) -> anyhow::Result<PgRestartReport> {
     let mut stage = Stage::new(common).await?;
-    let spec = stage.spec("server")?;
-    let mut server = stage.start(&spec).await?;
-    let cast = Cast::create(&stage.http, &spec.base(), common.tutors, common.students).await?;
-    let load = Load::start(
-        &spec.base(),
-        &cast,
-        &Pace::default(),
-        common.seconds as f64,
-        DRAIN,
-    )?;
+    let (_, mut server, load) = stage.under_load(common).await?;
     sleep_until_run_second(&load, common.seconds as f64 / 3.0).await;
     let stopped_at = load.elapsed();
     let down = Instant::now();
