@@ -200,14 +200,16 @@ async fn claim(
         }));
     }
     // The same request, still unanswered, whose attempt is over: it was
-    // this process's (which handles no other request for the key, see
-    // `Running`: its client went away, or its answer could not be kept), or
-    // the process that ran it has no connection left (it died), or it was
-    // abandoned. Run it again, as the same attempt.
+    // released (it answered a server error), or it was this process's
+    // (which handles no other request for the key, see `Running`: its client
+    // went away, or its answer could not be kept), or the process that ran it
+    // has no connection left (it died), or it was abandoned. Run it again,
+    // as the same attempt.
     let orphaned = sqlx::query_scalar!(
         "UPDATE idempotency_keys k SET owner = $4, created_at = now()
           WHERE scope = $1 AND key = $2 AND fingerprint = $3 AND status IS NULL
             AND (created_at < now() - $5::text::interval
+                 OR owner IS NULL
                  OR owner = $4
                  OR (owner IS DISTINCT FROM $4 AND created_at < now() - $6::text::interval
                      AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = k.owner)))
@@ -227,11 +229,12 @@ async fn claim(
     }))
 }
 
-/// Store the answer for replays; a server error frees the key for a retry.
+/// Store the answer for replays; a server error is not kept: it releases the
+/// attempt for a retry (see [`release`]).
 async fn remember(state: &AppState, scope: &str, key: &str, response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, usize::MAX).await else {
-        forget(state, scope, key).await;
+        release(state, scope, key).await;
         return Problem::internal("the answer could not be read").into_response();
     };
     let content_type = parts
@@ -240,7 +243,7 @@ async fn remember(state: &AppState, scope: &str, key: &str, response: Response) 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     if parts.status.is_server_error() {
-        forget(state, scope, key).await;
+        release(state, scope, key).await;
     } else {
         let stored = sqlx::query!(
             "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5
@@ -263,9 +266,14 @@ async fn remember(state: &AppState, scope: &str, key: &str, response: Response) 
     Response::from_parts(parts, Body::from(bytes))
 }
 
-async fn forget(state: &AppState, scope: &str, key: &str) {
+/// Let any process's retry take the attempt over at once. The attempt stays
+/// (a 503 may follow a commit whose acknowledgement was lost): the retry,
+/// redelivered, gets what it committed, or runs it if it committed nothing.
+/// If this fails too, the row still names this process, whose next request
+/// for the key takes it over at once.
+async fn release(state: &AppState, scope: &str, key: &str) {
     let _ = sqlx::query!(
-        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        "UPDATE idempotency_keys SET owner = NULL WHERE scope = $1 AND key = $2 AND status IS NULL",
         scope,
         key,
     )

@@ -561,6 +561,22 @@ async fn a_retry_after_a_lost_answer_gets_the_first_attempts_answer_and_never_ru
     assert_eq!(json_of(retry).await, first);
     assert_eq!(app.count(scheduled).await, 2);
 
+    // An attempt that answered a server error after its commit (the 503 of
+    // a commit whose acknowledgement was lost) is released: taken over at
+    // once, by any process.
+    let first = json_of(create_with_key(&app, &tutor, "released-1", &body).await).await;
+    sqlx::query(
+        "UPDATE idempotency_keys SET status = NULL, content_type = NULL, body = NULL, owner = NULL
+          WHERE key = 'released-1'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("release the attempt");
+    let retry = create_with_key(&app, &tutor, "released-1", &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(json_of(retry).await, first);
+    assert_eq!(app.count(scheduled).await, 3);
+
     // An attempt that committed nothing (its process died first): the retry
     // runs the command, once.
     let first = json_of(create_with_key(&app, &tutor, "lost-3", &body).await).await;
@@ -572,7 +588,7 @@ async fn a_retry_after_a_lost_answer_gets_the_first_attempts_answer_and_never_ru
     let retry = create_with_key(&app, &tutor, "lost-3", &body).await;
     assert_eq!(retry.status(), StatusCode::CREATED);
     assert_ne!(json_of(retry).await["id"], first["id"]);
-    assert_eq!(app.count(scheduled).await, 4);
+    assert_eq!(app.count(scheduled).await, 5);
 
     // A live process's attempt stays its own: 409 until it answers, or
     // until that process is gone.
@@ -601,7 +617,7 @@ async fn a_retry_after_a_lost_answer_gets_the_first_attempts_answer_and_never_ru
     };
     assert_eq!(retry.status(), StatusCode::CREATED);
     assert_eq!(json_of(retry).await, first);
-    assert_eq!(app.count(scheduled).await, 5);
+    assert_eq!(app.count(scheduled).await, 6);
 
     // A chat message: the retry answers the first attempt's message.
     let live = lectern_tests::classroom::live_board(&app).await;
