@@ -157,24 +157,13 @@ pub struct Grant {
 }
 
 impl Caller {
-    /// Metadata for a command by this caller.
+    /// Metadata for a command by this caller: the request's, with who acted.
     pub fn metadata(&self) -> EventMetadata {
         EventMetadata {
             actor_id: self.user_id.to_string(),
             actor_role: self.role.as_str().to_owned(),
             session_id: self.session_id.to_string(),
-            request_id: self.origin.request_id.clone(),
-            correlation_id: self.origin.request_id.clone(),
-            causation_id: String::new(),
-            ip: self.origin.ip.clone(),
-            user_agent: self.origin.user_agent.clone(),
-            command: String::new(),
-            idempotency_key: self.origin.idempotency_key(),
-            redelivered: self
-                .origin
-                .idempotency
-                .as_ref()
-                .is_some_and(|a| a.redelivered),
+            ..self.origin.metadata()
         }
     }
 
