@@ -91,6 +91,85 @@ pub struct HttpConfig {
     /// event metadata. Empty: the connection's address is the client's.
     #[arg(long, env = "LECTERN_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: crate::auth::TrustedProxies,
+
+    /// The realtime socket's limits.
+    #[command(flatten)]
+    pub realtime: RealtimeConfig,
+}
+
+/// The realtime socket (`GET /api/v1/realtime`): its deadlines and limits.
+/// `docs/realtime.md` explains each.
+#[derive(Debug, Clone, Args)]
+pub struct RealtimeConfig {
+    /// Seconds a new socket has to send its `connect` frame.
+    #[arg(long, env = "LECTERN_WS_AUTH_TIMEOUT_SECS", default_value_t = 15)]
+    pub auth_timeout_secs: u64,
+    /// The socket's read buffer, in bytes (axum's default is 128 KiB).
+    #[arg(long, env = "LECTERN_WS_READ_BUFFER_BYTES", default_value_t = 8 * 1024)]
+    pub read_buffer_bytes: usize,
+    /// The largest frame (and message) a client may send, in bytes.
+    #[arg(long, env = "LECTERN_WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Frames queued for one socket at most; past that it is closed as slow (4008).
+    #[arg(long, env = "LECTERN_WS_OUTBOUND_FRAMES", default_value_t = 256)]
+    pub outbound_frames: usize,
+    /// Bytes queued for one socket at most; past that it is closed as slow (4008).
+    #[arg(long, env = "LECTERN_WS_OUTBOUND_BYTES", default_value_t = 1024 * 1024)]
+    pub outbound_bytes: usize,
+    /// A write that takes longer than this many seconds closes the socket as slow (4008).
+    #[arg(long, env = "LECTERN_WS_WRITE_TIMEOUT_SECS", default_value_t = 5)]
+    pub write_timeout_secs: u64,
+    /// Channels one socket may subscribe to.
+    #[arg(long, env = "LECTERN_WS_MAX_CHANNELS", default_value_t = 128)]
+    pub max_channels: usize,
+    /// Sockets one user may hold open on one process.
+    #[arg(
+        long,
+        env = "LECTERN_WS_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 10
+    )]
+    pub max_connections_per_user: usize,
+    /// Seconds between the server's pings.
+    #[arg(long, env = "LECTERN_WS_PING_SECS", default_value_t = 25)]
+    pub ping_secs: u64,
+    /// Seconds a client has to answer a ping; else it is closed (4009).
+    #[arg(long, env = "LECTERN_WS_PONG_TIMEOUT_SECS", default_value_t = 10)]
+    pub pong_timeout_secs: u64,
+    /// A resume recovers at most this many missed events ...
+    #[arg(long, env = "LECTERN_WS_RESUME_MAX_EVENTS", default_value_t = 1000)]
+    pub resume_max_events: u64,
+    /// ... and at most this many bytes of them; else `recovered: false`.
+    #[arg(long, env = "LECTERN_WS_RESUME_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub resume_max_bytes: usize,
+    /// Milliseconds between two cursor frames a socket relays; faster ones
+    /// are dropped.
+    #[arg(long, env = "LECTERN_WS_CURSOR_INTERVAL_MS", default_value_t = 50)]
+    pub cursor_interval_ms: u64,
+    /// Milliseconds between two delivery-acknowledgement events of one
+    /// recipient in one chat: acks in between are merged.
+    #[arg(long, env = "LECTERN_WS_ACK_INTERVAL_MS", default_value_t = 1000)]
+    pub ack_interval_ms: u64,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            auth_timeout_secs: 15,
+            read_buffer_bytes: 8 * 1024,
+            max_frame_bytes: 64 * 1024,
+            outbound_frames: 256,
+            outbound_bytes: 1024 * 1024,
+            write_timeout_secs: 5,
+            max_channels: 128,
+            max_connections_per_user: 10,
+            ping_secs: 25,
+            pong_timeout_secs: 10,
+            resume_max_events: 1000,
+            resume_max_bytes: 1024 * 1024,
+            cursor_interval_ms: 50,
+            ack_interval_ms: 1000,
+        }
+    }
 }
 
 impl HttpConfig {
@@ -106,6 +185,7 @@ impl HttpConfig {
             cors_origins: Vec::new(),
             ready_max_lag: 10_000,
             trusted_proxies: crate::auth::TrustedProxies::default(),
+            realtime: RealtimeConfig::default(),
         }
     }
 }

@@ -35,22 +35,29 @@ where
                 Problem::new(Code::BAD_REQUEST, e.body_text()).with_status(e.status())
             }
         })?;
-        // JSON carries NUL only escaped; look closer only when the escape
-        // appears at all (it may be an escaped backslash before "u0000").
-        if bytes.windows(6).any(|w| w == b"\\u0000") {
-            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                if let Some(pointer) = nul_pointer(&value, "#") {
-                    return Err(Problem::invalid(
-                        &pointer,
-                        "must not contain NUL characters (\\u0000)",
-                    ));
-                }
+        body(&bytes).map(Self)
+    }
+}
+
+/// A JSON body parsed as `T`, with the problems `ApiJson` answers: 400 for
+/// text that is not JSON, 422 naming the field that does not fit or holds a
+/// NUL. Commands sent over the realtime socket are parsed this way too.
+pub fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    // JSON carries NUL only escaped; look closer only when the escape
+    // appears at all (it may be an escaped backslash before "u0000").
+    if bytes.windows(6).any(|w| w == b"\\u0000") {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            if let Some(pointer) = nul_pointer(&value, "#") {
+                return Err(Problem::invalid(
+                    &pointer,
+                    "must not contain NUL characters (\\u0000)",
+                ));
             }
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(json_problem(rejection)),
-        }
+    }
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(v)) => Ok(v),
+        Err(rejection) => Err(json_problem(rejection)),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
+pub mod realtime;
 pub mod routes;
 pub mod secrets;
 pub mod server;

@@ -15,7 +15,8 @@ pub fn base() -> OpenApi {
                      Idempotency-Key header (1-255 printable ASCII characters, kept 24 hours per caller): the \
                      same key and request get the stored answer (Idempotent-Replayed: true), the same key with \
                      another request gets 422 idempotency_key_reused, and while the first is still running 409 \
-                     idempotency_key_in_use with Retry-After.",
+                     idempotency_key_in_use with Retry-After. The realtime WebSocket (GET /api/v1/realtime) is \
+                     described by the AsyncAPI 3 document at /asyncapi.json and in docs/realtime.md.",
                 ))
                 .build(),
         )

@@ -1,7 +1,8 @@
 //! The background work of a server process, started in one place.
 //!
 //! [`Workers::start`] starts everything that runs beside the listeners: the
-//! revocation watcher, rate-limiter pruning, the mail sender, each context's
+//! revocation watcher, the realtime gateway's log tailer and acknowledgement
+//! writer, rate-limiter pruning, the mail sender, each context's
 //! workers (the delivery-expiry sweep), and the projection runners and
 //! process managers. Each task
 //! is supervised (one that panics or ends before shutdown is logged, counted
@@ -78,6 +79,18 @@ impl Workers {
                     }
                 }
             }
+        });
+        let (pool, hub, tail_wakeup) = (
+            state.pool.clone(),
+            Arc::clone(&state.realtime),
+            wakeup.clone(),
+        );
+        workers.supervise("realtime_tail", cancel, move |cancel| {
+            crate::realtime::tail::run(pool.clone(), Arc::clone(&hub), tail_wakeup.clone(), cancel)
+        });
+        let acks_state = state.clone();
+        workers.supervise("realtime_acks", cancel, move |cancel| {
+            crate::realtime::acks::run(acks_state.clone(), cancel)
         });
         for worker in crate::routes::context_workers(state, config) {
             workers.supervise(worker.name, cancel, worker.run);

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod classroom;
+pub mod realtime;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

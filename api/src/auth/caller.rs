@@ -60,6 +60,20 @@ impl FromRequestParts<AppState> for Caller {
                     "The Authorization header must be 'Bearer <token>'.",
                 )
             })?;
+        Self::authenticate(state, token, origin).await
+    }
+}
+
+impl Caller {
+    /// The caller a bearer `token` names, coming from `origin`: 401 when the
+    /// token is not valid, has expired or its session ended (recorded, but
+    /// for an expiry). The realtime socket authenticates its first frame
+    /// this way too.
+    pub async fn authenticate(
+        state: &AppState,
+        token: &str,
+        origin: Origin,
+    ) -> Result<Self, Problem> {
         let refused = |reason: &'static str| {
             let origin = origin.clone();
             async move {

@@ -1,4 +1,4 @@
-//! `/openapi.json` and `/docs`.
+//! `/openapi.json`, `/asyncapi.json` and `/docs`.
 
 use std::sync::Arc;
 
@@ -12,7 +12,16 @@ use crate::app::AppState;
 
 /// `/openapi.json`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(openapi_json))
+    OpenApiRouter::new()
+        .routes(routes!(openapi_json))
+        .routes(routes!(asyncapi_json))
+}
+
+/// The AsyncAPI 3 document of the realtime WebSocket (`/api/v1/realtime`).
+#[utoipa::path(get, path = "/asyncapi.json", tag = "operations",
+    responses((status = 200, description = "The AsyncAPI 3 document", body = Object)))]
+async fn asyncapi_json() -> Json<serde_json::Value> {
+    Json(crate::realtime::asyncapi::document())
 }
 
 /// The Swagger UI, its assets vendored into the binary at build time.

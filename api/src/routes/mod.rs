@@ -51,6 +51,8 @@ pub struct AppState {
     pub identity: IdentityService,
     /// The classroom context's commands.
     pub classroom: ClassroomService,
+    /// The realtime gateway's sockets and subscriptions.
+    pub realtime: Arc<crate::realtime::Hub>,
 }
 
 impl AppState {
@@ -72,6 +74,7 @@ impl AppState {
             classroom: ClassroomService::new(&pool),
             read_pool: pool.clone(),
             pool,
+            realtime: Arc::new(crate::realtime::Hub::new(http.realtime.clone())),
             http: Arc::new(http),
             auth,
         }
@@ -88,14 +91,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(identity::router())
         .merge(classroom::router())
+        .merge(crate::realtime::router())
 }
 
 /// Every problem code the API answers with.
 pub fn problem_codes() -> impl Iterator<Item = Code> {
-    [Code::GENERAL, Code::IDENTITY, Code::CLASSROOM]
-        .into_iter()
-        .flatten()
-        .copied()
+    [
+        Code::GENERAL,
+        Code::IDENTITY,
+        Code::CLASSROOM,
+        Code::REALTIME,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
 }
 
 /// Every process manager: follow-up commands to events of the log.

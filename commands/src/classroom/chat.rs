@@ -118,6 +118,15 @@ impl ClassroomService {
         Ok(self.lessons.store().load(&id.to_string()).await?.version > 0)
     }
 
+    /// Lesson `id` as it stands, or `Lesson(NotFound)`.
+    pub async fn lesson_state(&self, id: Uuid) -> Result<Lesson, ClassroomError> {
+        let lesson = self.lessons.store().load(&id.to_string()).await?;
+        if lesson.version == 0 {
+            return Err(ClassroomError::Lesson(LessonError::NotFound));
+        }
+        Ok(lesson.aggregate)
+    }
+
     /// `Lesson(NotFound)` unless lesson `id` was ever scheduled: for readers
     /// who may see every lesson, so that an unknown id is not an empty page.
     pub async fn require_lesson(&self, id: Uuid) -> Result<(), ClassroomError> {

@@ -53,6 +53,10 @@ const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
     ("GET", "/health/live", Body::None, ANY),
     ("GET", "/health/ready", Body::None, ANY),
     ("GET", "/openapi.json", Body::None, ANY),
+    ("GET", "/asyncapi.json", Body::None, ANY),
+    // The socket authenticates its first frame; a plain GET is told to
+    // upgrade, whoever asks. Channel access is the realtime tests' matrix.
+    ("GET", "/api/v1/realtime", Body::None, [426; 6]),
     ("GET", "/docs", Body::None, ANY),
     ("POST", "/api/v1/auth/register", Body::Register, [201; 6]),
     ("POST", "/api/v1/auth/login", Body::Login, ANY),

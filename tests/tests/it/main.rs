@@ -10,6 +10,7 @@ mod identity;
 mod outage;
 mod projections;
 mod reactions;
+mod realtime;
 mod replica;
 mod roundtrips;
 mod store;

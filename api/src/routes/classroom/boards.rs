@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{actor, refusal};
+use super::{actor, may_read, refusal};
 use crate::accepted::CommandAccepted;
 use crate::app::AppState;
 use crate::auth::Caller;
@@ -233,11 +233,22 @@ async fn apply_batch(
     Path(id): Path<Uuid>,
     ApiJson(batch): ApiJson<OpBatch>,
 ) -> Result<Json<OpsApplied>, Problem> {
+    draw_batch(&state, &caller, id, batch).await
+}
+
+/// Apply `batch` to board `id` as `caller`: the HTTP route and the realtime
+/// socket's `board.ops` both do.
+pub(crate) async fn draw_batch(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    batch: OpBatch,
+) -> Result<Json<OpsApplied>, Problem> {
     if batch.ops.is_empty() || batch.ops.len() > MAX_OPS_PER_REQUEST {
         return Err(Problem::invalid("#/ops", "must hold 1 to 100 operations"));
     }
     let requests = parse(batch.ops, "#/ops")?;
-    draw(&state, &caller, id, requests).await
+    draw(state, caller, id, requests).await
 }
 
 /// Which operations to fetch.
@@ -246,24 +257,6 @@ pub struct OpsQuery {
     /// Operations after this `server_version` (default 0: all); a `cursor`
     /// takes precedence.
     since_version: Option<u64>,
-}
-
-/// Whether `caller` may read board `id`: participants, admins and auditors.
-async fn may_read(
-    state: &AppState,
-    caller: &Caller,
-    id: Uuid,
-    action: Action,
-) -> Result<(), Problem> {
-    let grant = caller.authorize(state, action).await?;
-    if grant.own_only {
-        if let Err(e) = state.classroom.channel_for(id, actor(caller, grant)).await {
-            return Err(refusal(state, caller, action, e).await);
-        }
-    } else {
-        state.classroom.require_lesson(id).await?;
-    }
-    Ok(())
 }
 
 /// The operations a reconnecting client missed, in `server_version` order.

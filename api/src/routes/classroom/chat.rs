@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{actor, refusal};
+use super::{actor, may_read, refusal};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
@@ -65,7 +65,19 @@ async fn send_message(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<(StatusCode, Json<MessageSent>), Problem> {
-    let grant = caller.authorize(&state, Action::ChatSend).await?;
+    let (status, sent) = send(&state, &caller, id, body).await?;
+    Ok((status, Json(sent)))
+}
+
+/// Send `body` to lesson `id` as `caller`: the HTTP route and the realtime
+/// socket's `chat.send` both do.
+pub(crate) async fn send(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    body: NewMessage,
+) -> Result<(StatusCode, MessageSent), Problem> {
+    let grant = caller.authorize(state, Action::ChatSend).await?;
     if body.client_message_id.is_empty() || body.client_message_id.len() > 128 {
         return Err(Problem::invalid(
             "#/client_message_id",
@@ -77,7 +89,7 @@ async fn send_message(
         .classroom
         .send(
             id,
-            actor(&caller, grant),
+            actor(caller, grant),
             body.client_message_id,
             text,
             &caller.metadata(),
@@ -85,7 +97,7 @@ async fn send_message(
         .await
     {
         Ok(s) => s,
-        Err(e) => return Err(refusal(&state, &caller, Action::ChatSend, e).await),
+        Err(e) => return Err(refusal(state, caller, Action::ChatSend, e).await),
     };
     let status = if sent.duplicate {
         StatusCode::OK
@@ -94,13 +106,13 @@ async fn send_message(
     };
     Ok((
         status,
-        Json(MessageSent {
+        MessageSent {
             id: sent.message_id,
             seq: sent.seq,
             duplicate: sent.duplicate,
             version: sent.version,
             position: sent.position.map(|p| p.to_string()),
-        }),
+        },
     ))
 }
 
@@ -115,14 +127,7 @@ async fn list_messages(
     ApiQuery(cursor): ApiQuery<CursorParams>,
     ApiQuery(consistency): ApiQuery<Consistency>,
 ) -> Result<Json<CursorPage<MessageRow>>, Problem> {
-    let grant = caller.authorize(&state, Action::ChatRead).await?;
-    if grant.own_only {
-        if let Err(e) = state.classroom.channel_for(id, actor(&caller, grant)).await {
-            return Err(refusal(&state, &caller, Action::ChatRead, e).await);
-        }
-    } else {
-        state.classroom.require_lesson(id).await?;
-    }
+    may_read(&state, &caller, id, Action::ChatRead).await?;
     let keyset = cursor.keyset::<i64>()?;
     consistency.wait(&state, "chat").await?;
     let rows = read::messages(

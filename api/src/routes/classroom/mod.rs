@@ -2,9 +2,9 @@
 //! whiteboards and chat. One route group per file; the helpers they share
 //! (refusals as problems, the caller as an actor) are here.
 
-mod boards;
+pub(crate) mod boards;
 mod bulk;
-mod chat;
+pub(crate) mod chat;
 mod enrollments;
 mod lessons;
 mod problems;
@@ -46,6 +46,26 @@ pub(crate) async fn refusal(
     } else {
         p
     }
+}
+
+/// Whether `caller` may read lesson `id`'s board or chat under `action`
+/// (`board.read`, `chat.read`): participants, and the roles the policy
+/// table lets read every lesson. `Ok(true)` for those roles.
+pub(crate) async fn may_read(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    action: Action,
+) -> Result<bool, Problem> {
+    let grant = caller.authorize(state, action).await?;
+    if grant.own_only {
+        if let Err(e) = state.classroom.channel_for(id, actor(caller, grant)).await {
+            return Err(refusal(state, caller, action, e).await);
+        }
+    } else {
+        state.classroom.require_lesson(id).await?;
+    }
+    Ok(!grant.own_only)
 }
 
 /// The actor a grant makes of `caller`.

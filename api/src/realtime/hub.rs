@@ -1,0 +1,358 @@
+//! The process's registry of sockets and their channels. The log tailer
+//! hands it each event once ([`Hub::dispatch`]); it pushes the publication
+//! into the bounded queue of every local subscriber, never waiting: a
+//! socket whose queue is full (in frames or in bytes) is closed as slow, so
+//! one slow reader never holds up the others and the server's memory stays
+//! bounded.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::channels::{ChannelKey, Publication};
+use super::protocol::close;
+use crate::config::RealtimeConfig;
+
+/// What a socket's queue carries.
+#[derive(Debug)]
+pub enum Outbound {
+    /// An event of a channel it subscribes to.
+    Pub(Arc<Publication>),
+    /// A frame to send as is (a relayed cursor).
+    Frame(Arc<str>),
+    /// Authorization may have changed: check the subscriptions again (all,
+    /// or those of one channel).
+    Recheck(Option<ChannelKey>),
+}
+
+impl Outbound {
+    fn weight(&self) -> usize {
+        match self {
+            Outbound::Pub(p) => p.frame.len(),
+            Outbound::Frame(f) => f.len(),
+            Outbound::Recheck(_) => 0,
+        }
+    }
+}
+
+/// The hub's side of one socket.
+#[derive(Debug)]
+pub struct Connection {
+    /// Unique in this process.
+    pub id: u64,
+    /// Who is connected.
+    pub user_id: Uuid,
+    session_id: Mutex<Uuid>,
+    tx: mpsc::Sender<Outbound>,
+    queued: AtomicUsize,
+    max_bytes: usize,
+    /// Fires when the socket must close; [`Connection::close_code`] says why.
+    pub closing: CancellationToken,
+    code: Mutex<Option<u16>>,
+    closes: Arc<Closes>,
+}
+
+/// How many sockets this process closed, per close code.
+#[derive(Debug, Default)]
+pub struct Closes(Mutex<HashMap<u16, u64>>);
+
+impl Closes {
+    /// Sockets closed with `code` so far.
+    pub fn count(&self, code: u16) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&code)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Connection {
+    /// Queue `out`, or close the socket as slow when its queue is full.
+    pub fn push(&self, out: Outbound) {
+        if self.closing.is_cancelled() {
+            return;
+        }
+        let weight = out.weight();
+        if self.queued.load(Ordering::Relaxed) + weight > self.max_bytes {
+            self.close(close::SLOW);
+            return;
+        }
+        self.queued.fetch_add(weight, Ordering::Relaxed);
+        if self.tx.try_send(out).is_err() {
+            self.queued.fetch_sub(weight, Ordering::Relaxed);
+            self.close(close::SLOW);
+        }
+    }
+
+    /// Take note that `out` left the queue.
+    pub fn taken(&self, out: &Outbound) {
+        self.queued.fetch_sub(out.weight(), Ordering::Relaxed);
+    }
+
+    /// The bytes waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Close the socket with `code` (the first code wins).
+    pub fn close(&self, code: u16) {
+        let mut c = self.code.lock().unwrap_or_else(PoisonError::into_inner);
+        if c.is_none() {
+            *c = Some(code);
+            *self
+                .closes
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(code)
+                .or_default() += 1;
+            metrics::counter!("lectern_realtime_closed_total", "reason" => close::reason(code))
+                .increment(1);
+        }
+        self.closing.cancel();
+    }
+
+    /// Why the socket is closing.
+    pub fn close_code(&self) -> Option<u16> {
+        *self.code.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The session whose token the socket holds now.
+    pub fn session_id(&self) -> Uuid {
+        *self
+            .session_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A refreshed token may belong to a rotated session.
+    pub fn set_session(&self, session: Uuid) {
+        *self
+            .session_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = session;
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    channels: HashMap<ChannelKey, HashMap<u64, Arc<Connection>>>,
+    users: HashMap<Uuid, HashMap<u64, Arc<Connection>>>,
+}
+
+/// The sockets of this process and their channels.
+pub struct Hub {
+    /// This process's name, as `connected` reports it.
+    pub node: String,
+    /// The socket limits.
+    pub config: RealtimeConfig,
+    /// Acknowledgements from sockets, waiting to be written.
+    pub acks: super::acks::Acks,
+    /// Sockets closed, per close code.
+    pub closes: Arc<Closes>,
+    registry: RwLock<Registry>,
+    next_id: AtomicU64,
+    epoch: RwLock<Option<Arc<str>>>,
+}
+
+/// Why a socket could not be registered.
+#[derive(Debug)]
+pub struct TooManyConnections;
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: RealtimeConfig) -> Self {
+        Self {
+            node: lectern_commands::pool::instance().to_owned(),
+            config,
+            acks: super::acks::Acks::default(),
+            closes: Arc::default(),
+            registry: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            epoch: RwLock::new(None),
+        }
+    }
+
+    /// Register a socket of `user_id`, with its queue's receiving end;
+    /// refused when the user has as many open as allowed.
+    pub fn connect(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+    ) -> Result<(Arc<Connection>, mpsc::Receiver<Outbound>), TooManyConnections> {
+        let (tx, rx) = mpsc::channel(self.config.outbound_frames.max(1));
+        let conn = Arc::new(Connection {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            user_id,
+            session_id: Mutex::new(session_id),
+            tx,
+            queued: AtomicUsize::new(0),
+            max_bytes: self.config.outbound_bytes,
+            closing: CancellationToken::new(),
+            code: Mutex::new(None),
+            closes: Arc::clone(&self.closes),
+        });
+        let mut r = self
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mine = r.users.entry(user_id).or_default();
+        if mine.len() >= self.config.max_connections_per_user {
+            return Err(TooManyConnections);
+        }
+        mine.insert(conn.id, Arc::clone(&conn));
+        drop(r);
+        metrics::gauge!("lectern_realtime_connections").increment(1.0);
+        Ok((conn, rx))
+    }
+
+    /// Forget a socket and its subscriptions.
+    pub fn disconnect(&self, conn: &Connection, channels: impl IntoIterator<Item = ChannelKey>) {
+        let mut r = self
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for key in channels {
+            remove(&mut r.channels, &key, conn.id);
+        }
+        remove(&mut r.users, &conn.user_id, conn.id);
+        drop(r);
+        metrics::gauge!("lectern_realtime_connections").decrement(1.0);
+    }
+
+    /// Send `conn` the events of `key` from now on.
+    pub fn subscribe(&self, key: ChannelKey, conn: &Arc<Connection>) {
+        self.registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .channels
+            .entry(key)
+            .or_default()
+            .insert(conn.id, Arc::clone(conn));
+    }
+
+    /// Stop sending `conn` the events of `key`.
+    pub fn unsubscribe(&self, key: ChannelKey, conn: &Connection) {
+        let mut r = self
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        remove(&mut r.channels, &key, conn.id);
+    }
+
+    /// Hand `publication` to every local subscriber of its channel.
+    pub fn dispatch(&self, publication: Arc<Publication>) {
+        let r = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(subscribers) = r.channels.get(&publication.key) {
+            for conn in subscribers.values() {
+                conn.push(Outbound::Pub(Arc::clone(&publication)));
+            }
+        }
+    }
+
+    /// Have every local subscriber of `key` check its access again.
+    pub fn recheck(&self, key: ChannelKey) {
+        let r = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(subscribers) = r.channels.get(&key) {
+            for conn in subscribers.values() {
+                conn.push(Outbound::Recheck(Some(key)));
+            }
+        }
+    }
+
+    /// Send `frame` to the subscribers of `key` but `except`.
+    pub fn relay(&self, key: &ChannelKey, except: u64, frame: &Arc<str>) {
+        let r = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(subscribers) = r.channels.get(key) {
+            for conn in subscribers.values().filter(|c| c.id != except) {
+                conn.push(Outbound::Frame(Arc::clone(frame)));
+            }
+        }
+    }
+
+    /// Apply `f` to every socket of `user_id`.
+    pub fn each_of_user(&self, user_id: Uuid, f: impl Fn(&Connection)) {
+        let r = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(conns) = r.users.get(&user_id) {
+            conns.values().for_each(|c| f(c));
+        }
+    }
+
+    /// The sockets open in this process.
+    pub fn connections(&self) -> usize {
+        let r = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        r.users.values().map(HashMap::len).sum()
+    }
+
+    /// The bytes waiting in every socket's queue.
+    pub fn queued_bytes(&self) -> usize {
+        let r = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        r.users
+            .values()
+            .flat_map(HashMap::values)
+            .map(|c| c.queued_bytes())
+            .sum()
+    }
+
+    /// Close every socket (at shutdown).
+    pub fn close_all(&self, code: u16) {
+        let r = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        for conn in r.users.values().flat_map(HashMap::values) {
+            conn.close(code);
+        }
+    }
+
+    /// The history's epoch: offsets are comparable only within one. It
+    /// names the database cluster, its timeline, the database and the
+    /// events table, so a restore (into another cluster, database or
+    /// table), a re-initialisation or a promotion to a new timeline changes
+    /// it, and resumes across it answer `recovered: false`.
+    pub async fn epoch(&self, pool: &PgPool) -> Result<Arc<str>, sqlx::Error> {
+        if let Some(e) = self
+            .epoch
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return Ok(e);
+        }
+        self.refresh_epoch(pool).await
+    }
+
+    /// Read the epoch again (the tailer does, every few seconds).
+    pub async fn refresh_epoch(&self, pool: &PgPool) -> Result<Arc<str>, sqlx::Error> {
+        let parts: String = sqlx::query_scalar(
+            "SELECT concat_ws('/', (SELECT system_identifier FROM pg_control_system()),
+                                   (SELECT timeline_id FROM pg_control_checkpoint()),
+                                   (SELECT oid FROM pg_database WHERE datname = current_database()),
+                                   'events'::regclass::oid)",
+        )
+        .fetch_one(pool)
+        .await?;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(parts.as_bytes());
+        let epoch: Arc<str> = hex::encode(&digest[..8]).into();
+        *self.epoch.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&epoch));
+        Ok(epoch)
+    }
+}
+
+fn remove<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, HashMap<u64, Arc<Connection>>>,
+    key: &K,
+    id: u64,
+) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&id);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}

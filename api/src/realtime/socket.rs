@@ -1,0 +1,684 @@
+//! One socket, from its upgrade to its close.
+//!
+//! A reader task turns the client's frames into [`Incoming`] values; the
+//! socket's own task authenticates the first frame, then waits on four
+//! things at once: the client's frames, its queue of publications from the
+//! hub, the ping timer and the token's expiry. Every write is bounded in
+//! time: a client that stops reading is closed as slow (4008).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+use uuid::Uuid;
+
+use super::access;
+use super::channels::{ChannelKey, Kind, Publication};
+use super::history;
+use super::hub::{Connection, Outbound};
+use super::protocol::{close, ClientFrame, Connected, ErrorFrame, Since, Subscribed};
+use crate::app::AppState;
+use crate::auth::{Caller, Origin};
+use crate::problem::{Code, Problem};
+
+/// A frame from the client, as the reader task hands it on.
+enum Incoming {
+    Text(Utf8Bytes),
+    Pong,
+    /// Binary data, which the protocol does not use.
+    Binary,
+    TooLarge,
+    Closed,
+}
+
+async fn read_frames(mut stream: SplitStream<WebSocket>, tx: mpsc::Sender<Incoming>) {
+    while let Some(frame) = stream.next().await {
+        let incoming = match frame {
+            Ok(Message::Text(t)) => Incoming::Text(t),
+            Ok(Message::Binary(_)) => Incoming::Binary,
+            Ok(Message::Pong(_)) => Incoming::Pong,
+            Ok(Message::Ping(_)) => continue,
+            Ok(Message::Close(_)) => Incoming::Closed,
+            Err(e) => {
+                let too_large = e
+                    .into_inner()
+                    .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+                    .is_some_and(|e| {
+                        matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_))
+                    });
+                let _ = tx
+                    .send(if too_large {
+                        Incoming::TooLarge
+                    } else {
+                        Incoming::Closed
+                    })
+                    .await;
+                return;
+            }
+        };
+        let last = matches!(incoming, Incoming::Closed);
+        if tx.send(incoming).await.is_err() || last {
+            return;
+        }
+    }
+    let _ = tx.send(Incoming::Closed).await;
+}
+
+/// One subscription of this socket.
+struct Sub {
+    /// The last offset sent.
+    last: u64,
+    /// Sees every enrolment (see [`access::authorize`]).
+    privileged: bool,
+}
+
+/// How the socket ended.
+struct Closed;
+
+/// Serve one upgraded socket for a client at `origin`.
+pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
+    let (sink, stream) = socket.split();
+    let (in_tx, mut incoming) = mpsc::channel(16);
+    let reader = tokio::spawn(read_frames(stream, in_tx));
+    let mut writer = Writer {
+        sink,
+        timeout: Duration::from_secs(state.http.realtime.write_timeout_secs.max(1)),
+    };
+    let config = &state.http.realtime;
+    let deadline = Instant::now() + Duration::from_secs(config.auth_timeout_secs);
+    // The first frame must be `connect`, in time.
+    let first = tokio::select! {
+        f = incoming.recv() => f,
+        () = sleep_until(deadline) => {
+            writer.close(close::AUTH_TIMEOUT).await;
+            reader.abort();
+            return;
+        }
+    };
+    let (id, token) = match first.as_ref().map(parse) {
+        Some(Ok(ClientFrame::Connect { id, token })) => (id, token),
+        Some(Ok(_)) | Some(Err(_)) => {
+            let p = Problem::new(Code::BAD_REQUEST, "The first frame must be `connect`.");
+            let _ = writer.error(None, None, &p).await;
+            writer.close(close::PROTOCOL).await;
+            reader.abort();
+            return;
+        }
+        None => {
+            reader.abort();
+            return;
+        }
+    };
+    let caller = match Caller::authenticate(&state, &token, origin).await {
+        Ok(c) => c,
+        Err(p) => {
+            let _ = writer.error(id, None, &p).await;
+            let code = if p.code == Code::TOKEN_EXPIRED {
+                close::TOKEN_EXPIRED
+            } else {
+                close::INVALID_TOKEN
+            };
+            writer.close(code).await;
+            reader.abort();
+            return;
+        }
+    };
+    let hub = Arc::clone(&state.realtime);
+    let (conn, queue) = match hub.connect(caller.user_id, caller.session_id) {
+        Ok(c) => c,
+        Err(_) => {
+            let p = Problem::new(
+                Code::TOO_MANY_CONNECTIONS,
+                format!(
+                    "A user may hold {} sockets open at once.",
+                    config.max_connections_per_user
+                ),
+            );
+            let _ = writer.error(id, None, &p).await;
+            writer.close(close::TOO_MANY_CONNECTIONS).await;
+            reader.abort();
+            return;
+        }
+    };
+    let mut socket = Socket {
+        state: state.clone(),
+        caller,
+        conn,
+        subs: HashMap::new(),
+        writer,
+        last_cursor: None,
+    };
+    let ended = socket.run(id, incoming, queue).await;
+    let code = socket.conn.close_code().unwrap_or(close::SHUTTING_DOWN);
+    if ended.is_ok() {
+        socket.writer.close(code).await;
+    }
+    hub.disconnect(&socket.conn, socket.subs.keys().copied());
+    reader.abort();
+}
+
+fn parse(incoming: &Incoming) -> Result<ClientFrame, Problem> {
+    match incoming {
+        Incoming::Text(t) => serde_json::from_str(t.as_str()).map_err(|e| {
+            Problem::new(
+                Code::BAD_REQUEST,
+                format!("The frame is not one this protocol knows: {e}."),
+            )
+        }),
+        _ => Err(Problem::new(
+            Code::BAD_REQUEST,
+            "Frames are JSON text frames.",
+        )),
+    }
+}
+
+/// The sending half, every write bounded in time.
+struct Writer {
+    sink: SplitSink<WebSocket, Message>,
+    timeout: Duration,
+}
+
+impl Writer {
+    async fn text(&mut self, text: &str) -> Result<(), Closed> {
+        match tokio::time::timeout(self.timeout, self.sink.send(Message::text(text))).await {
+            Ok(Ok(())) => {
+                metrics::counter!("lectern_realtime_frames_sent_total").increment(1);
+                Ok(())
+            }
+            _ => Err(Closed),
+        }
+    }
+
+    async fn json<T: Serialize>(&mut self, frame: &T) -> Result<(), Closed> {
+        let text = serde_json::to_string(frame).map_err(|_| Closed)?;
+        self.text(&text).await
+    }
+
+    async fn error(
+        &mut self,
+        id: Option<u64>,
+        channel: Option<&str>,
+        problem: &Problem,
+    ) -> Result<(), Closed> {
+        self.json(&ErrorFrame {
+            kind: "error",
+            id,
+            channel,
+            error: problem,
+        })
+        .await
+    }
+
+    /// Send a close frame with `code` (briefly: the client may not read).
+    async fn close(&mut self, code: u16) {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: close::reason(code).into(),
+        }));
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = self.sink.send(frame).await;
+            let _ = self.sink.close().await;
+        })
+        .await;
+    }
+}
+
+struct Socket {
+    state: AppState,
+    caller: Caller,
+    conn: Arc<Connection>,
+    subs: HashMap<ChannelKey, Sub>,
+    writer: Writer,
+    last_cursor: Option<Instant>,
+}
+
+impl Socket {
+    /// Serve the socket until it closes: `Ok` when the server closes it
+    /// (the reason is the connection's close code), `Err` when the client
+    /// went away or stopped reading.
+    async fn run(
+        &mut self,
+        connect_id: Option<u64>,
+        mut incoming: mpsc::Receiver<Incoming>,
+        mut queue: mpsc::Receiver<Outbound>,
+    ) -> Result<(), Closed> {
+        let config = self.state.http.realtime.clone();
+        let epoch = self
+            .state
+            .realtime
+            .epoch(&self.state.pool)
+            .await
+            .map_err(|_| Closed)?;
+        self.writer
+            .json(&Connected {
+                kind: "connected",
+                id: connect_id,
+                client: format!("{}/{}", self.state.realtime.node, self.conn.id),
+                node: self.state.realtime.node.clone(),
+                user_id: self.caller.user_id,
+                epoch: epoch.to_string(),
+                expires_at: self.caller.claims.exp,
+                ping: config.ping_secs,
+                pong_timeout: config.pong_timeout_secs,
+            })
+            .await?;
+        let ping_every = Duration::from_secs(config.ping_secs.max(1));
+        let pong_within = Duration::from_secs(config.pong_timeout_secs.max(1));
+        let mut next_ping = Instant::now() + ping_every;
+        let mut pong_due: Option<Instant> = None;
+        let closing = self.conn.closing.clone();
+        loop {
+            let expires = expiry(self.caller.claims.exp);
+            tokio::select! {
+                biased;
+                () = closing.cancelled() => return Ok(()),
+                () = sleep_until(expires) => {
+                    self.conn.close(close::TOKEN_EXPIRED);
+                    return Ok(());
+                }
+                () = sleep_until(pong_due.unwrap_or(next_ping)), if pong_due.is_some() => {
+                    self.conn.close(close::PONG_TIMEOUT);
+                    return Ok(());
+                }
+                () = sleep_until(next_ping), if pong_due.is_none() => {
+                    let sent = tokio::time::timeout(
+                        self.writer.timeout,
+                        self.writer.sink.send(Message::Ping(Default::default())),
+                    ).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        return Err(Closed);
+                    }
+                    pong_due = Some(Instant::now() + pong_within);
+                    next_ping = Instant::now() + ping_every;
+                }
+                out = queue.recv() => {
+                    let Some(out) = out else { return Ok(()) };
+                    self.conn.taken(&out);
+                    self.outbound(out).await?;
+                }
+                frame = incoming.recv() => match frame {
+                    None | Some(Incoming::Closed) => return Err(Closed),
+                    Some(Incoming::Pong) => pong_due = None,
+                    Some(Incoming::TooLarge) => {
+                        self.conn.close(close::FRAME_TOO_LARGE);
+                        return Ok(());
+                    }
+                    Some(frame) => {
+                        metrics::counter!("lectern_realtime_frames_received_total").increment(1);
+                        // Any frame shows the client is alive.
+                        match parse(&frame) {
+                            Ok(frame) => self.frame(frame).await?,
+                            Err(p) => {
+                                let _ = self.writer.error(None, None, &p).await;
+                                self.conn.close(close::PROTOCOL);
+                                return Ok(());
+                            }
+                        }
+                    }
+                },
+            }
+            if self.conn.closing.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Send a publication, a relayed frame, or check subscriptions again.
+    async fn outbound(&mut self, out: Outbound) -> Result<(), Closed> {
+        match out {
+            Outbound::Pub(p) => self.publish(&p).await,
+            Outbound::Frame(f) => self.writer.text(&f).await,
+            Outbound::Recheck(key) => {
+                let keys: Vec<ChannelKey> = match key {
+                    Some(k) if self.subs.contains_key(&k) => vec![k],
+                    Some(_) => Vec::new(),
+                    None => self.subs.keys().copied().collect(),
+                };
+                for key in keys {
+                    match access::authorize(&self.state, &self.caller_now(), key).await {
+                        Ok(privileged) => {
+                            if let Some(sub) = self.subs.get_mut(&key) {
+                                sub.privileged = privileged;
+                            }
+                        }
+                        Err(p) => {
+                            self.drop_sub(key);
+                            self.writer
+                                .json(&serde_json::json!({
+                                    "type": "unsub",
+                                    "channel": key.to_string(),
+                                    "reason": p.code.as_str(),
+                                }))
+                                .await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The caller with the role this process knows the user to have now.
+    fn caller_now(&self) -> Caller {
+        let mut caller = self.caller.clone();
+        if let Some(role) = self.state.auth.revocations.role(caller.user_id) {
+            caller.role = role;
+        }
+        caller
+    }
+
+    /// Send a live publication in offset order: one already sent (in a
+    /// resume's backlog) is dropped, and a gap is filled from the log first.
+    async fn publish(&mut self, p: &Publication) -> Result<(), Closed> {
+        let Some(sub) = self.subs.get(&p.key) else {
+            return Ok(());
+        };
+        if p.offset <= sub.last {
+            return Ok(());
+        }
+        let (last, privileged) = (sub.last, sub.privileged);
+        if p.offset > last + 1 {
+            let missed = history::read(&self.state.pool, p.key, last, p.offset - 1)
+                .await
+                .map_err(|_| Closed)?;
+            if missed.len() as u64 != p.offset - 1 - last {
+                // The log cannot fill the gap: make the client reload.
+                self.drop_sub(p.key);
+                return self
+                    .writer
+                    .json(&serde_json::json!({
+                        "type": "unsub", "channel": p.key.to_string(), "reason": "gap",
+                    }))
+                    .await;
+            }
+            for m in &missed {
+                self.writer
+                    .text(m.frame_for(self.caller.user_id, privileged))
+                    .await?;
+            }
+        }
+        self.writer
+            .text(p.frame_for(self.caller.user_id, privileged))
+            .await?;
+        if let Some(sub) = self.subs.get_mut(&p.key) {
+            sub.last = p.offset;
+        }
+        Ok(())
+    }
+
+    fn drop_sub(&mut self, key: ChannelKey) {
+        if self.subs.remove(&key).is_some() {
+            self.state.realtime.unsubscribe(key, &self.conn);
+        }
+    }
+
+    async fn frame(&mut self, frame: ClientFrame) -> Result<(), Closed> {
+        match frame {
+            ClientFrame::Connect { id, .. } => {
+                let p = Problem::new(Code::BAD_REQUEST, "This socket is connected already.");
+                self.writer.error(id, None, &p).await
+            }
+            ClientFrame::Refresh { id, token } => self.refresh(id, &token).await,
+            ClientFrame::Sub { id, channel, since } => self.subscribe(id, &channel, since).await,
+            ClientFrame::Unsub { id, channel } => {
+                if let Some(key) = ChannelKey::parse(&channel) {
+                    self.drop_sub(key);
+                }
+                self.writer
+                    .json(
+                        &serde_json::json!({"type": "unsubscribed", "id": id, "channel": channel}),
+                    )
+                    .await
+            }
+            ClientFrame::Cmd {
+                id,
+                op,
+                channel,
+                data,
+            } => {
+                let answer = self.command(&op, &channel, data).await;
+                let frame = match answer {
+                    Ok((status, data)) => {
+                        serde_json::json!({"type": "reply", "id": id, "status": status, "data": data})
+                    }
+                    Err(p) => serde_json::json!({"type": "reply", "id": id, "error": p}),
+                };
+                self.writer.json(&frame).await
+            }
+            ClientFrame::Ack {
+                channel,
+                recv,
+                read,
+            } => self.ack(&channel, recv, read).await,
+            ClientFrame::Cursor { channel, x, y } => self.cursor(&channel, x, y),
+        }
+    }
+
+    async fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<(), Closed> {
+        match Caller::authenticate(&self.state, token, self.caller.origin.clone()).await {
+            Ok(c) if c.user_id == self.caller.user_id => {
+                self.conn.set_session(c.session_id);
+                self.caller = c;
+                self.writer
+                    .json(&serde_json::json!({
+                        "type": "refreshed", "id": id, "expires_at": self.caller.claims.exp,
+                    }))
+                    .await
+            }
+            Ok(_) => {
+                let p = Problem::new(
+                    Code::INVALID_TOKEN,
+                    "A refreshed token must be for the same user.",
+                );
+                self.writer.error(id, None, &p).await
+            }
+            Err(p) => self.writer.error(id, None, &p).await,
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: Option<u64>,
+        channel: &str,
+        since: Option<Since>,
+    ) -> Result<(), Closed> {
+        let config = self.state.http.realtime.clone();
+        let Some(key) = ChannelKey::parse(channel) else {
+            let p = Problem::new(
+                Code::UNKNOWN_CHANNEL,
+                "Channels are board:{lesson_id}, chat:{lesson_id}, lesson:{id} or user:{id}.",
+            );
+            return self.writer.error(id, Some(channel), &p).await;
+        };
+        if !self.subs.contains_key(&key) && self.subs.len() >= config.max_channels {
+            let p = Problem::new(
+                Code::TOO_MANY_CHANNELS,
+                format!(
+                    "A socket may subscribe to {} channels.",
+                    config.max_channels
+                ),
+            );
+            return self.writer.error(id, Some(channel), &p).await;
+        }
+        let privileged = match access::authorize(&self.state, &self.caller_now(), key).await {
+            Ok(p) => p,
+            Err(p) => return self.writer.error(id, Some(channel), &p).await,
+        };
+        // Live events from now on wait in the queue while the history is
+        // read; those the history already holds are dropped by offset.
+        self.state.realtime.subscribe(key, &self.conn);
+        let pool = &self.state.pool;
+        let read = async {
+            let epoch = self.state.realtime.epoch(pool).await?;
+            let top = history::top(pool, key).await?;
+            let mut recovered = None;
+            let mut reason = None;
+            let mut pubs = Vec::new();
+            if let Some(since) = since {
+                let why = if since.epoch != *epoch {
+                    Some("epoch")
+                } else if since.offset > top {
+                    Some("offset_ahead")
+                } else if top - since.offset > config.resume_max_events {
+                    Some("too_many")
+                } else {
+                    let missed = history::read(pool, key, since.offset, top).await?;
+                    let mut bytes = 0;
+                    for m in &missed {
+                        let frame = m.frame_for(self.caller.user_id, privileged);
+                        bytes += frame.len();
+                        pubs.push(Arc::clone(frame));
+                    }
+                    (bytes > config.resume_max_bytes).then_some("too_large")
+                };
+                if why.is_some() {
+                    pubs.clear();
+                }
+                recovered = Some(why.is_none());
+                reason = why;
+            }
+            Ok::<_, sqlx::Error>((epoch, top, recovered, reason, pubs))
+        };
+        let (epoch, top, recovered, reason, pubs) = match read.await {
+            Ok(r) => r,
+            Err(e) => {
+                self.state.realtime.unsubscribe(key, &self.conn);
+                let p = Problem::unavailable(e);
+                return self.writer.error(id, Some(channel), &p).await;
+            }
+        };
+        self.subs.insert(
+            key,
+            Sub {
+                last: top,
+                privileged,
+            },
+        );
+        let reply = Subscribed {
+            kind: "subscribed",
+            id,
+            channel: key.to_string(),
+            epoch: epoch.to_string(),
+            top,
+            recovered,
+            reason,
+            pubs: pubs
+                .iter()
+                .filter_map(|f| serde_json::value::RawValue::from_string(f.to_string()).ok())
+                .collect(),
+        };
+        self.writer.json(&reply).await
+    }
+
+    /// Run a command as its HTTP route does: `(status, body)` or a problem.
+    async fn command(
+        &mut self,
+        op: &str,
+        channel: &str,
+        data: serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), Problem> {
+        let key = ChannelKey::parse(channel)
+            .ok_or_else(|| Problem::new(Code::UNKNOWN_CHANNEL, "No such channel."))?;
+        let bytes = serde_json::to_vec(&data).map_err(Problem::internal)?;
+        let mut caller = self.caller_now();
+        caller.origin.request_id = format!("ws-{}-{}", self.conn.id, Uuid::new_v4().simple());
+        let body = match (op, key.kind) {
+            ("chat.send", Kind::Chat) => {
+                let body = crate::extract::body(&bytes)?;
+                let (status, sent) =
+                    crate::routes::classroom::chat::send(&self.state, &caller, key.id, body)
+                        .await?;
+                (
+                    status.as_u16(),
+                    serde_json::to_value(sent).map_err(Problem::internal)?,
+                )
+            }
+            ("board.ops", Kind::Board) => {
+                let body = crate::extract::body(&bytes)?;
+                let applied = crate::routes::classroom::boards::draw_batch(
+                    &self.state,
+                    &caller,
+                    key.id,
+                    body,
+                )
+                .await?;
+                (
+                    200,
+                    serde_json::to_value(applied.0).map_err(Problem::internal)?,
+                )
+            }
+            _ => return Err(Problem::new(
+                Code::UNKNOWN_COMMAND,
+                "Commands are chat.send (on a chat channel) and board.ops (on a board channel).",
+            )),
+        };
+        Ok(body)
+    }
+
+    async fn ack(
+        &mut self,
+        channel: &str,
+        recv: Option<u64>,
+        read: Option<u64>,
+    ) -> Result<(), Closed> {
+        let key = match ChannelKey::parse(channel) {
+            Some(k) if k.kind == Kind::Chat => k,
+            _ => {
+                let p = Problem::new(Code::UNKNOWN_CHANNEL, "Acks are for chat channels.");
+                return self.writer.error(None, Some(channel), &p).await;
+            }
+        };
+        let caller = self.caller_now();
+        match caller
+            .authorize(&self.state, lectern_domain::policy::Action::ChatAck)
+            .await
+        {
+            Ok(grant) => {
+                self.state.realtime.acks.note(
+                    &caller,
+                    grant.own_only,
+                    key.id,
+                    recv.unwrap_or(0),
+                    read.unwrap_or(0),
+                );
+                Ok(())
+            }
+            Err(p) => self.writer.error(None, Some(channel), &p).await,
+        }
+    }
+
+    /// Relay a pointer position to the board's other subscribers on this
+    /// process, at most one per interval; never stored.
+    fn cursor(&mut self, channel: &str, x: f64, y: f64) -> Result<(), Closed> {
+        let Some(key) = ChannelKey::parse(channel).filter(|k| self.subs.contains_key(k)) else {
+            return Ok(());
+        };
+        let every = Duration::from_millis(self.state.http.realtime.cursor_interval_ms);
+        if self.last_cursor.is_some_and(|at| at.elapsed() < every)
+            || !x.is_finite()
+            || !y.is_finite()
+        {
+            return Ok(());
+        }
+        self.last_cursor = Some(Instant::now());
+        let frame: Arc<str> = serde_json::json!({
+            "type": "cursor", "channel": key.to_string(), "user_id": self.caller.user_id, "x": x, "y": y,
+        })
+        .to_string()
+        .into();
+        self.state.realtime.relay(&key, self.conn.id, &frame);
+        Ok(())
+    }
+}
+
+/// When a token expiring at `exp` (Unix seconds) runs out.
+fn expiry(exp: i64) -> Instant {
+    let left = exp - chrono::Utc::now().timestamp();
+    Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
+}
