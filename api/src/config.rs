@@ -149,6 +149,89 @@ pub struct RealtimeConfig {
     /// recipient in one chat: acks in between are merged.
     #[arg(long, env = "LECTERN_WS_ACK_INTERVAL_MS", default_value_t = 1000)]
     pub ack_interval_ms: u64,
+    /// An HTTP presence client without a heartbeat for this long shows
+    /// `reconnecting` (PRESENCE_TTL).
+    #[arg(long, env = "LECTERN_PRESENCE_TTL_SECS", default_value_t = 90)]
+    pub presence_ttl_secs: u64,
+    /// The heartbeat interval HTTP presence clients are told to keep.
+    #[arg(long, env = "LECTERN_PRESENCE_HEARTBEAT_SECS", default_value_t = 30)]
+    pub presence_heartbeat_secs: u64,
+    /// An HTTP presence client without a heartbeat for this long is dropped
+    /// (a ghost): `offline`.
+    #[arg(long, env = "LECTERN_PRESENCE_GHOST_SECS", default_value_t = 120)]
+    pub presence_ghost_secs: u64,
+    /// A status the user chose (away, busy) is restored on a reconnect
+    /// within this many seconds.
+    #[arg(
+        long,
+        env = "LECTERN_PRESENCE_RECONNECT_WINDOW_SECS",
+        default_value_t = 300
+    )]
+    pub presence_reconnect_window_secs: u64,
+    /// A socket lost without a close shows `reconnecting` this long, then
+    /// `offline`; a reconnect within it sends no offline diff.
+    #[arg(long, env = "LECTERN_PRESENCE_GRACE_SECS", default_value_t = 30)]
+    pub presence_grace_secs: u64,
+    /// Presence diffs to a `lesson:` channel are sent at most this often.
+    #[arg(long, env = "LECTERN_PRESENCE_BATCH_MS", default_value_t = 1500)]
+    pub presence_batch_ms: u64,
+    /// Each process beats its `realtime_nodes` row this often ...
+    #[arg(long, env = "LECTERN_NODE_BEAT_SECS", default_value_t = 5)]
+    pub node_beat_secs: u64,
+    /// ... is suspect after this long without a beat (its users show
+    /// `reconnecting`) ...
+    #[arg(long, env = "LECTERN_NODE_SUSPECT_SECS", default_value_t = 10)]
+    pub node_suspect_secs: u64,
+    /// ... and dead after this long (its users go `offline`).
+    #[arg(long, env = "LECTERN_NODE_DEAD_SECS", default_value_t = 15)]
+    pub node_dead_secs: u64,
+    /// A second device starting a video: `refuse` (409
+    /// playback_active_elsewhere) or `takeover` (the old one is stopped).
+    #[arg(long, env = "LECTERN_VIDEO_POLICY", default_value = "refuse", value_parser = ["refuse", "takeover"])]
+    pub video_policy: String,
+    /// A video session lives this long past its last heartbeat.
+    #[arg(long, env = "LECTERN_VIDEO_LEASE_SECS", default_value_t = 45)]
+    pub video_lease_secs: u64,
+    /// Where playback URLs point (the media server or CDN).
+    #[arg(
+        long,
+        env = "LECTERN_VIDEO_BASE_URL",
+        default_value = "http://127.0.0.1:8080/media"
+    )]
+    pub video_base_url: String,
+    /// Playback URLs and session tokens expire after this many seconds.
+    #[arg(long, env = "LECTERN_VIDEO_URL_TTL_SECS", default_value_t = 3600)]
+    pub video_url_ttl_secs: u64,
+}
+
+impl RealtimeConfig {
+    /// The presence timings.
+    pub fn presence(&self) -> lectern_commands::presence::PresenceConfig {
+        use std::time::Duration;
+        lectern_commands::presence::PresenceConfig {
+            ttl: Duration::from_secs(self.presence_ttl_secs),
+            heartbeat_interval: Duration::from_secs(self.presence_heartbeat_secs),
+            ghost: Duration::from_secs(self.presence_ghost_secs),
+            reconnect_window: Duration::from_secs(self.presence_reconnect_window_secs),
+            grace: Duration::from_secs(self.presence_grace_secs),
+            node_beat: Duration::from_secs(self.node_beat_secs.max(1)),
+            node_suspect: Duration::from_secs(self.node_suspect_secs),
+            node_dead: Duration::from_secs(self.node_dead_secs),
+        }
+    }
+
+    /// The video settings.
+    pub fn video(&self) -> lectern_commands::video::VideoConfig {
+        use lectern_domain::video::TakeoverPolicy;
+        lectern_commands::video::VideoConfig {
+            lease: std::time::Duration::from_secs(self.video_lease_secs),
+            policy: if self.video_policy == "takeover" {
+                TakeoverPolicy::Takeover
+            } else {
+                TakeoverPolicy::Refuse
+            },
+        }
+    }
 }
 
 impl Default for RealtimeConfig {
@@ -168,6 +251,19 @@ impl Default for RealtimeConfig {
             resume_max_bytes: 1024 * 1024,
             cursor_interval_ms: 50,
             ack_interval_ms: 1000,
+            presence_ttl_secs: 90,
+            presence_heartbeat_secs: 30,
+            presence_ghost_secs: 120,
+            presence_reconnect_window_secs: 300,
+            presence_grace_secs: 30,
+            presence_batch_ms: 1500,
+            node_beat_secs: 5,
+            node_suspect_secs: 10,
+            node_dead_secs: 15,
+            video_policy: "refuse".to_owned(),
+            video_lease_secs: 45,
+            video_base_url: "http://127.0.0.1:8080/media".to_owned(),
+            video_url_ttl_secs: 3600,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The background work of a server process, started in one place.
 //!
 //! [`Workers::start`] starts everything that runs beside the listeners: the
-//! revocation watcher, the realtime gateway's log tailer and acknowledgement
-//! writer, rate-limiter pruning, the mail sender, each context's
+//! revocation watcher, the realtime gateway's log tailer, acknowledgement
+//! writer and presence batches, rate-limiter pruning, the mail sender, each context's
 //! workers (the delivery-expiry sweep), and the projection runners and
 //! process managers. Each task
 //! is supervised (one that panics or ends before shutdown is logged, counted
@@ -87,6 +87,21 @@ impl Workers {
         );
         workers.supervise("realtime_tail", cancel, move |cancel| {
             crate::realtime::tail::run(pool.clone(), Arc::clone(&hub), tail_wakeup.clone(), cancel)
+        });
+        let (hub, batch) = (
+            Arc::clone(&state.realtime),
+            Duration::from_millis(state.http.realtime.presence_batch_ms.max(50)),
+        );
+        workers.supervise("realtime_presence", cancel, move |cancel| {
+            let hub = Arc::clone(&hub);
+            async move {
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(batch) => hub.flush_presence(),
+                    }
+                }
+            }
         });
         let acks_state = state.clone();
         workers.supervise("realtime_acks", cancel, move |cancel| {

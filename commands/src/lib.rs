@@ -16,7 +16,9 @@ mod cqrs_store;
 pub mod error;
 pub mod identity;
 pub mod pool;
+pub mod presence;
 pub mod store;
+pub mod video;
 
 pub use bus::{CommandBus, Committed, DispatchConfig};
 pub use error::{CommandError, StoreError};

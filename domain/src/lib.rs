@@ -11,8 +11,10 @@ pub mod mask;
 pub mod metadata;
 pub mod policy;
 pub mod position;
+pub mod presence;
 #[cfg(test)]
 mod testing;
+pub mod video;
 
 pub use metadata::{CommandName, EventMetadata};
 pub use position::Position;

@@ -150,6 +150,8 @@ actions! {
     ChatRead = "chat.read": "Read chat messages";
     ChatAck = "chat.ack": "Acknowledge chat deliveries";
     PresenceRead = "presence.read": "See who is online in a lesson";
+    PresenceUpdate = "presence.update": "Send heartbeats and set one's own status";
+    VideoWatch = "video.watch": "Start, renew and end one's own video sessions";
     PaymentCreate = "payment.create": "Start a payment";
     PaymentRead = "payment.read": "Read payments and invoices";
     PaymentWebhook = "payment.webhook": "Deliver a signed payment-provider webhook";
@@ -258,6 +260,28 @@ pub static POLICY: &[Row] = &[
     row(X::ChatRead, DENY, PARTICIPANTS),
     row(X::ChatAck, DENY, [ALLOW, DENY, OWN, OWN, DENY]),
     row(X::PresenceRead, DENY, PARTICIPANTS),
+    row(
+        X::PresenceUpdate,
+        DENY,
+        [
+            limited(A, 120, MINUTE, Session),
+            limited(A, 120, MINUTE, Session),
+            limited(A, 120, MINUTE, Session),
+            limited(A, 120, MINUTE, Session),
+            limited(A, 120, MINUTE, Session),
+        ],
+    ),
+    row(
+        X::VideoWatch,
+        DENY,
+        [
+            limited(A, 60, MINUTE, User),
+            DENY,
+            limited(O, 60, MINUTE, User),
+            limited(O, 60, MINUTE, User),
+            DENY,
+        ],
+    ),
     row(
         X::PaymentCreate,
         DENY,

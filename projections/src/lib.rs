@@ -11,10 +11,12 @@ pub mod classroom;
 pub mod follow;
 pub mod identity;
 pub mod log;
+pub mod presence;
 pub mod process;
 pub mod projection;
 pub mod runner;
 pub mod status;
+pub mod video;
 
 pub use follow::{FollowConfig, Follower, Wakeup, EVENTS_CHANNEL};
 pub use log::LogEvent;
@@ -34,5 +36,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(classroom::LessonsProjection),
         Arc::new(classroom::BoardsProjection),
         Arc::new(classroom::ChatProjection),
+        Arc::new(presence::PresenceProjection),
+        Arc::new(video::VideoProjection),
     ]
 }

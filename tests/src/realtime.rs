@@ -39,6 +39,28 @@ impl Ws {
         Self { stream }
     }
 
+    /// Open a socket whose TCP receive buffer is small (4 KiB), and
+    /// authenticate: a client that stops reading fills it at once.
+    pub async fn connect_small(addr: SocketAddr, token: &str) -> (Self, Value) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .set_recv_buffer_size(4096)
+            .expect("a small receive buffer");
+        let tcp = socket.connect(addr).await.expect("connected");
+        let (stream, _) = tokio_tungstenite::client_async(
+            format!("ws://{addr}/api/v1/realtime"),
+            MaybeTlsStream::Plain(tcp),
+        )
+        .await
+        .expect("the WebSocket handshake succeeds");
+        let mut ws = Self { stream };
+        ws.send(json!({"type": "connect", "id": 1, "token": token}))
+            .await;
+        let connected = ws.next().await;
+        assert_eq!(connected["type"], "connected", "{connected}");
+        (ws, connected)
+    }
+
     /// Open a socket and authenticate with `token`; the `connected` frame.
     pub async fn connect(addr: SocketAddr, token: &str) -> (Self, Value) {
         let mut ws = Self::open(addr).await;

@@ -72,6 +72,9 @@ struct Key {
 /// Signing and verification keys, with the issuer and audience.
 pub struct Keyring {
     signing_kid: String,
+    /// The root of keys derived for other signatures (video URLs), from the
+    /// signing secret.
+    mac_root: Vec<u8>,
     keys: HashMap<String, Key>,
     validation: Validation,
     /// The `iss` of access tokens.
@@ -88,6 +91,16 @@ impl Keyring {
             .context("the keyring needs at least one key")?
             .0
             .clone();
+        let mac_root = {
+            let first = &keys
+                .first()
+                .context("the keyring needs at least one key")?
+                .1;
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(first).expect("HMAC takes keys of any length");
+            mac.update(b"lectern derived signing keys v1");
+            mac.finalize().into_bytes().to_vec()
+        };
         let mut map = HashMap::new();
         for (kid, secret) in keys {
             anyhow::ensure!(
@@ -118,6 +131,7 @@ impl Keyring {
         validation.leeway = LEEWAY_SECS;
         Ok(Self {
             signing_kid,
+            mac_root,
             keys: map,
             validation,
             issuer: issuer.to_owned(),
@@ -146,6 +160,28 @@ impl Keyring {
             Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
         mac.update(b"lectern access-token signing key v1");
         ("dev-1".to_owned(), mac.finalize().into_bytes().to_vec())
+    }
+
+    /// An HMAC-SHA256 of `data` (hex) under a key derived for `purpose`:
+    /// signatures that are not access tokens (playback URLs, video session
+    /// tokens) never share a key with them.
+    pub fn mac(&self, purpose: &str, data: &str) -> String {
+        let mut derive =
+            Hmac::<Sha256>::new_from_slice(&self.mac_root).expect("HMAC takes keys of any length");
+        derive.update(purpose.as_bytes());
+        let key = derive.finalize().into_bytes();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
+        mac.update(data.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `signature` is [`Keyring::mac`] of `data` for `purpose`
+    /// (compared in constant time).
+    pub fn verify_mac(&self, purpose: &str, data: &str, signature: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let expected = self.mac(purpose, data);
+        expected.len() == signature.len()
+            && bool::from(expected.as_bytes().ct_eq(signature.as_bytes()))
     }
 
     /// Sign `claims` with the current key.

@@ -53,9 +53,6 @@ impl Kind {
     }
 }
 
-/// The aggregate types the gateway follows.
-pub const AGGREGATE_TYPES: &[&str] = &["Board", "Channel", "Lesson", "User"];
-
 /// A channel: a kind and the id of its aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChannelKey {

@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::channels::{ChannelKey, Publication};
+use lectern_domain::presence::Status;
+
+use super::channels::{ChannelKey, Kind, Publication};
 use super::protocol::close;
 use crate::config::RealtimeConfig;
 
@@ -28,6 +30,16 @@ pub enum Outbound {
     /// Authorization may have changed: check the subscriptions again (all,
     /// or those of one channel).
     Recheck(Option<ChannelKey>),
+    /// A batch of presence changes on a `lesson:` channel: the diff, and the
+    /// counts for subscribers that asked for counts only.
+    Presence {
+        /// The channel.
+        key: ChannelKey,
+        /// `{"type": "presence", ..., "diff": {...}}`.
+        diff: Arc<str>,
+        /// `{"type": "presence", ..., "counts": {...}}`.
+        counts: Arc<str>,
+    },
 }
 
 impl Outbound {
@@ -36,6 +48,7 @@ impl Outbound {
             Outbound::Pub(p) => p.frame.len(),
             Outbound::Frame(f) => f.len(),
             Outbound::Recheck(_) => 0,
+            Outbound::Presence { diff, .. } => diff.len(),
         }
     }
 }
@@ -160,6 +173,26 @@ pub struct Hub {
     registry: RwLock<Registry>,
     next_id: AtomicU64,
     epoch: RwLock<Option<Arc<str>>>,
+    lessons: Mutex<HashMap<Uuid, LessonWatch>>,
+}
+
+/// The presence of a lesson some local socket subscribes to.
+#[derive(Default)]
+struct LessonWatch {
+    /// Each participant's status as last sent (or loaded).
+    sent: HashMap<Uuid, Status>,
+    /// Changes since the last batch.
+    pending: HashMap<Uuid, Status>,
+}
+
+/// The statuses counted by `status`.
+pub fn counts(statuses: impl Iterator<Item = Status>) -> serde_json::Value {
+    let mut counts: HashMap<&'static str, u64> =
+        Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for s in statuses {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    serde_json::json!(counts)
 }
 
 /// Why a socket could not be registered.
@@ -170,13 +203,19 @@ impl Hub {
     /// An empty hub.
     pub fn new(config: RealtimeConfig) -> Self {
         Self {
-            node: lectern_commands::pool::instance().to_owned(),
+            // Unique per hub: two servers in one process are two nodes.
+            node: format!(
+                "{}/{:04x}",
+                lectern_commands::pool::instance(),
+                rand::random::<u16>()
+            ),
             config,
             acks: super::acks::Acks::default(),
             closes: Arc::default(),
             registry: RwLock::default(),
             next_id: AtomicU64::new(1),
             epoch: RwLock::new(None),
+            lessons: Mutex::default(),
         }
     }
 
@@ -306,6 +345,112 @@ impl Hub {
         let r = self.registry.read().unwrap_or_else(PoisonError::into_inner);
         for conn in r.users.values().flat_map(HashMap::values) {
             conn.close(code);
+        }
+    }
+
+    /// Follow the presence of lesson `lesson`'s `participants` (with their
+    /// statuses now) for its local subscribers.
+    pub fn watch_lesson(
+        &self,
+        lesson: Uuid,
+        participants: impl IntoIterator<Item = (Uuid, Status)>,
+    ) {
+        let mut lessons = self.lessons.lock().unwrap_or_else(PoisonError::into_inner);
+        let watch = lessons.entry(lesson).or_default();
+        for (user, status) in participants {
+            watch.sent.entry(user).or_insert(status);
+        }
+    }
+
+    /// The statuses of a watched lesson's participants, as last sent.
+    pub fn lesson_presence(&self, lesson: Uuid) -> HashMap<Uuid, Status> {
+        let lessons = self.lessons.lock().unwrap_or_else(PoisonError::into_inner);
+        lessons
+            .get(&lesson)
+            .map(|w| {
+                let mut now = w.sent.clone();
+                now.extend(w.pending.iter().map(|(u, s)| (*u, *s)));
+                now
+            })
+            .unwrap_or_default()
+    }
+
+    /// A participant joined (`Some(status)`) or left (`None`) a watched lesson.
+    pub fn lesson_member(&self, lesson: Uuid, user: Uuid, status: Option<Status>) {
+        let mut lessons = self.lessons.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(watch) = lessons.get_mut(&lesson) {
+            match status {
+                Some(s) => {
+                    watch.sent.entry(user).or_insert(s);
+                }
+                None => {
+                    watch.sent.remove(&user);
+                    watch.pending.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// `user`'s status changed: noted for every watched lesson they take
+    /// part in, sent with the next batch.
+    pub fn presence_changed(&self, user: Uuid, status: Status) {
+        let mut lessons = self.lessons.lock().unwrap_or_else(PoisonError::into_inner);
+        for watch in lessons.values_mut() {
+            if watch.sent.contains_key(&user) {
+                watch.pending.insert(user, status);
+            }
+        }
+    }
+
+    /// Send each watched lesson's changes since the last batch to its
+    /// subscribers: a participant whose status is back where it was sends
+    /// nothing (a reconnect within the batch sends no diff). Lessons nobody
+    /// here subscribes to any more are forgotten.
+    pub fn flush_presence(&self) {
+        let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        let mut lessons = self.lessons.lock().unwrap_or_else(PoisonError::into_inner);
+        lessons.retain(|lesson, _| {
+            registry.channels.contains_key(&ChannelKey {
+                kind: Kind::Lesson,
+                id: *lesson,
+            })
+        });
+        for (lesson, watch) in lessons.iter_mut() {
+            if watch.pending.is_empty() {
+                continue;
+            }
+            let mut diff = serde_json::Map::new();
+            for (user, status) in watch.pending.drain() {
+                if watch.sent.insert(user, status) != Some(status) {
+                    diff.insert(user.to_string(), status.as_str().into());
+                }
+            }
+            if diff.is_empty() {
+                continue;
+            }
+            let key = ChannelKey {
+                kind: Kind::Lesson,
+                id: *lesson,
+            };
+            let channel = key.to_string();
+            let diff: Arc<str> =
+                serde_json::json!({"type": "presence", "channel": channel, "diff": diff})
+                    .to_string()
+                    .into();
+            let counts: Arc<str> = serde_json::json!({
+                "type": "presence", "channel": channel, "counts": counts(watch.sent.values().copied()),
+            })
+            .to_string()
+            .into();
+            if let Some(subscribers) = registry.channels.get(&key) {
+                for conn in subscribers.values() {
+                    conn.push(Outbound::Presence {
+                        key,
+                        diff: Arc::clone(&diff),
+                        counts: Arc::clone(&counts),
+                    });
+                }
+            }
         }
     }
 

@@ -29,6 +29,10 @@ pub enum ClientFrame {
         id: Option<u64>,
         /// An access token.
         token: String,
+        /// The device this socket runs on (1 to 128 bytes): a reconnect from
+        /// the same device replaces the connection it lost.
+        #[serde(default)]
+        device: Option<String>,
     },
     /// Swap in a new access token before the current one expires.
     Refresh {
@@ -48,6 +52,11 @@ pub enum ClientFrame {
         /// Resume after this point: the missed events come in the answer.
         #[serde(default)]
         since: Option<Since>,
+        /// On a `lesson:` channel: `full` (the default) for each
+        /// participant's status and the diffs, `counts` for the number per
+        /// status only (large lessons), `none` for no presence.
+        #[serde(default)]
+        presence: Option<PresenceMode>,
     },
     /// Stop receiving a channel.
     Unsub {
@@ -61,10 +70,12 @@ pub enum ClientFrame {
     Cmd {
         /// Echoed in the `reply`.
         id: u64,
-        /// `chat.send` or `board.ops`.
+        /// `chat.send`, `board.ops` or `video.heartbeat`.
         op: String,
-        /// The channel the command is for: `chat:{lesson_id}` or `board:{lesson_id}`.
-        channel: String,
+        /// The channel the command is for: `chat:{lesson_id}` or
+        /// `board:{lesson_id}` (none for `video.heartbeat`).
+        #[serde(default)]
+        channel: Option<String>,
         /// The command's body, as its HTTP request body.
         data: Value,
     },
@@ -79,6 +90,14 @@ pub enum ClientFrame {
         /// Every message up to this `seq` was read.
         #[serde(default)]
         read: Option<u64>,
+    },
+    /// Choose one's presence status: `online`, `away` or `busy`.
+    Status {
+        /// Echoed in the answer.
+        #[serde(default)]
+        id: Option<u64>,
+        /// The status.
+        status: String,
     },
     /// A pointer position on a board: relayed to its other subscribers,
     /// throttled, never stored.
@@ -108,8 +127,24 @@ pub const SERVER_TYPES: &[&str] = &[
     "unsub",
     "reply",
     "cursor",
+    "presence",
+    "status",
+    "video.stop",
     "error",
 ];
+
+/// How a `lesson:` subscriber wants presence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceMode {
+    /// Each participant's status, then diffs.
+    #[default]
+    Full,
+    /// The number of participants per status only.
+    Counts,
+    /// No presence.
+    None,
+}
 
 /// The answer to `connect`.
 #[derive(Debug, Serialize)]
@@ -160,6 +195,10 @@ pub struct Subscribed {
     pub reason: Option<&'static str>,
     /// The missed events, in offset order (raw `pub` frames).
     pub pubs: Vec<Box<serde_json::value::RawValue>>,
+    /// On a `lesson:` channel: each participant's status (`full`) or the
+    /// number per status (`counts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence: Option<serde_json::Value>,
 }
 
 /// An error frame: the answer to a request that failed, or a complaint

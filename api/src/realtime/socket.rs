@@ -22,10 +22,12 @@ use super::access;
 use super::channels::{ChannelKey, Kind, Publication};
 use super::history;
 use super::hub::{Connection, Outbound};
-use super::protocol::{close, ClientFrame, Connected, ErrorFrame, Since, Subscribed};
+use super::protocol::{close, ClientFrame, Connected, ErrorFrame, PresenceMode, Since, Subscribed};
 use crate::app::AppState;
 use crate::auth::{Caller, Origin};
 use crate::problem::{Code, Problem};
+use lectern_commands::presence::Kind as PresenceKind;
+use lectern_domain::presence::Status;
 
 /// A frame from the client, as the reader task hands it on.
 enum Incoming {
@@ -34,7 +36,10 @@ enum Incoming {
     /// Binary data, which the protocol does not use.
     Binary,
     TooLarge,
+    /// The client sent a close frame.
     Closed,
+    /// The connection ended without one.
+    Gone,
 }
 
 async fn read_frames(mut stream: SplitStream<WebSocket>, tx: mpsc::Sender<Incoming>) {
@@ -56,7 +61,7 @@ async fn read_frames(mut stream: SplitStream<WebSocket>, tx: mpsc::Sender<Incomi
                     .send(if too_large {
                         Incoming::TooLarge
                     } else {
-                        Incoming::Closed
+                        Incoming::Gone
                     })
                     .await;
                 return;
@@ -67,7 +72,7 @@ async fn read_frames(mut stream: SplitStream<WebSocket>, tx: mpsc::Sender<Incomi
             return;
         }
     }
-    let _ = tx.send(Incoming::Closed).await;
+    let _ = tx.send(Incoming::Gone).await;
 }
 
 /// One subscription of this socket.
@@ -76,6 +81,8 @@ struct Sub {
     last: u64,
     /// Sees every enrolment (see [`access::authorize`]).
     privileged: bool,
+    /// How a `lesson:` subscription wants presence.
+    presence: PresenceMode,
 }
 
 /// How the socket ended.
@@ -101,8 +108,8 @@ pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
             return;
         }
     };
-    let (id, token) = match first.as_ref().map(parse) {
-        Some(Ok(ClientFrame::Connect { id, token })) => (id, token),
+    let (id, token, device) = match first.as_ref().map(parse) {
+        Some(Ok(ClientFrame::Connect { id, token, device })) => (id, token, device),
         Some(Ok(_)) | Some(Err(_)) => {
             let p = Problem::new(Code::BAD_REQUEST, "The first frame must be `connect`.");
             let _ = writer.error(None, None, &p).await;
@@ -146,6 +153,22 @@ pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
             return;
         }
     };
+    let device = device.filter(|d| !d.is_empty() && d.len() <= 128);
+    let presence_id = format!("{}/{}", hub.node, conn.id);
+    let user = caller.user_id;
+    if let Err(e) = state
+        .presence
+        .connect(
+            &presence_id,
+            user,
+            PresenceKind::Socket,
+            Some(&hub.node),
+            device.as_deref(),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record a socket's presence");
+    }
     let mut socket = Socket {
         state: state.clone(),
         caller,
@@ -153,14 +176,24 @@ pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
         subs: HashMap::new(),
         writer,
         last_cursor: None,
+        client_closed: false,
     };
     let ended = socket.run(id, incoming, queue).await;
-    let code = socket.conn.close_code().unwrap_or(close::SHUTTING_DOWN);
+    let code = socket.conn.close_code();
     if ended.is_ok() {
-        socket.writer.close(code).await;
+        socket
+            .writer
+            .close(code.unwrap_or(close::SHUTTING_DOWN))
+            .await;
     }
     hub.disconnect(&socket.conn, socket.subs.keys().copied());
     reader.abort();
+    // A client that said goodbye, or was sent away for good, is gone; any
+    // other loss counts as `reconnecting` for the grace.
+    let clean = socket.client_closed || code.is_some_and(|c| c >= close::PROTOCOL);
+    if let Err(e) = state.presence.disconnect(&presence_id, user, clean).await {
+        tracing::warn!(error = %e, "cannot record a socket's end for presence");
+    }
 }
 
 fn parse(incoming: &Incoming) -> Result<ClientFrame, Problem> {
@@ -236,6 +269,8 @@ struct Socket {
     subs: HashMap<ChannelKey, Sub>,
     writer: Writer,
     last_cursor: Option<Instant>,
+    /// The client sent a close frame.
+    client_closed: bool,
 }
 
 impl Socket {
@@ -303,7 +338,11 @@ impl Socket {
                     self.outbound(out).await?;
                 }
                 frame = incoming.recv() => match frame {
-                    None | Some(Incoming::Closed) => return Err(Closed),
+                    Some(Incoming::Closed) => {
+                        self.client_closed = true;
+                        return Err(Closed);
+                    }
+                    None | Some(Incoming::Gone) => return Err(Closed),
                     Some(Incoming::Pong) => pong_due = None,
                     Some(Incoming::TooLarge) => {
                         self.conn.close(close::FRAME_TOO_LARGE);
@@ -334,6 +373,13 @@ impl Socket {
         match out {
             Outbound::Pub(p) => self.publish(&p).await,
             Outbound::Frame(f) => self.writer.text(&f).await,
+            Outbound::Presence { key, diff, counts } => {
+                match self.subs.get(&key).map(|s| s.presence) {
+                    Some(PresenceMode::Full) => self.writer.text(&diff).await,
+                    Some(PresenceMode::Counts) => self.writer.text(&counts).await,
+                    Some(PresenceMode::None) | None => Ok(()),
+                }
+            }
             Outbound::Recheck(key) => {
                 let keys: Vec<ChannelKey> = match key {
                     Some(k) if self.subs.contains_key(&k) => vec![k],
@@ -425,7 +471,16 @@ impl Socket {
                 self.writer.error(id, None, &p).await
             }
             ClientFrame::Refresh { id, token } => self.refresh(id, &token).await,
-            ClientFrame::Sub { id, channel, since } => self.subscribe(id, &channel, since).await,
+            ClientFrame::Sub {
+                id,
+                channel,
+                since,
+                presence,
+            } => {
+                self.subscribe(id, &channel, since, presence.unwrap_or_default())
+                    .await
+            }
+            ClientFrame::Status { id, status } => self.choose(id, &status).await,
             ClientFrame::Unsub { id, channel } => {
                 if let Some(key) = ChannelKey::parse(&channel) {
                     self.drop_sub(key);
@@ -442,7 +497,7 @@ impl Socket {
                 channel,
                 data,
             } => {
-                let answer = self.command(&op, &channel, data).await;
+                let answer = self.command(&op, channel.as_deref(), data).await;
                 let frame = match answer {
                     Ok((status, data)) => {
                         serde_json::json!({"type": "reply", "id": id, "status": status, "data": data})
@@ -482,11 +537,40 @@ impl Socket {
         }
     }
 
+    /// The client chose a presence status.
+    async fn choose(&mut self, id: Option<u64>, status: &str) -> Result<(), Closed> {
+        let caller = self.caller_now();
+        let answer = match caller
+            .authorize(&self.state, lectern_domain::policy::Action::PresenceUpdate)
+            .await
+        {
+            Err(p) => Err(p),
+            Ok(_) => match Status::parse(status).filter(|s| s.client_settable()) {
+                None => Err(Problem::invalid("#/status", "must be online, away or busy")),
+                Some(s) => self
+                    .state
+                    .presence
+                    .choose(caller.user_id, s)
+                    .await
+                    .map_err(Problem::from),
+            },
+        };
+        match answer {
+            Ok(now) => {
+                self.writer
+                    .json(&serde_json::json!({"type": "status", "id": id, "status": now.as_str()}))
+                    .await
+            }
+            Err(p) => self.writer.error(id, None, &p).await,
+        }
+    }
+
     async fn subscribe(
         &mut self,
         id: Option<u64>,
         channel: &str,
         since: Option<Since>,
+        presence: PresenceMode,
     ) -> Result<(), Closed> {
         let config = self.state.http.realtime.clone();
         let Some(key) = ChannelKey::parse(channel) else {
@@ -558,8 +642,24 @@ impl Socket {
             Sub {
                 last: top,
                 privileged,
+                presence,
             },
         );
+        let presence = match (key.kind, presence) {
+            (Kind::Lesson, PresenceMode::Full | PresenceMode::Counts) => {
+                match self.lesson_presence(key.id).await {
+                    Ok(statuses) if presence == PresenceMode::Full => {
+                        Some(serde_json::json!(statuses
+                            .iter()
+                            .map(|(u, s)| (u.to_string(), s.as_str()))
+                            .collect::<HashMap<_, _>>()))
+                    }
+                    Ok(statuses) => Some(super::hub::counts(statuses.values().copied())),
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
         let reply = Subscribed {
             kind: "subscribed",
             id,
@@ -572,22 +672,54 @@ impl Socket {
                 .iter()
                 .filter_map(|f| serde_json::value::RawValue::from_string(f.to_string()).ok())
                 .collect(),
+            presence,
         };
         self.writer.json(&reply).await
+    }
+
+    /// Lesson `lesson`'s participants and their statuses, followed by the
+    /// hub from now on.
+    async fn lesson_presence(&self, lesson: Uuid) -> Result<HashMap<Uuid, Status>, Problem> {
+        let hub = &self.state.realtime;
+        let participants = lectern_projections::presence::lesson(&self.state.read_pool, lesson)
+            .await?
+            .unwrap_or_default();
+        hub.watch_lesson(
+            lesson,
+            participants
+                .iter()
+                .map(|p| (p.user_id, Status::parse(&p.status).unwrap_or_default())),
+        );
+        Ok(hub.lesson_presence(lesson))
     }
 
     /// Run a command as its HTTP route does: `(status, body)` or a problem.
     async fn command(
         &mut self,
         op: &str,
-        channel: &str,
+        channel: Option<&str>,
         data: serde_json::Value,
     ) -> Result<(u16, serde_json::Value), Problem> {
-        let key = ChannelKey::parse(channel)
-            .ok_or_else(|| Problem::new(Code::UNKNOWN_CHANNEL, "No such channel."))?;
         let bytes = serde_json::to_vec(&data).map_err(Problem::internal)?;
         let mut caller = self.caller_now();
         caller.origin.request_id = format!("ws-{}-{}", self.conn.id, Uuid::new_v4().simple());
+        if op == "video.heartbeat" {
+            /// The body of a `video.heartbeat`.
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Beat {
+                session_id: Uuid,
+                position_ms: u64,
+            }
+            let beat: Beat = crate::extract::body(&bytes)?;
+            let lease =
+                crate::routes::video::beat(&self.state, &caller, beat.session_id, beat.position_ms)
+                    .await?;
+            return Ok((200, serde_json::to_value(lease).map_err(Problem::internal)?));
+        }
+        let key = channel
+            .and_then(ChannelKey::parse)
+            .ok_or_else(|| Problem::new(Code::UNKNOWN_CHANNEL, "No such channel."))?;
         let body = match (op, key.kind) {
             ("chat.send", Kind::Chat) => {
                 let body = crate::extract::body(&bytes)?;
@@ -615,7 +747,7 @@ impl Socket {
             }
             _ => return Err(Problem::new(
                 Code::UNKNOWN_COMMAND,
-                "Commands are chat.send (on a chat channel) and board.ops (on a board channel).",
+                "Commands are chat.send (on a chat channel), board.ops (on a board channel) and video.heartbeat.",
             )),
         };
         Ok(body)

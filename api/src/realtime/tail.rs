@@ -13,12 +13,18 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::channels::{self, Kind, AGGREGATE_TYPES};
+use lectern_domain::presence::Status;
+
+use super::channels::{self, ChannelKey, Kind};
 use super::hub::{Hub, Outbound};
 use super::protocol::close;
 
 /// How often the tailer polls when no NOTIFY comes.
 pub const POLL: Duration = Duration::from_millis(250);
+/// The streams the tailer follows: the channels' and those whose events
+/// the gateway acts on (presence changes, video takeovers).
+const FOLLOWED: &[&str] = &["Board", "Channel", "Lesson", "User", "Presence", "Playback"];
+
 /// How often the epoch is read again.
 const EPOCH_EVERY: Duration = Duration::from_secs(5);
 
@@ -41,7 +47,7 @@ pub async fn run(pool: PgPool, hub: Arc<Hub>, wakeup: Wakeup, cancel: Cancellati
                     let start = follow::position_since(&mut conn, chrono::Utc::now()).await?;
                     log.insert(Follower::new(
                         start,
-                        Interest::types(AGGREGATE_TYPES),
+                        Interest::types(FOLLOWED),
                         &wakeup,
                         config,
                     ))
@@ -94,11 +100,6 @@ pub async fn run(pool: PgPool, hub: Arc<Hub>, wakeup: Wakeup, cancel: Cancellati
 
 /// Hand one event to the hub, and act on what it changes about access.
 fn deliver(hub: &Hub, event: &LogEvent) {
-    let Some(publication) = channels::publication(event) else {
-        return;
-    };
-    let key = publication.key;
-    hub.dispatch(Arc::new(publication));
     let body = event
         .payload
         .get(&event.event_type)
@@ -108,6 +109,58 @@ fn deliver(hub: &Hub, event: &LogEvent) {
             .and_then(|v| v.as_str())
             .and_then(|s| Uuid::parse_str(s).ok())
     };
+    let Ok(stream) = Uuid::parse_str(&event.aggregate_id) else {
+        return;
+    };
+    match (event.aggregate_type.as_str(), event.event_type.as_str()) {
+        ("Presence", "PresenceChanged") => {
+            if let Some(to) = body
+                .get("to")
+                .and_then(|v| v.as_str())
+                .and_then(Status::parse)
+            {
+                hub.presence_changed(stream, to);
+            }
+            return;
+        }
+        ("Playback", kind @ ("VideoTakenOver" | "VideoExpired")) => {
+            // The device that played is told to stop, on its user channel.
+            let reason = if kind == "VideoTakenOver" {
+                "taken_over"
+            } else {
+                "expired"
+            };
+            let channel = ChannelKey {
+                kind: Kind::User,
+                id: stream,
+            };
+            let frame: Arc<str> = serde_json::json!({
+                "type": "video.stop", "channel": channel.to_string(),
+                "session_id": body.get("session_id"), "device_id": body.get("device_id"),
+                "reason": reason,
+            })
+            .to_string()
+            .into();
+            hub.relay(&channel, 0, &frame);
+            return;
+        }
+        ("Lesson", "StudentEnrolled") => {
+            if let Some(student) = uuid("student_id") {
+                hub.lesson_member(stream, student, Some(Status::Offline));
+            }
+        }
+        ("Lesson", "StudentUnenrolled") => {
+            if let Some(student) = uuid("student_id") {
+                hub.lesson_member(stream, student, None);
+            }
+        }
+        _ => {}
+    }
+    let Some(publication) = channels::publication(event) else {
+        return;
+    };
+    let key = publication.key;
+    hub.dispatch(Arc::new(publication));
     match (key.kind, event.event_type.as_str()) {
         (Kind::User, "SessionRevoked") => {
             if let Some(session) = uuid("session_id") {

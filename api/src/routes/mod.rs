@@ -11,7 +11,9 @@ pub mod classroom;
 pub mod health;
 pub mod identity;
 pub mod meta;
+pub mod presence;
 pub mod projections;
+pub mod video;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +23,8 @@ use std::time::Duration;
 use lectern_commands::classroom::roster::RosterSync;
 use lectern_commands::classroom::ClassroomService;
 use lectern_commands::identity::IdentityService;
+use lectern_commands::presence::PresenceService;
+use lectern_commands::video::VideoService;
 use lectern_projections::ProcessManager;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +57,10 @@ pub struct AppState {
     pub classroom: ClassroomService,
     /// The realtime gateway's sockets and subscriptions.
     pub realtime: Arc<crate::realtime::Hub>,
+    /// The presence context's commands.
+    pub presence: PresenceService,
+    /// The video context's commands.
+    pub video: VideoService,
 }
 
 impl AppState {
@@ -72,9 +80,11 @@ impl AppState {
         Self {
             identity,
             classroom: ClassroomService::new(&pool),
+            realtime: Arc::new(crate::realtime::Hub::new(http.realtime.clone())),
+            presence: PresenceService::new(&pool, http.realtime.presence()),
+            video: VideoService::new(&pool, http.realtime.video()),
             read_pool: pool.clone(),
             pool,
-            realtime: Arc::new(crate::realtime::Hub::new(http.realtime.clone())),
             http: Arc::new(http),
             auth,
         }
@@ -92,6 +102,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(identity::router())
         .merge(classroom::router())
         .merge(crate::realtime::router())
+        .merge(presence::router())
+        .merge(video::router())
 }
 
 /// Every problem code the API answers with.
@@ -129,15 +141,26 @@ pub struct ContextWorker {
 pub fn context_workers(state: &AppState, config: &WorkerConfig) -> Vec<ContextWorker> {
     let (pool, classroom) = (state.pool.clone(), state.classroom.clone());
     let ttl = Duration::from_secs(config.delivery_ttl_secs);
-    vec![ContextWorker {
-        name: "delivery_expiry",
-        run: Box::new(move |cancel| {
-            Box::pin(crate::expiry::run(
-                pool.clone(),
-                classroom.clone(),
-                ttl,
-                cancel,
-            ))
-        }),
-    }]
+    let (sweeping, expiring) = (state.clone(), state.clone());
+    vec![
+        ContextWorker {
+            name: "presence_sweep",
+            run: Box::new(move |cancel| Box::pin(presence::sweep(sweeping.clone(), cancel))),
+        },
+        ContextWorker {
+            name: "video_expiry",
+            run: Box::new(move |cancel| Box::pin(video::expire(expiring.clone(), cancel))),
+        },
+        ContextWorker {
+            name: "delivery_expiry",
+            run: Box::new(move |cancel| {
+                Box::pin(crate::expiry::run(
+                    pool.clone(),
+                    classroom.clone(),
+                    ttl,
+                    cancel,
+                ))
+            }),
+        },
+    ]
 }

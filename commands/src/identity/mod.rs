@@ -280,6 +280,12 @@ impl IdentityService {
         Ok(user.aggregate.role)
     }
 
+    /// Account `user_id` as its stream says, if it exists.
+    pub async fn user(&self, user_id: Uuid) -> Result<Option<User>, IdentityError> {
+        let user = self.users.store().load(&user_id.to_string()).await?;
+        Ok((user.version > 0).then_some(user.aggregate))
+    }
+
     /// The account registered with `email`, if any, and its state.
     pub async fn find_by_email(&self, email: &Email) -> Result<Option<User>, IdentityError> {
         let claim = self.claims.store().load(&claim_id(email)).await?;

@@ -33,6 +33,10 @@ enum Body {
     Policy,
     Message,
     Ack,
+    PresenceStatus,
+    PresenceBulk,
+    VideoStart,
+    VideoBeat,
 }
 
 const ANY: [u16; 6] = [200; 6];
@@ -214,6 +218,41 @@ const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
         PARTICIPANTS_LIST,
     ),
     ("POST", "/api/v1/deliveries/ack", Body::Ack, ENROLMENT),
+    // Presence and video, on lessons and sessions that do not exist.
+    (
+        "GET",
+        "/api/v1/presence/lessons/{lesson_id}",
+        Body::None,
+        PARTICIPANTS_LIST,
+    ),
+    ("GET", "/api/v1/presence/me", Body::None, AUTHED),
+    ("POST", "/api/v1/presence/me", Body::PresenceStatus, AUTHED),
+    ("POST", "/api/v1/heartbeat", Body::Empty, AUTHED),
+    (
+        "POST",
+        "/api/v1/presence/bulk",
+        Body::PresenceBulk,
+        [401, 200, 200, 200, 200, 403],
+    ),
+    (
+        "POST",
+        "/api/v1/video/sessions",
+        Body::VideoStart,
+        [401, 404, 403, 404, 404, 403],
+    ),
+    (
+        "POST",
+        "/api/v1/video/sessions/{id}/heartbeat",
+        Body::VideoBeat,
+        [401, 409, 403, 409, 409, 403],
+    ),
+    (
+        "POST",
+        "/api/v1/video/sessions/{id}/end",
+        Body::Empty,
+        [401, 409, 403, 409, 409, 403],
+    ),
+    ("GET", "/api/v1/me/watch-time", Body::None, AUTHED),
     (
         "GET",
         "/api/v1/me/deliveries/pending",
@@ -233,7 +272,15 @@ fn path_for(template: &str, ctx: &Ctx) -> String {
         ctx.tokens.session_id.to_string()
     } else if template.starts_with("/api/v1/admin/users") {
         ctx.victim.to_string()
-    } else if template.starts_with("/api/v1/lessons") || template.starts_with("/api/v1/boards") {
+    } else if [
+        "/api/v1/lessons",
+        "/api/v1/boards",
+        "/api/v1/presence",
+        "/api/v1/video",
+    ]
+    .iter()
+    .any(|p| template.starts_with(p))
+    {
         Uuid::new_v4().to_string()
     } else {
         "no-such-device".to_owned()
@@ -241,6 +288,7 @@ fn path_for(template: &str, ctx: &Ctx) -> String {
     let path = template
         .replace("{id}", &id)
         .replace("{student_id}", &Uuid::new_v4().to_string())
+        .replace("{lesson_id}", &Uuid::new_v4().to_string())
         .replace("{name}", "analytics_daily_event_counts");
     if template == "/api/v1/me" || template == "/api/v1/me/sessions" {
         format!(
@@ -284,6 +332,10 @@ fn body_for(body: Body, ctx: &Ctx) -> Option<Value> {
         Body::Policy => json!({"policy": "reject"}),
         Body::Message => json!({"client_message_id": unique.to_string(), "text": "hello"}),
         Body::Ack => json!({"lesson_id": Uuid::new_v4(), "up_to_seq": 1, "status": "read"}),
+        Body::PresenceStatus => json!({"status": "away"}),
+        Body::PresenceBulk => json!({"user_ids": [Uuid::new_v4()]}),
+        Body::VideoStart => json!({"lesson_id": Uuid::new_v4(), "device_id": "test-device"}),
+        Body::VideoBeat => json!({"position_ms": 1000}),
     })
 }
 

@@ -317,37 +317,68 @@ async fn a_client_that_stops_reading_is_closed_as_slow_with_its_queue_bounded() 
     let app = spawn_app().await;
     let live = live_board(&app).await;
     let channel = format!("board:{}", live.board);
-    let (mut ws, _) = Ws::connect(app.addr, &live.student.access_token).await;
+    // A client with a small receive buffer, as a stalled phone would have.
+    let (mut ws, _) = Ws::connect_small(app.addr, &live.student.access_token).await;
     ws.sub(&channel, None).await;
-    // The client reads nothing from here on. The tutor draws 30 KiB ops.
+    // The client reads nothing from here on. Three drawers send 30 KB ops.
     let limit = app.state.http.realtime.outbound_bytes;
     let started = Instant::now();
+    let drawers: Vec<_> = (0..3)
+        .map(|d| {
+            let (client, url, token) = (
+                app.client.clone(),
+                app.url(&format!("/api/v1/boards/{}/ops/batch", live.board)),
+                live.tutor.access_token.clone(),
+            );
+            let hub = std::sync::Arc::clone(&app.state.realtime);
+            tokio::spawn(async move {
+                let mut i = 0;
+                while hub.connections() > 0 && started.elapsed() < Duration::from_secs(8) {
+                    let batch: Vec<Value> = (0..25)
+                        .map(|j| {
+                            let id = format!("slow{d}-{i}-{j}");
+                            op(
+                                "c1",
+                                &id,
+                                1,
+                                "add",
+                                &id,
+                                json!({"blob": "y".repeat(30_000)}),
+                            )
+                        })
+                        .collect();
+                    i += 1;
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&json!({ "ops": batch }))
+                        .send()
+                        .await
+                        .expect("sent");
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
     let mut peak = 0;
-    let mut i = 0;
     while app.state.realtime.connections() > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "not closed within 5 s"
         );
-        let batch: Vec<Value> = (0..25)
-            .map(|j| {
-                op(
-                    "c1",
-                    &format!("slow{i}-{j}"),
-                    1,
-                    "add",
-                    &format!("s{i}-{j}"),
-                    json!({"blob": "y".repeat(30_000)}),
-                )
-            })
-            .collect();
-        i += 1;
-        assert_eq!(draw(&app, &live.tutor, live.board, batch).await.0, 200);
         peak = peak.max(app.state.realtime.queued_bytes());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let closed_after = started.elapsed();
+    for d in drawers {
+        d.await.expect("a drawer");
     }
     assert!(peak <= limit, "queued {peak} bytes, over the {limit} limit");
-    assert_eq!(app.state.realtime.closes.count(close::SLOW), 1);
+    assert_eq!(
+        app.state.realtime.closes.count(close::SLOW),
+        1,
+        "closed after {closed_after:?}"
+    );
     assert_eq!(app.state.realtime.queued_bytes(), 0);
     // Other clients are unaffected: a new socket subscribes and reads.
     let (mut other, _) = Ws::connect(app.addr, &live.tutor.access_token).await;
