@@ -113,8 +113,9 @@ pub enum ClientFrame {
 
 impl ClientFrame {
     /// Every `type` a client may send.
-    pub const TYPES: &'static [&'static str] =
-        &["connect", "refresh", "sub", "unsub", "cmd", "ack", "cursor"];
+    pub const TYPES: &'static [&'static str] = &[
+        "connect", "refresh", "sub", "unsub", "cmd", "ack", "status", "cursor",
+    ];
 }
 
 /// Every `type` the server sends.
