@@ -141,6 +141,11 @@ pub struct RealtimeConfig {
     /// ... and at most this many bytes of them; else `recovered: false`.
     #[arg(long, env = "LECTERN_WS_RESUME_MAX_BYTES", default_value_t = 1024 * 1024)]
     pub resume_max_bytes: usize,
+    /// Frames a client may send per second, counted over two-second
+    /// windows; past that the socket is closed (4429). Commands are also held to their
+    /// policy rate limits, as over HTTP.
+    #[arg(long, env = "LECTERN_WS_FRAMES_PER_SEC", default_value_t = 100)]
+    pub frames_per_sec: u32,
     /// Milliseconds between two cursor frames a socket relays; faster ones
     /// are dropped.
     #[arg(long, env = "LECTERN_WS_CURSOR_INTERVAL_MS", default_value_t = 50)]
@@ -249,6 +254,7 @@ impl Default for RealtimeConfig {
             pong_timeout_secs: 10,
             resume_max_events: 1000,
             resume_max_bytes: 1024 * 1024,
+            frames_per_sec: 100,
             cursor_interval_ms: 50,
             ack_interval_ms: 1000,
             presence_ttl_secs: 90,

@@ -7,6 +7,7 @@
 mod auth;
 mod classroom;
 mod reads;
+mod realtime;
 
 mod store;
 
@@ -47,6 +48,10 @@ enum BenchCommand {
     /// replica (LECTERN_READ_DATABASE_URL), both on a private durable
     /// cluster of its own (DATABASE_URL is not used).
     Reads(reads::ReadsBench),
+    /// The realtime gateway: drawing over sockets beside a bare broadcast
+    /// relay, resume, idle sockets on a server process, and delivery across
+    /// two server processes.
+    Realtime(realtime::RealtimeBench),
     /// A reliability drill: real `lectern serve` processes on a private,
     /// durable PostgreSQL of the drill's own (DATABASE_URL is not used).
     #[command(subcommand)]
@@ -82,6 +87,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         BenchCommand::Auth(opts) => {
             on_database(&cli.database, 0, |pool| async move {
                 Ok(serde_json::to_string(&auth::run_auth(pool, &opts).await?)?)
+            })
+            .await?
+        }
+        BenchCommand::Realtime(opts) => {
+            let pool_size = (opts.drawers + opts.watchers) as u32 + 8;
+            let url = cli.database.database_url.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the realtime benchmark needs DATABASE_URL (its server processes share it)"
+                )
+            })?;
+            on_database(&cli.database, pool_size, |pool| async move {
+                Ok(serde_json::to_string(
+                    &realtime::run_realtime(pool, &url, &opts).await?,
+                )?)
             })
             .await?
         }

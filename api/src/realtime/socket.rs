@@ -89,14 +89,41 @@ struct Sub {
 struct Closed;
 
 /// Serve one upgraded socket for a client at `origin`.
+///
+/// The steps are boxed futures of their own: what an idle socket keeps in
+/// memory is then only the live loop's state, not the largest of the
+/// handshake's and the commands' (see BENCHMARKS.md, idle sockets).
 pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
     let (sink, stream) = socket.split();
-    let (in_tx, mut incoming) = mpsc::channel(16);
+    let (in_tx, incoming) = mpsc::channel(16);
     let reader = tokio::spawn(read_frames(stream, in_tx));
-    let mut writer = Writer {
+    let writer = Writer {
         sink,
         timeout: Duration::from_secs(state.http.realtime.write_timeout_secs.max(1)),
     };
+    if let Some(opened) = Box::pin(open(state, writer, incoming, origin)).await {
+        Box::pin(opened.live()).await;
+    }
+    reader.abort();
+}
+
+/// A socket past its handshake.
+struct Opened {
+    socket: Socket,
+    connect_id: Option<u64>,
+    incoming: mpsc::Receiver<Incoming>,
+    queue: mpsc::Receiver<Outbound>,
+    presence_id: String,
+}
+
+/// The handshake: a `connect` frame in time, a valid token, room for one
+/// more socket of the user. `None` when the socket was closed instead.
+async fn open(
+    state: AppState,
+    mut writer: Writer,
+    mut incoming: mpsc::Receiver<Incoming>,
+    origin: Origin,
+) -> Option<Opened> {
     let config = &state.http.realtime;
     let deadline = Instant::now() + Duration::from_secs(config.auth_timeout_secs);
     // The first frame must be `connect`, in time.
@@ -104,8 +131,7 @@ pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
         f = incoming.recv() => f,
         () = sleep_until(deadline) => {
             writer.close(close::AUTH_TIMEOUT).await;
-            reader.abort();
-            return;
+            return None;
         }
     };
     let (id, token, device) = match first.as_ref().map(parse) {
@@ -114,13 +140,9 @@ pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
             let p = Problem::new(Code::BAD_REQUEST, "The first frame must be `connect`.");
             let _ = writer.error(None, None, &p).await;
             writer.close(close::PROTOCOL).await;
-            reader.abort();
-            return;
+            return None;
         }
-        None => {
-            reader.abort();
-            return;
-        }
+        None => return None,
     };
     let caller = match Caller::authenticate(&state, &token, origin).await {
         Ok(c) => c,
@@ -132,35 +154,29 @@ pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
                 close::INVALID_TOKEN
             };
             writer.close(code).await;
-            reader.abort();
-            return;
+            return None;
         }
     };
     let hub = Arc::clone(&state.realtime);
-    let (conn, queue) = match hub.connect(caller.user_id, caller.session_id) {
-        Ok(c) => c,
-        Err(_) => {
-            let p = Problem::new(
-                Code::TOO_MANY_CONNECTIONS,
-                format!(
-                    "A user may hold {} sockets open at once.",
-                    config.max_connections_per_user
-                ),
-            );
-            let _ = writer.error(id, None, &p).await;
-            writer.close(close::TOO_MANY_CONNECTIONS).await;
-            reader.abort();
-            return;
-        }
+    let Ok((conn, queue)) = hub.connect(caller.user_id, caller.session_id) else {
+        let p = Problem::new(
+            Code::TOO_MANY_CONNECTIONS,
+            format!(
+                "A user may hold {} sockets open at once.",
+                config.max_connections_per_user
+            ),
+        );
+        let _ = writer.error(id, None, &p).await;
+        writer.close(close::TOO_MANY_CONNECTIONS).await;
+        return None;
     };
     let device = device.filter(|d| !d.is_empty() && d.len() <= 128);
     let presence_id = format!("{}/{}", hub.node, conn.id);
-    let user = caller.user_id;
     if let Err(e) = state
         .presence
         .connect(
             &presence_id,
-            user,
+            caller.user_id,
             PresenceKind::Socket,
             Some(&hub.node),
             device.as_deref(),
@@ -169,30 +185,52 @@ pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
     {
         tracing::warn!(error = %e, "cannot record a socket's presence");
     }
-    let mut socket = Socket {
-        state: state.clone(),
-        caller,
-        conn,
-        subs: HashMap::new(),
-        writer,
-        last_cursor: None,
-        client_closed: false,
-    };
-    let ended = socket.run(id, incoming, queue).await;
-    let code = socket.conn.close_code();
-    if ended.is_ok() {
-        socket
-            .writer
-            .close(code.unwrap_or(close::SHUTTING_DOWN))
-            .await;
-    }
-    hub.disconnect(&socket.conn, socket.subs.keys().copied());
-    reader.abort();
-    // A client that said goodbye, or was sent away for good, is gone; any
-    // other loss counts as `reconnecting` for the grace.
-    let clean = socket.client_closed || code.is_some_and(|c| c >= close::PROTOCOL);
-    if let Err(e) = state.presence.disconnect(&presence_id, user, clean).await {
-        tracing::warn!(error = %e, "cannot record a socket's end for presence");
+    Some(Opened {
+        socket: Socket {
+            state,
+            caller,
+            conn,
+            subs: HashMap::new(),
+            writer,
+            last_cursor: None,
+            client_closed: false,
+            frames: (0, Instant::now()),
+        },
+        connect_id: id,
+        incoming,
+        queue,
+        presence_id,
+    })
+}
+
+impl Opened {
+    /// Serve the socket until it closes, then let go of it: the hub
+    /// forgets it, and presence learns how it ended.
+    async fn live(self) {
+        let Opened {
+            mut socket,
+            connect_id,
+            incoming,
+            queue,
+            presence_id,
+        } = self;
+        let ended = Box::pin(socket.run(connect_id, incoming, queue)).await;
+        let code = socket.conn.close_code();
+        if ended.is_ok() {
+            Box::pin(socket.writer.close(code.unwrap_or(close::SHUTTING_DOWN))).await;
+        }
+        let state = socket.state.clone();
+        state
+            .realtime
+            .disconnect(&socket.conn, socket.subs.keys().copied());
+        // A client that said goodbye, or was sent away for good, is gone;
+        // any other loss counts as `reconnecting` for the grace.
+        let clean = socket.client_closed || code.is_some_and(|c| c >= close::PROTOCOL);
+        let user = socket.caller.user_id;
+        drop(socket);
+        if let Err(e) = Box::pin(state.presence.disconnect(&presence_id, user, clean)).await {
+            tracing::warn!(error = %e, "cannot record a socket's end for presence");
+        }
     }
 }
 
@@ -271,9 +309,25 @@ struct Socket {
     last_cursor: Option<Instant>,
     /// The client sent a close frame.
     client_closed: bool,
+    /// Frames received in the current two-second window, and its start.
+    frames: (u32, Instant),
 }
 
 impl Socket {
+    /// Count one frame from the client: `false` when it is over the
+    /// socket's rate: more than twice the frames per second in a two-second
+    /// window (so a burst may use the whole window's allowance).
+    fn within_rate(&mut self) -> bool {
+        let limit = self.state.http.realtime.frames_per_sec.max(1);
+        let (count, since) = &mut self.frames;
+        if since.elapsed() >= Duration::from_secs(2) {
+            *count = 0;
+            *since = Instant::now();
+        }
+        *count += 1;
+        *count <= limit * 2
+    }
+
     /// Serve the socket until it closes: `Ok` when the server closes it
     /// (the reason is the connection's close code), `Err` when the client
     /// went away or stopped reading.
@@ -284,10 +338,7 @@ impl Socket {
         mut queue: mpsc::Receiver<Outbound>,
     ) -> Result<(), Closed> {
         let config = self.state.http.realtime.clone();
-        let epoch = self
-            .state
-            .realtime
-            .epoch(&self.state.pool)
+        let epoch = Box::pin(self.state.realtime.epoch(&self.state.pool))
             .await
             .map_err(|_| Closed)?;
         self.writer
@@ -335,7 +386,7 @@ impl Socket {
                 out = queue.recv() => {
                     let Some(out) = out else { return Ok(()) };
                     self.conn.taken(&out);
-                    self.outbound(out).await?;
+                    Box::pin(self.outbound(out)).await?;
                 }
                 frame = incoming.recv() => match frame {
                     Some(Incoming::Closed) => {
@@ -350,9 +401,18 @@ impl Socket {
                     }
                     Some(frame) => {
                         metrics::counter!("lectern_realtime_frames_received_total").increment(1);
+                        if !self.within_rate() {
+                            let p = Problem::new(
+                                Code::RATE_LIMITED,
+                                "This socket sent frames faster than allowed.",
+                            );
+                            let _ = self.writer.error(None, None, &p).await;
+                            self.conn.close(close::RATE_LIMITED);
+                            return Ok(());
+                        }
                         // Any frame shows the client is alive.
                         match parse(&frame) {
-                            Ok(frame) => self.frame(frame).await?,
+                            Ok(frame) => Box::pin(self.frame(frame)).await?,
                             Err(p) => {
                                 let _ = self.writer.error(None, None, &p).await;
                                 self.conn.close(close::PROTOCOL);

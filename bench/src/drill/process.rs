@@ -48,6 +48,8 @@ pub struct ServerSpec {
     pub addr: SocketAddr,
     /// `LECTERN_METRICS_ADDR`.
     pub metrics_addr: SocketAddr,
+    /// Further environment variables (settings a benchmark changes).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerSpec {
@@ -66,6 +68,7 @@ impl ServerSpec {
             data_dir: root.join(name),
             addr: free_addr()?,
             metrics_addr: free_addr()?,
+            env: Vec::new(),
         })
     }
 
@@ -90,6 +93,7 @@ impl ServerSpec {
             .env("LECTERN_METRICS_ADDR", self.metrics_addr.to_string())
             .env("LECTERN_LOG", "warn")
             .env_remove("LECTERN_READ_DATABASE_URL")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

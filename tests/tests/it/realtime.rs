@@ -392,6 +392,7 @@ async fn the_socket_limits_hold() {
         h.realtime.max_connections_per_user = 2;
         h.realtime.max_channels = 2;
         h.realtime.max_frame_bytes = 1024;
+        h.realtime.frames_per_sec = 5;
     })
     .await;
     let live = live_board(&app).await;
@@ -470,6 +471,20 @@ async fn the_socket_limits_hold() {
         garbled.end(Duration::from_secs(2)).await,
         End::Code(close::PROTOCOL)
     );
+
+    // Frames faster than the socket's rate close it (4429).
+    let (mut chatty, _) = Ws::connect(app.addr, &token).await;
+    for _ in 0..11 {
+        chatty
+            .send(json!({"type": "cursor", "channel": format!("board:{}", live.board), "x": 1, "y": 2}))
+            .await;
+    }
+    assert_eq!(chatty.next().await["error"]["code"], "rate_limited");
+    assert_eq!(
+        chatty.end(Duration::from_secs(2)).await,
+        End::Code(close::RATE_LIMITED)
+    );
+    assert_eq!(app.state.realtime.closes.count(close::RATE_LIMITED), 1);
 
     // A plain GET is told to upgrade.
     let r = app.get("/api/v1/realtime", &token).await;
