@@ -5,6 +5,8 @@ use lectern_domain::classroom::board::BoardModel;
 use lectern_domain::classroom::OpKind;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::{json_of, TestApp, Tokens};
@@ -86,6 +88,16 @@ pub async fn live_board(app: &TestApp) -> LiveBoard {
         action(app, &tutor, board, "start").await.status(),
         StatusCode::OK
     );
+    // The board and channel take their roster from the lesson a moment
+    // later; a test counting offsets starts once that copy has landed.
+    let version: i64 = sqlx::query_scalar(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'Lesson' AND aggregate_id = $1",
+    )
+    .bind(board.to_string())
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("the lesson's version");
+    wait_for_roster_copies(&app.db.pool, board, version, Duration::from_secs(10)).await;
     LiveBoard {
         board,
         tutor,
@@ -192,4 +204,32 @@ pub async fn pending_seqs(app: &TestApp, t: &Tokens, position: &str) -> Vec<i64>
         .iter()
         .map(|p| p["seq"].as_i64().expect("a seq"))
         .collect()
+}
+
+/// `RosterSynced` events of lesson `lesson`'s board and channel that copied
+/// lesson version `version`, with their causation ids.
+pub async fn roster_copies(pool: &PgPool, lesson: Uuid, version: i64) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT aggregate_type, metadata->>'causation_id' FROM events
+          WHERE aggregate_id = $1 AND event_type = 'RosterSynced'
+            AND (payload->'RosterSynced'->'roster'->>'lesson_version')::bigint = $2
+          ORDER BY aggregate_type",
+    )
+    .bind(lesson.to_string())
+    .bind(version)
+    .fetch_all(pool)
+    .await
+    .expect("read the roster copies")
+}
+
+/// Wait until the board and channel of `lesson` hold version `version`.
+pub async fn wait_for_roster_copies(pool: &PgPool, lesson: Uuid, version: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while roster_copies(pool, lesson, version).await.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the roster copy of version {version} did not happen within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -183,6 +183,9 @@ struct LessonWatch {
     sent: HashMap<Uuid, Status>,
     /// Changes since the last batch.
     pending: HashMap<Uuid, Status>,
+    /// Participants whose statuses are being read from the log: the last
+    /// change the tail passed on meanwhile, if any.
+    joining: HashMap<Uuid, Option<Status>>,
 }
 
 /// The statuses counted by `status`.
@@ -348,8 +351,32 @@ impl Hub {
         }
     }
 
-    /// Follow the presence of lesson `lesson`'s `participants` (with their
-    /// statuses now) for its local subscribers.
+    /// Begin following the presence of lesson `lesson`'s `participants`,
+    /// before their statuses are read: a change the tail passes on while
+    /// they are read is kept for [`Hub::watch_lesson`].
+    pub fn join_lesson(&self, lesson: Uuid, participants: &[Uuid]) {
+        let mut lessons = self.lessons.lock().unwrap_or_else(PoisonError::into_inner);
+        let watch = lessons.entry(lesson).or_default();
+        for user in participants {
+            if !watch.sent.contains_key(user) {
+                watch.joining.entry(*user).or_insert(None);
+            }
+        }
+    }
+
+    /// The read after [`Hub::join_lesson`] failed: stop keeping changes.
+    pub fn abandon_join(&self, lesson: Uuid, participants: &[Uuid]) {
+        let mut lessons = self.lessons.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(watch) = lessons.get_mut(&lesson) {
+            for user in participants {
+                watch.joining.remove(user);
+            }
+        }
+    }
+
+    /// Follow the presence of lesson `lesson`'s `participants`, with their
+    /// statuses as read from the log after [`Hub::join_lesson`]. A change
+    /// the tail passed on during the read goes out with the next batch.
     pub fn watch_lesson(
         &self,
         lesson: Uuid,
@@ -358,7 +385,14 @@ impl Hub {
         let mut lessons = self.lessons.lock().unwrap_or_else(PoisonError::into_inner);
         let watch = lessons.entry(lesson).or_default();
         for (user, status) in participants {
-            watch.sent.entry(user).or_insert(status);
+            let during = watch.joining.remove(&user).flatten();
+            if watch.sent.contains_key(&user) {
+                continue;
+            }
+            watch.sent.insert(user, status);
+            if let Some(changed) = during {
+                watch.pending.insert(user, changed);
+            }
         }
     }
 
@@ -398,6 +432,8 @@ impl Hub {
         for watch in lessons.values_mut() {
             if watch.sent.contains_key(&user) {
                 watch.pending.insert(user, status);
+            } else if let Some(during) = watch.joining.get_mut(&user) {
+                *during = Some(status);
             }
         }
     }
@@ -409,11 +445,12 @@ impl Hub {
     pub fn flush_presence(&self) {
         let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
         let mut lessons = self.lessons.lock().unwrap_or_else(PoisonError::into_inner);
-        lessons.retain(|lesson, _| {
-            registry.channels.contains_key(&ChannelKey {
-                kind: Kind::Lesson,
-                id: *lesson,
-            })
+        lessons.retain(|lesson, watch| {
+            !watch.joining.is_empty()
+                || registry.channels.contains_key(&ChannelKey {
+                    kind: Kind::Lesson,
+                    id: *lesson,
+                })
         });
         for (lesson, watch) in lessons.iter_mut() {
             if watch.pending.is_empty() {

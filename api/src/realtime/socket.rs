@@ -738,18 +738,26 @@ impl Socket {
     }
 
     /// Lesson `lesson`'s participants and their statuses, followed by the
-    /// hub from now on.
+    /// hub from now on. Who takes part comes from the lesson itself, as the
+    /// subscription's access check saw it, never from a lagging read model.
     async fn lesson_presence(&self, lesson: Uuid) -> Result<HashMap<Uuid, Status>, Problem> {
         let hub = &self.state.realtime;
-        let participants = lectern_projections::presence::lesson(&self.state.read_pool, lesson)
-            .await?
-            .unwrap_or_default();
-        hub.watch_lesson(
-            lesson,
-            participants
-                .iter()
-                .map(|p| (p.user_id, Status::parse(&p.status).unwrap_or_default())),
-        );
+        let state = self.state.classroom.lesson_state(lesson).await?;
+        let people: Vec<Uuid> = state
+            .tutor_id
+            .into_iter()
+            .chain(state.students.iter().copied())
+            .collect();
+        // Statuses from the log itself, read once the hub keeps what the
+        // tail passes on meanwhile: no change falls between the two.
+        hub.join_lesson(lesson, &people);
+        match self.state.presence.recorded_many(&people).await {
+            Ok(statuses) => hub.watch_lesson(lesson, statuses),
+            Err(e) => {
+                hub.abandon_join(lesson, &people);
+                return Err(e.into());
+            }
+        }
         Ok(hub.lesson_presence(lesson))
     }
 

@@ -182,6 +182,34 @@ impl PresenceService {
         Ok(loaded.aggregate.status)
     }
 
+    /// The statuses the Presence streams hold for `users` (offline for a
+    /// user with no stream), read from the log in one query. Whatever the
+    /// gateway's log tail delivered before this call is in the answer.
+    pub async fn recorded_many(
+        &self,
+        users: &[Uuid],
+    ) -> Result<Vec<(Uuid, Status)>, PresenceError> {
+        let ids: Vec<String> = users.iter().map(Uuid::to_string).collect();
+        let last: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT DISTINCT ON (aggregate_id) aggregate_id, payload->'PresenceChanged'->>'to'
+               FROM events
+              WHERE aggregate_type = 'Presence' AND aggregate_id = ANY($1)
+              ORDER BY aggregate_id, sequence DESC",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let last: std::collections::HashMap<String, Status> = last
+            .into_iter()
+            .filter_map(|(id, to)| Some((id, Status::parse(&to?)?)))
+            .collect();
+        Ok(users
+            .iter()
+            .zip(&ids)
+            .map(|(user, id)| (*user, last.get(id).copied().unwrap_or_default()))
+            .collect())
+    }
+
     /// A connection `id` of `user` opened (a socket on `node`, or an HTTP
     /// client's first heartbeat): it takes the status the user chose within
     /// the reconnect window, else online. A socket of the same device that

@@ -8,6 +8,9 @@
 use std::time::{Duration, Instant};
 
 use lectern_api::config::WorkerConfig;
+use lectern_tests::classroom::{
+    roster_copies as copies, wait_for_roster_copies as wait_for_copies,
+};
 use lectern_tests::{spawn_app, spawn_app_with, state_for, ServerProcess, TestDb, Tokens};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -49,22 +52,6 @@ async fn mend_roster_copies(pool: &PgPool) {
         .expect("remove the fault");
 }
 
-/// `RosterSynced` events of lesson `lesson`'s board and channel that copied
-/// lesson version `version`, with their causation ids.
-async fn copies(pool: &PgPool, lesson: Uuid, version: i64) -> Vec<(String, String)> {
-    sqlx::query_as(
-        "SELECT aggregate_type, metadata->>'causation_id' FROM events
-          WHERE aggregate_id = $1 AND event_type = 'RosterSynced'
-            AND (payload->'RosterSynced'->'roster'->>'lesson_version')::bigint = $2
-          ORDER BY aggregate_type",
-    )
-    .bind(lesson.to_string())
-    .bind(version)
-    .fetch_all(pool)
-    .await
-    .expect("read the roster copies")
-}
-
 /// The event id and version of the lesson's last event of `event_type`.
 async fn lesson_event(pool: &PgPool, lesson: Uuid, event_type: &str) -> (Uuid, i64) {
     sqlx::query_as(
@@ -77,18 +64,6 @@ async fn lesson_event(pool: &PgPool, lesson: Uuid, event_type: &str) -> (Uuid, i
     .fetch_one(pool)
     .await
     .expect("the lesson event")
-}
-
-/// Wait until the board and channel of `lesson` hold version `version`.
-async fn wait_for_copies(pool: &PgPool, lesson: Uuid, version: i64, within: Duration) {
-    let deadline = Instant::now() + within;
-    while copies(pool, lesson, version).await.len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the roster copy of version {version} did not happen within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn json_of(r: reqwest::Response) -> Value {

@@ -333,7 +333,7 @@ async fn a_client_that_stops_reading_is_closed_as_slow_with_its_queue_bounded() 
             let hub = std::sync::Arc::clone(&app.state.realtime);
             tokio::spawn(async move {
                 let mut i = 0;
-                while hub.connections() > 0 && started.elapsed() < Duration::from_secs(8) {
+                while hub.connections() > 0 && started.elapsed() < Duration::from_secs(30) {
                     let batch: Vec<Value> = (0..25)
                         .map(|j| {
                             let id = format!("slow{d}-{i}-{j}");
@@ -360,11 +360,13 @@ async fn a_client_that_stops_reading_is_closed_as_slow_with_its_queue_bounded() 
             })
         })
         .collect();
+    // How soon depends on the kernel's socket buffers and on how fast a
+    // debug build on a busy machine takes 750 KB batches: the bound is loose.
     let mut peak = 0;
     while app.state.realtime.connections() > 0 {
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "not closed within 5 s"
+            started.elapsed() < Duration::from_secs(25),
+            "not closed within 25 s"
         );
         peak = peak.max(app.state.realtime.queued_bytes());
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -736,14 +738,14 @@ async fn stubs_keep_offsets_contiguous_and_hide_what_a_subscriber_may_not_see() 
     let (status, answer) = draw(&app, &live.tutor, live.board, vec![bad]).await;
     assert_eq!(status, 200);
     assert_eq!(answer["results"][0]["status"], "rejected");
-    // A roster copy may still land after `top`: find the rejection's offset.
+    // The roster copies landed before `top`: the rejection comes next.
     let rejected_at = app
         .count(&format!(
             "SELECT sequence FROM events WHERE aggregate_id = '{}' AND event_type = 'OpRejected'",
             live.board
         ))
         .await as u64;
-    assert!(rejected_at > top);
+    assert_eq!(rejected_at, top + 1);
     let seen_by_student = pubs_until(&mut student, &channel, rejected_at).await;
     assert_eq!(
         seen_by_student.last(),
