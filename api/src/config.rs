@@ -117,7 +117,7 @@ pub struct RealtimeConfig {
     #[arg(long, env = "LECTERN_WS_OUTBOUND_BYTES", default_value_t = 1024 * 1024)]
     pub outbound_bytes: usize,
     /// A write that takes longer than this many seconds closes the socket as slow (4008).
-    #[arg(long, env = "LECTERN_WS_WRITE_TIMEOUT_SECS", default_value_t = 5)]
+    #[arg(long, env = "LECTERN_WS_WRITE_TIMEOUT_SECS", default_value_t = 2)]
     pub write_timeout_secs: u64,
     /// Channels one socket may subscribe to.
     #[arg(long, env = "LECTERN_WS_MAX_CHANNELS", default_value_t = 128)]
@@ -247,7 +247,7 @@ impl Default for RealtimeConfig {
             max_frame_bytes: 64 * 1024,
             outbound_frames: 256,
             outbound_bytes: 1024 * 1024,
-            write_timeout_secs: 5,
+            write_timeout_secs: 2,
             max_channels: 128,
             max_connections_per_user: 10,
             ping_secs: 25,

@@ -100,6 +100,7 @@ pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
     let writer = Writer {
         sink,
         timeout: Duration::from_secs(state.http.realtime.write_timeout_secs.max(1)),
+        stalled: false,
     };
     if let Some(opened) = Box::pin(open(state, writer, incoming, origin)).await {
         Box::pin(opened.live()).await;
@@ -215,6 +216,10 @@ impl Opened {
             presence_id,
         } = self;
         let ended = Box::pin(socket.run(connect_id, incoming, queue)).await;
+        if socket.writer.stalled {
+            // A frame is stuck half-written: no close frame can follow it.
+            socket.conn.close(close::SLOW);
+        }
         let code = socket.conn.close_code();
         if ended.is_ok() {
             Box::pin(socket.writer.close(code.unwrap_or(close::SHUTTING_DOWN))).await;
@@ -253,6 +258,8 @@ fn parse(incoming: &Incoming) -> Result<ClientFrame, Problem> {
 struct Writer {
     sink: SplitSink<WebSocket, Message>,
     timeout: Duration,
+    /// A write outlasted `timeout`: the client is not reading.
+    stalled: bool,
 }
 
 impl Writer {
@@ -262,7 +269,11 @@ impl Writer {
                 metrics::counter!("lectern_realtime_frames_sent_total").increment(1);
                 Ok(())
             }
-            _ => Err(Closed),
+            Ok(Err(_)) => Err(Closed),
+            Err(_) => {
+                self.stalled = true;
+                Err(Closed)
+            }
         }
     }
 
@@ -377,8 +388,13 @@ impl Socket {
                         self.writer.timeout,
                         self.writer.sink.send(Message::Ping(Default::default())),
                     ).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        return Err(Closed);
+                    match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(Closed),
+                        Err(_) => {
+                            self.writer.stalled = true;
+                            return Err(Closed);
+                        }
                     }
                     pong_due = Some(Instant::now() + pong_within);
                     next_ping = Instant::now() + ping_every;

@@ -333,7 +333,7 @@ async fn a_client_that_stops_reading_is_closed_as_slow_with_its_queue_bounded() 
             let hub = std::sync::Arc::clone(&app.state.realtime);
             tokio::spawn(async move {
                 let mut i = 0;
-                while hub.connections() > 0 && started.elapsed() < Duration::from_secs(30) {
+                while hub.connections() > 0 && started.elapsed() < Duration::from_secs(8) {
                     let batch: Vec<Value> = (0..25)
                         .map(|j| {
                             let id = format!("slow{d}-{i}-{j}");
@@ -360,13 +360,13 @@ async fn a_client_that_stops_reading_is_closed_as_slow_with_its_queue_bounded() 
             })
         })
         .collect();
-    // How soon depends on the kernel's socket buffers and on how fast a
-    // debug build on a busy machine takes 750 KB batches: the bound is loose.
+    // Closed as slow within 5 s: when its queue overflows, or when a write
+    // stalls past the write timeout because the kernel's buffers are full.
     let mut peak = 0;
     while app.state.realtime.connections() > 0 {
         assert!(
-            started.elapsed() < Duration::from_secs(25),
-            "not closed within 25 s"
+            started.elapsed() < Duration::from_secs(5),
+            "not closed within 5 s"
         );
         peak = peak.max(app.state.realtime.queued_bytes());
         tokio::time::sleep(Duration::from_millis(5)).await;
