@@ -95,6 +95,45 @@ pub struct HttpConfig {
     /// The realtime socket's limits.
     #[command(flatten)]
     pub realtime: RealtimeConfig,
+
+    /// Stripe.
+    #[command(flatten)]
+    pub billing: BillingConfig,
+}
+
+/// Stripe: the webhook endpoint's signing secrets.
+#[derive(Debug, Clone, Args)]
+pub struct BillingConfig {
+    /// The webhook endpoint's signing secrets (`whsec_…`), comma-separated.
+    /// A signature by any of them is accepted, so that during Stripe's
+    /// 24-hour secret roll both the old and the new one verify. Empty: the
+    /// webhook endpoint answers 503.
+    #[arg(
+        long,
+        env = "LECTERN_STRIPE_WEBHOOK_SECRETS",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub stripe_webhook_secrets: crate::routes::billing::signature::Secrets,
+
+    /// How far a webhook's signed timestamp may be from now, in seconds,
+    /// either way (Stripe's SDKs use 300 and check only the past).
+    #[arg(
+        long,
+        env = "LECTERN_STRIPE_WEBHOOK_TOLERANCE_SECS",
+        default_value_t = 300
+    )]
+    pub stripe_webhook_tolerance_secs: i64,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            stripe_webhook_secrets: crate::routes::billing::signature::Secrets::default(),
+            stripe_webhook_tolerance_secs: 300,
+        }
+    }
 }
 
 /// The realtime socket (`GET /api/v1/realtime`): its deadlines and limits.
@@ -274,6 +313,10 @@ impl Default for RealtimeConfig {
     }
 }
 
+/// The Stripe webhook secret of [`HttpConfig::for_tests`]: tests sign with
+/// it. Never a server's default.
+pub const TEST_WEBHOOK_SECRET: &str = "whsec_lectern_tests";
+
 impl HttpConfig {
     /// Settings for tests: port 0 on loopback and the defaults otherwise.
     pub fn for_tests() -> Self {
@@ -288,6 +331,10 @@ impl HttpConfig {
             ready_max_lag: 10_000,
             trusted_proxies: crate::auth::TrustedProxies::default(),
             realtime: RealtimeConfig::default(),
+            billing: BillingConfig {
+                stripe_webhook_secrets: TEST_WEBHOOK_SECRET.parse().unwrap_or_default(),
+                ..BillingConfig::default()
+            },
         }
     }
 }

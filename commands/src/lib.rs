@@ -9,6 +9,7 @@
 //! `CqrsFramework` can run on it.
 #![forbid(unsafe_code)]
 
+pub mod billing;
 pub mod bus;
 pub mod classroom;
 mod committer;

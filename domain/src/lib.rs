@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod billing;
 pub mod classroom;
 pub mod identity;
 pub mod mask;

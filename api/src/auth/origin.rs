@@ -148,16 +148,22 @@ impl Origin {
         reason: Code,
         detail: &str,
     ) -> Problem {
+        self.refuse(state, action, reason, reason.as_str(), detail)
+            .await
+    }
+
+    /// Refuse `action` with `code`, recording `reason` (finer than the
+    /// code, for auditors) as the denial's reason.
+    pub async fn refuse(
+        &self,
+        state: &AppState,
+        action: Action,
+        code: Code,
+        reason: &str,
+        detail: &str,
+    ) -> Problem {
         let actor = format!("ip:{}", self.ip);
-        record(
-            state,
-            &actor,
-            action,
-            reason.as_str(),
-            self,
-            &self.metadata(),
-        )
-        .await;
-        Problem::new(reason, detail)
+        record(state, &actor, action, reason, self, &self.metadata()).await;
+        Problem::new(code, detail)
     }
 }

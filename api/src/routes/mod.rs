@@ -7,6 +7,7 @@
 //! `docs/ARCHITECTURE.md`, "Adding a context").
 
 pub mod audit;
+pub mod billing;
 pub mod classroom;
 pub mod health;
 pub mod identity;
@@ -20,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lectern_commands::billing::BillingService;
 use lectern_commands::classroom::roster::RosterSync;
 use lectern_commands::classroom::ClassroomService;
 use lectern_commands::identity::IdentityService;
@@ -61,6 +63,8 @@ pub struct AppState {
     pub presence: PresenceService,
     /// The video context's commands.
     pub video: VideoService,
+    /// The billing context's commands.
+    pub billing: BillingService,
 }
 
 impl AppState {
@@ -83,6 +87,7 @@ impl AppState {
             realtime: Arc::new(crate::realtime::Hub::new(http.realtime.clone())),
             presence: PresenceService::new(&pool, http.realtime.presence()),
             video: VideoService::new(&pool, http.realtime.video()),
+            billing: BillingService::new(&pool),
             read_pool: pool.clone(),
             pool,
             http: Arc::new(http),
@@ -104,6 +109,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(crate::realtime::router())
         .merge(presence::router())
         .merge(video::router())
+        .merge(billing::router())
 }
 
 /// Every problem code the API answers with.
@@ -113,6 +119,8 @@ pub fn problem_codes() -> impl Iterator<Item = Code> {
         Code::IDENTITY,
         Code::CLASSROOM,
         Code::REALTIME,
+        Code::VIDEO,
+        Code::BILLING,
     ]
     .into_iter()
     .flatten()

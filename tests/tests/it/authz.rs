@@ -37,6 +37,7 @@ enum Body {
     PresenceBulk,
     VideoStart,
     VideoBeat,
+    StripeEvent,
 }
 
 const ANY: [u16; 6] = [200; 6];
@@ -253,6 +254,14 @@ const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
         [401, 409, 403, 409, 409, 403],
     ),
     ("GET", "/api/v1/me/watch-time", Body::None, AUTHED),
+    // Public: a token neither helps nor hurts. Unsigned, every delivery is
+    // refused for its signature (the signed ones are in tests/it/billing.rs).
+    (
+        "POST",
+        "/api/v1/webhooks/stripe",
+        Body::StripeEvent,
+        [400; 6],
+    ),
     (
         "GET",
         "/api/v1/me/deliveries/pending",
@@ -336,6 +345,10 @@ fn body_for(body: Body, ctx: &Ctx) -> Option<Value> {
         Body::PresenceBulk => json!({"user_ids": [Uuid::new_v4()]}),
         Body::VideoStart => json!({"lesson_id": Uuid::new_v4(), "device_id": "test-device"}),
         Body::VideoBeat => json!({"position_ms": 1000}),
+        Body::StripeEvent => {
+            json!({"id": format!("evt_{unique}"), "type": "payment_intent.succeeded",
+                   "created": chrono::Utc::now().timestamp(), "data": {"object": {"id": "pi_1"}}})
+        }
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod api;
 mod authz;
+mod billing;
 mod classroom;
 mod drills;
 mod edges;

@@ -1,0 +1,110 @@
+//! The billing service. A verified Stripe delivery is kept twice, in one
+//! order that any crash and redelivery converge on: its payload in the
+//! `stripe_inbox` (for the worker that applies it), and the fact of its
+//! receipt as a `StripeEventReceived` event on its own stream. Both are
+//! idempotent per Stripe event id, so Stripe's redeliveries (and the same
+//! event sent many times at once) change nothing.
+
+use lectern_domain::billing::webhook::{Delivery, Receive, StripeEvent, StripeEventError};
+use lectern_domain::{EventMetadata, Position};
+use sqlx::PgPool;
+
+use crate::bus::{CommandBus, DispatchConfig};
+use crate::error::{CommandError, StoreError};
+use crate::store::PgEventStore;
+
+/// Why a billing command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for BillingError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// What receiving a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// It was received before: nothing changed.
+    pub duplicate: bool,
+    /// Where its `StripeEventReceived` sits in the log, when this delivery
+    /// wrote it.
+    pub position: Option<Position>,
+}
+
+/// The billing context's commands.
+#[derive(Clone)]
+pub struct BillingService {
+    pool: PgPool,
+    stripe_events: CommandBus<StripeEvent>,
+}
+
+impl BillingService {
+    /// The service over `pool`.
+    pub fn new(pool: &PgPool) -> Self {
+        Self {
+            pool: pool.clone(),
+            stripe_events: CommandBus::new(
+                PgEventStore::new(pool.clone()),
+                (),
+                DispatchConfig::default(),
+            ),
+        }
+    }
+
+    /// Keep a verified delivery: its `payload` in the inbox, then its
+    /// receipt in the log. A crash between the two is mended by Stripe's
+    /// redelivery, which finds the inbox row and writes the missing event.
+    pub async fn receive(
+        &self,
+        delivery: Delivery,
+        payload: &serde_json::Value,
+        meta: &EventMetadata,
+    ) -> Result<Receipt, BillingError> {
+        let created = chrono::DateTime::from_timestamp(delivery.created, 0);
+        sqlx::query(
+            "INSERT INTO stripe_inbox (event_id, event_type, api_version, object_id, created, livemode, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&delivery.id)
+        .bind(&delivery.event_type)
+        .bind(&delivery.api_version)
+        .bind(&delivery.object_id)
+        .bind(created)
+        .bind(delivery.livemode)
+        .bind(payload)
+        .execute(&self.pool)
+        .await?;
+        let id = delivery.id.clone();
+        match self
+            .stripe_events
+            .execute(&id, Receive(delivery), meta.clone())
+            .await
+        {
+            Ok(committed) => Ok(Receipt {
+                duplicate: committed.events.is_empty(),
+                position: committed.position,
+            }),
+            // The only event this stream can hold is the receipt: a writer
+            // that won the race wrote it.
+            Err(CommandError::Conflict) => Ok(Receipt {
+                duplicate: true,
+                position: None,
+            }),
+            Err(CommandError::Store(e)) => Err(e.into()),
+            Err(CommandError::Rejected(never)) => match never {},
+        }
+    }
+}
+
+impl From<StripeEventError> for BillingError {
+    fn from(never: StripeEventError) -> Self {
+        match never {}
+    }
+}
