@@ -30,16 +30,21 @@ pub enum Outbound {
     /// Authorization may have changed: check the subscriptions again (all,
     /// or those of one channel).
     Recheck(Option<ChannelKey>),
-    /// A batch of presence changes on a `lesson:` channel: the diff, and the
-    /// counts for subscribers that asked for counts only.
-    Presence {
-        /// The channel.
-        key: ChannelKey,
-        /// `{"type": "presence", ..., "diff": {...}}`.
-        diff: Arc<str>,
-        /// `{"type": "presence", ..., "counts": {...}}`.
-        counts: Arc<str>,
-    },
+    /// A batch of presence changes on a `lesson:` channel (one allocation
+    /// shared by its subscribers, so that the queue's slots stay small).
+    Presence(Arc<PresenceBatch>),
+}
+
+/// A batch of presence changes on a `lesson:` channel: the diff, and the
+/// counts for subscribers that asked for counts only.
+#[derive(Debug)]
+pub struct PresenceBatch {
+    /// The channel.
+    pub key: ChannelKey,
+    /// `{"type": "presence", ..., "diff": {...}}`.
+    pub diff: String,
+    /// `{"type": "presence", ..., "counts": {...}}`.
+    pub counts: String,
 }
 
 impl Outbound {
@@ -48,7 +53,7 @@ impl Outbound {
             Outbound::Pub(p) => p.frame.len(),
             Outbound::Frame(f) => f.len(),
             Outbound::Recheck(_) => 0,
-            Outbound::Presence { diff, .. } => diff.len(),
+            Outbound::Presence(batch) => batch.diff.len(),
         }
     }
 }
@@ -470,22 +475,19 @@ impl Hub {
                 id: *lesson,
             };
             let channel = key.to_string();
-            let diff: Arc<str> =
-                serde_json::json!({"type": "presence", "channel": channel, "diff": diff})
-                    .to_string()
-                    .into();
-            let counts: Arc<str> = serde_json::json!({
-                "type": "presence", "channel": channel, "counts": counts(watch.sent.values().copied()),
-            })
-            .to_string()
-            .into();
+            let batch = Arc::new(PresenceBatch {
+                key,
+                diff: serde_json::json!({"type": "presence", "channel": channel, "diff": diff})
+                    .to_string(),
+                counts: serde_json::json!({
+                    "type": "presence", "channel": channel,
+                    "counts": counts(watch.sent.values().copied()),
+                })
+                .to_string(),
+            });
             if let Some(subscribers) = registry.channels.get(&key) {
                 for conn in subscribers.values() {
-                    conn.push(Outbound::Presence {
-                        key,
-                        diff: Arc::clone(&diff),
-                        counts: Arc::clone(&counts),
-                    });
+                    conn.push(Outbound::Presence(Arc::clone(&batch)));
                 }
             }
         }

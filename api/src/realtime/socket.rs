@@ -1,7 +1,6 @@
 //! One socket, from its upgrade to its close.
 //!
-//! A reader task turns the client's frames into [`Incoming`] values; the
-//! socket's own task authenticates the first frame, then waits on four
+//! The socket's one task authenticates the first frame, then waits on four
 //! things at once: the client's frames, its queue of publications from the
 //! hub, the ping timer and the token's expiry. Every write is bounded in
 //! time: a client that stops reading is closed as slow (4008).
@@ -29,7 +28,7 @@ use crate::problem::{Code, Problem};
 use lectern_commands::presence::Kind as PresenceKind;
 use lectern_domain::presence::Status;
 
-/// A frame from the client, as the reader task hands it on.
+/// A frame from the client.
 enum Incoming {
     Text(Utf8Bytes),
     Pong,
@@ -42,37 +41,33 @@ enum Incoming {
     Gone,
 }
 
-async fn read_frames(mut stream: SplitStream<WebSocket>, tx: mpsc::Sender<Incoming>) {
-    while let Some(frame) = stream.next().await {
-        let incoming = match frame {
-            Ok(Message::Text(t)) => Incoming::Text(t),
-            Ok(Message::Binary(_)) => Incoming::Binary,
-            Ok(Message::Pong(_)) => Incoming::Pong,
-            Ok(Message::Ping(_)) => continue,
-            Ok(Message::Close(_)) => Incoming::Closed,
-            Err(e) => {
+/// The client's next frame. Pings are answered by the WebSocket layer and
+/// skipped. Cancel-safe: a frame is only taken from the stream when it is
+/// returned.
+async fn next_frame(stream: &mut SplitStream<WebSocket>) -> Incoming {
+    loop {
+        return match stream.next().await {
+            Some(Ok(Message::Text(t))) => Incoming::Text(t),
+            Some(Ok(Message::Binary(_))) => Incoming::Binary,
+            Some(Ok(Message::Pong(_))) => Incoming::Pong,
+            Some(Ok(Message::Ping(_))) => continue,
+            Some(Ok(Message::Close(_))) => Incoming::Closed,
+            Some(Err(e)) => {
                 let too_large = e
                     .into_inner()
                     .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
                     .is_some_and(|e| {
                         matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_))
                     });
-                let _ = tx
-                    .send(if too_large {
-                        Incoming::TooLarge
-                    } else {
-                        Incoming::Gone
-                    })
-                    .await;
-                return;
+                if too_large {
+                    Incoming::TooLarge
+                } else {
+                    Incoming::Gone
+                }
             }
+            None => Incoming::Gone,
         };
-        let last = matches!(incoming, Incoming::Closed);
-        if tx.send(incoming).await.is_err() || last {
-            return;
-        }
     }
-    let _ = tx.send(Incoming::Gone).await;
 }
 
 /// One subscription of this socket.
@@ -95,24 +90,21 @@ struct Closed;
 /// handshake's and the commands' (see BENCHMARKS.md, idle sockets).
 pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
     let (sink, stream) = socket.split();
-    let (in_tx, incoming) = mpsc::channel(16);
-    let reader = tokio::spawn(read_frames(stream, in_tx));
     let writer = Writer {
         sink,
         timeout: Duration::from_secs(state.http.realtime.write_timeout_secs.max(1)),
         stalled: false,
     };
-    if let Some(opened) = Box::pin(open(state, writer, incoming, origin)).await {
+    if let Some(opened) = Box::pin(open(state, writer, stream, origin)).await {
         Box::pin(opened.live()).await;
     }
-    reader.abort();
 }
 
 /// A socket past its handshake.
 struct Opened {
     socket: Socket,
     connect_id: Option<u64>,
-    incoming: mpsc::Receiver<Incoming>,
+    incoming: SplitStream<WebSocket>,
     queue: mpsc::Receiver<Outbound>,
     presence_id: String,
 }
@@ -122,28 +114,30 @@ struct Opened {
 async fn open(
     state: AppState,
     mut writer: Writer,
-    mut incoming: mpsc::Receiver<Incoming>,
+    mut incoming: SplitStream<WebSocket>,
     origin: Origin,
 ) -> Option<Opened> {
     let config = &state.http.realtime;
     let deadline = Instant::now() + Duration::from_secs(config.auth_timeout_secs);
     // The first frame must be `connect`, in time.
     let first = tokio::select! {
-        f = incoming.recv() => f,
+        f = next_frame(&mut incoming) => f,
         () = sleep_until(deadline) => {
             writer.close(close::AUTH_TIMEOUT).await;
             return None;
         }
     };
-    let (id, token, device) = match first.as_ref().map(parse) {
-        Some(Ok(ClientFrame::Connect { id, token, device })) => (id, token, device),
-        Some(Ok(_)) | Some(Err(_)) => {
+    if matches!(first, Incoming::Gone | Incoming::Closed) {
+        return None;
+    }
+    let (id, token, device) = match parse(&first) {
+        Ok(ClientFrame::Connect { id, token, device }) => (id, token, device),
+        Ok(_) | Err(_) => {
             let p = Problem::new(Code::BAD_REQUEST, "The first frame must be `connect`.");
             let _ = writer.error(None, None, &p).await;
             writer.close(close::PROTOCOL).await;
             return None;
         }
-        None => return None,
     };
     let caller = match Caller::authenticate(&state, &token, origin).await {
         Ok(c) => c,
@@ -345,7 +339,7 @@ impl Socket {
     async fn run(
         &mut self,
         connect_id: Option<u64>,
-        mut incoming: mpsc::Receiver<Incoming>,
+        mut incoming: SplitStream<WebSocket>,
         mut queue: mpsc::Receiver<Outbound>,
     ) -> Result<(), Closed> {
         let config = self.state.http.realtime.clone();
@@ -404,18 +398,18 @@ impl Socket {
                     self.conn.taken(&out);
                     Box::pin(self.outbound(out)).await?;
                 }
-                frame = incoming.recv() => match frame {
-                    Some(Incoming::Closed) => {
+                frame = next_frame(&mut incoming) => match frame {
+                    Incoming::Closed => {
                         self.client_closed = true;
                         return Err(Closed);
                     }
-                    None | Some(Incoming::Gone) => return Err(Closed),
-                    Some(Incoming::Pong) => pong_due = None,
-                    Some(Incoming::TooLarge) => {
+                    Incoming::Gone => return Err(Closed),
+                    Incoming::Pong => pong_due = None,
+                    Incoming::TooLarge => {
                         self.conn.close(close::FRAME_TOO_LARGE);
                         return Ok(());
                     }
-                    Some(frame) => {
+                    frame => {
                         metrics::counter!("lectern_realtime_frames_received_total").increment(1);
                         if !self.within_rate() {
                             let p = Problem::new(
@@ -449,13 +443,11 @@ impl Socket {
         match out {
             Outbound::Pub(p) => self.publish(&p).await,
             Outbound::Frame(f) => self.writer.text(&f).await,
-            Outbound::Presence { key, diff, counts } => {
-                match self.subs.get(&key).map(|s| s.presence) {
-                    Some(PresenceMode::Full) => self.writer.text(&diff).await,
-                    Some(PresenceMode::Counts) => self.writer.text(&counts).await,
-                    Some(PresenceMode::None) | None => Ok(()),
-                }
-            }
+            Outbound::Presence(batch) => match self.subs.get(&batch.key).map(|s| s.presence) {
+                Some(PresenceMode::Full) => self.writer.text(&batch.diff).await,
+                Some(PresenceMode::Counts) => self.writer.text(&batch.counts).await,
+                Some(PresenceMode::None) | None => Ok(()),
+            },
             Outbound::Recheck(key) => {
                 let keys: Vec<ChannelKey> = match key {
                     Some(k) if self.subs.contains_key(&k) => vec![k],
