@@ -5,12 +5,12 @@
 //! one slow reader never holds up the others and the server's memory stays
 //! bounded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -66,9 +66,14 @@ pub struct Connection {
     /// Who is connected.
     pub user_id: Uuid,
     session_id: Mutex<Uuid>,
-    tx: mpsc::Sender<Outbound>,
+    /// What waits to be sent. A plain deque (empty, it allocates nothing)
+    /// and a [`Notify`], rather than a channel: an idle socket costs a few
+    /// bytes here, not a channel's preallocated block.
+    queue: Mutex<VecDeque<Outbound>>,
+    ready: Notify,
     queued: AtomicUsize,
     max_bytes: usize,
+    max_frames: usize,
     /// Fires when the socket must close; [`Connection::close_code`] says why.
     pub closing: CancellationToken,
     code: Mutex<Option<u16>>,
@@ -98,20 +103,38 @@ impl Connection {
             return;
         }
         let weight = out.weight();
-        if self.queued.load(Ordering::Relaxed) + weight > self.max_bytes {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.len() >= self.max_frames
+            || self.queued.load(Ordering::Relaxed) + weight > self.max_bytes
+        {
+            drop(queue);
             self.close(close::SLOW);
             return;
         }
         self.queued.fetch_add(weight, Ordering::Relaxed);
-        if self.tx.try_send(out).is_err() {
-            self.queued.fetch_sub(weight, Ordering::Relaxed);
-            self.close(close::SLOW);
-        }
+        queue.push_back(out);
+        drop(queue);
+        self.ready.notify_one();
     }
 
-    /// Take note that `out` left the queue.
-    pub fn taken(&self, out: &Outbound) {
-        self.queued.fetch_sub(out.weight(), Ordering::Relaxed);
+    /// The next thing to send, once there is one. Cancel-safe: an item is
+    /// taken from the queue only when it is returned.
+    pub async fn next(&self) -> Outbound {
+        loop {
+            {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(out) = queue.pop_front() {
+                    // A burst's room is given back once it has drained.
+                    if queue.is_empty() && queue.capacity() > 16 {
+                        queue.shrink_to_fit();
+                    }
+                    self.queued.fetch_sub(out.weight(), Ordering::Relaxed);
+                    return out;
+                }
+            }
+            // A push after the check above leaves a permit: no wake is lost.
+            self.ready.notified().await;
+        }
     }
 
     /// The bytes waiting in the queue.
@@ -227,21 +250,22 @@ impl Hub {
         }
     }
 
-    /// Register a socket of `user_id`, with its queue's receiving end;
-    /// refused when the user has as many open as allowed.
+    /// Register a socket of `user_id`; refused when the user has as many
+    /// open as allowed.
     pub fn connect(
         &self,
         user_id: Uuid,
         session_id: Uuid,
-    ) -> Result<(Arc<Connection>, mpsc::Receiver<Outbound>), TooManyConnections> {
-        let (tx, rx) = mpsc::channel(self.config.outbound_frames.max(1));
+    ) -> Result<Arc<Connection>, TooManyConnections> {
         let conn = Arc::new(Connection {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             user_id,
             session_id: Mutex::new(session_id),
-            tx,
+            queue: Mutex::default(),
+            ready: Notify::new(),
             queued: AtomicUsize::new(0),
             max_bytes: self.config.outbound_bytes,
+            max_frames: self.config.outbound_frames.max(1),
             closing: CancellationToken::new(),
             code: Mutex::new(None),
             closes: Arc::clone(&self.closes),
@@ -257,7 +281,7 @@ impl Hub {
         mine.insert(conn.id, Arc::clone(&conn));
         drop(r);
         metrics::gauge!("lectern_realtime_connections").increment(1.0);
-        Ok((conn, rx))
+        Ok(conn)
     }
 
     /// Forget a socket and its subscriptions.

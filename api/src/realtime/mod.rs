@@ -95,5 +95,13 @@ async fn realtime(
         .max_write_buffer_size(config.outbound_bytes.max(config.max_frame_bytes * 2))
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
-        .on_upgrade(move |ws| socket::serve(state, ws, origin))
+        .on_upgrade({
+            // The upgrade's task holds this closure for the socket's whole
+            // life: one pointer, not the state and origin themselves.
+            let context = Box::new((state, origin));
+            move |ws| {
+                let (state, origin) = *context;
+                socket::serve(state, ws, origin)
+            }
+        })
 }

@@ -6,6 +6,8 @@
 //! time: a client that stops reading is closed as slow (4008).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +15,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use uuid::Uuid;
 
@@ -85,19 +86,34 @@ struct Closed;
 
 /// Serve one upgraded socket for a client at `origin`.
 ///
-/// The steps are boxed futures of their own: what an idle socket keeps in
-/// memory is then only the live loop's state, not the largest of the
-/// handshake's and the commands' (see BENCHMARKS.md, idle sockets).
-pub async fn serve(state: AppState, socket: WebSocket, origin: Origin) {
+/// What an idle socket keeps in memory is only its live loop's state: the
+/// handshake is a boxed future of its own, freed once it is done, and the
+/// future returned here (which the upgrade's task holds) is a few pointers
+/// (see BENCHMARKS.md, idle sockets).
+pub fn serve(
+    state: AppState,
+    socket: WebSocket,
+    origin: Origin,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let (sink, stream) = socket.split();
     let writer = Writer {
         sink,
         timeout: Duration::from_secs(state.http.realtime.write_timeout_secs.max(1)),
         stalled: false,
     };
-    if let Some(opened) = Box::pin(open(state, writer, stream, origin)).await {
-        Box::pin(opened.live()).await;
-    }
+    let handshake = Box::pin(open(state, writer, stream, origin));
+    Box::pin(async move {
+        let Some(opened) = handshake.await else {
+            return;
+        };
+        // Unboxed in a block of its own, so that the box is freed before
+        // the socket's life begins.
+        let live = {
+            let opened = *opened;
+            Box::pin(opened.live())
+        };
+        live.await;
+    })
 }
 
 /// A socket past its handshake.
@@ -105,7 +121,6 @@ struct Opened {
     socket: Socket,
     connect_id: Option<u64>,
     incoming: SplitStream<WebSocket>,
-    queue: mpsc::Receiver<Outbound>,
     presence_id: String,
 }
 
@@ -116,7 +131,7 @@ async fn open(
     mut writer: Writer,
     mut incoming: SplitStream<WebSocket>,
     origin: Origin,
-) -> Option<Opened> {
+) -> Option<Box<Opened>> {
     let config = &state.http.realtime;
     let deadline = Instant::now() + Duration::from_secs(config.auth_timeout_secs);
     // The first frame must be `connect`, in time.
@@ -153,7 +168,7 @@ async fn open(
         }
     };
     let hub = Arc::clone(&state.realtime);
-    let Ok((conn, queue)) = hub.connect(caller.user_id, caller.session_id) else {
+    let Ok(conn) = hub.connect(caller.user_id, caller.session_id) else {
         let p = Problem::new(
             Code::TOO_MANY_CONNECTIONS,
             format!(
@@ -180,7 +195,7 @@ async fn open(
     {
         tracing::warn!(error = %e, "cannot record a socket's presence");
     }
-    Some(Opened {
+    Some(Box::new(Opened {
         socket: Socket {
             state,
             caller,
@@ -193,9 +208,8 @@ async fn open(
         },
         connect_id: id,
         incoming,
-        queue,
         presence_id,
-    })
+    }))
 }
 
 impl Opened {
@@ -206,10 +220,9 @@ impl Opened {
             mut socket,
             connect_id,
             incoming,
-            queue,
             presence_id,
         } = self;
-        let ended = Box::pin(socket.run(connect_id, incoming, queue)).await;
+        let ended = Box::pin(socket.run(connect_id, incoming)).await;
         if socket.writer.stalled {
             // A frame is stuck half-written: no close frame can follow it.
             socket.conn.close(close::SLOW);
@@ -340,9 +353,11 @@ impl Socket {
         &mut self,
         connect_id: Option<u64>,
         mut incoming: SplitStream<WebSocket>,
-        mut queue: mpsc::Receiver<Outbound>,
     ) -> Result<(), Closed> {
-        let config = self.state.http.realtime.clone();
+        let (ping_secs, pong_timeout_secs) = {
+            let config = &self.state.http.realtime;
+            (config.ping_secs, config.pong_timeout_secs)
+        };
         let epoch = Box::pin(self.state.realtime.epoch(&self.state.pool))
             .await
             .map_err(|_| Closed)?;
@@ -355,15 +370,16 @@ impl Socket {
                 user_id: self.caller.user_id,
                 epoch: epoch.to_string(),
                 expires_at: self.caller.claims.exp,
-                ping: config.ping_secs,
-                pong_timeout: config.pong_timeout_secs,
+                ping: ping_secs,
+                pong_timeout: pong_timeout_secs,
             })
             .await?;
-        let ping_every = Duration::from_secs(config.ping_secs.max(1));
-        let pong_within = Duration::from_secs(config.pong_timeout_secs.max(1));
+        let ping_every = Duration::from_secs(ping_secs.max(1));
+        let pong_within = Duration::from_secs(pong_timeout_secs.max(1));
         let mut next_ping = Instant::now() + ping_every;
         let mut pong_due: Option<Instant> = None;
         let closing = self.conn.closing.clone();
+        let conn = Arc::clone(&self.conn);
         loop {
             let expires = expiry(self.caller.claims.exp);
             tokio::select! {
@@ -393,9 +409,7 @@ impl Socket {
                     pong_due = Some(Instant::now() + pong_within);
                     next_ping = Instant::now() + ping_every;
                 }
-                out = queue.recv() => {
-                    let Some(out) = out else { return Ok(()) };
-                    self.conn.taken(&out);
+                out = conn.next() => {
                     Box::pin(self.outbound(out)).await?;
                 }
                 frame = next_frame(&mut incoming) => match frame {
