@@ -125,6 +125,19 @@ pub struct BillingConfig {
         default_value_t = 300
     )]
     pub stripe_webhook_tolerance_secs: i64,
+
+    /// The Stripe API's base URL (a local emulator's in tests).
+    #[arg(
+        long,
+        env = "LECTERN_STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+
+    /// The Stripe secret key (`sk_…`). Unset: starting a payment answers
+    /// 503 `payments_not_configured`; everything else works.
+    #[arg(long, env = "LECTERN_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<crate::routes::billing::stripe::SecretKey>,
 }
 
 impl Default for BillingConfig {
@@ -132,6 +145,8 @@ impl Default for BillingConfig {
         Self {
             stripe_webhook_secrets: crate::routes::billing::signature::Secrets::default(),
             stripe_webhook_tolerance_secs: 300,
+            stripe_api_base: "https://api.stripe.com".to_owned(),
+            stripe_secret_key: None,
         }
     }
 }

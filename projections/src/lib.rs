@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod audit;
+pub mod billing;
 pub mod classroom;
 pub mod follow;
 pub mod identity;
@@ -38,5 +39,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(classroom::ChatProjection),
         Arc::new(presence::PresenceProjection),
         Arc::new(video::VideoProjection),
+        Arc::new(billing::BillingProjection),
     ]
 }

@@ -9,6 +9,7 @@
 
 pub mod classroom;
 pub mod realtime;
+pub mod stripe;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

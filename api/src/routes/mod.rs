@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lectern_commands::billing::enrolment::InvoiceOnEnrolment;
 use lectern_commands::billing::BillingService;
 use lectern_commands::classroom::roster::RosterSync;
 use lectern_commands::classroom::ClassroomService;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub video: VideoService,
     /// The billing context's commands.
     pub billing: BillingService,
+    /// The Stripe API, when a secret key is configured.
+    pub stripe: Option<billing::stripe::StripeClient>,
 }
 
 impl AppState {
@@ -88,6 +91,11 @@ impl AppState {
             presence: PresenceService::new(&pool, http.realtime.presence()),
             video: VideoService::new(&pool, http.realtime.video()),
             billing: BillingService::new(&pool),
+            stripe: http
+                .billing
+                .stripe_secret_key
+                .clone()
+                .map(|key| billing::stripe::StripeClient::new(&http.billing.stripe_api_base, key)),
             read_pool: pool.clone(),
             pool,
             http: Arc::new(http),
@@ -129,7 +137,13 @@ pub fn problem_codes() -> impl Iterator<Item = Code> {
 
 /// Every process manager: follow-up commands to events of the log.
 pub fn process_managers(state: &AppState) -> Vec<Arc<dyn ProcessManager>> {
-    vec![Arc::new(RosterSync::new(state.classroom.clone()))]
+    vec![
+        Arc::new(RosterSync::new(state.classroom.clone())),
+        Arc::new(InvoiceOnEnrolment::new(
+            state.billing.clone(),
+            state.classroom.clone(),
+        )),
+    ]
 }
 
 /// One run of a worker, until the token fires.
@@ -149,8 +163,12 @@ pub struct ContextWorker {
 pub fn context_workers(state: &AppState, config: &WorkerConfig) -> Vec<ContextWorker> {
     let (pool, classroom) = (state.pool.clone(), state.classroom.clone());
     let ttl = Duration::from_secs(config.delivery_ttl_secs);
-    let (sweeping, expiring) = (state.clone(), state.clone());
+    let (sweeping, expiring, billing) = (state.clone(), state.clone(), state.clone());
     vec![
+        ContextWorker {
+            name: "billing_inbox",
+            run: Box::new(move |cancel| Box::pin(billing::work(billing.clone(), cancel))),
+        },
         ContextWorker {
             name: "presence_sweep",
             run: Box::new(move |cancel| Box::pin(presence::sweep(sweeping.clone(), cancel))),

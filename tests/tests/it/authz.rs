@@ -254,6 +254,30 @@ const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
         [401, 409, 403, 409, 409, 403],
     ),
     ("GET", "/api/v1/me/watch-time", Body::None, AUTHED),
+    (
+        "GET",
+        "/api/v1/invoices",
+        Body::None,
+        [401, 200, 200, 200, 200, 403],
+    ),
+    (
+        "GET",
+        "/api/v1/invoices/{id}",
+        Body::None,
+        [401, 404, 404, 404, 404, 403],
+    ),
+    (
+        "POST",
+        "/api/v1/invoices/{id}/void",
+        Body::Empty,
+        [401, 404, 403, 403, 403, 403],
+    ),
+    (
+        "POST",
+        "/api/v1/invoices/{id}/payments",
+        Body::Empty,
+        [401, 404, 403, 404, 404, 403],
+    ),
     // Public: a token neither helps nor hurts. Unsigned, every delivery is
     // refused for its signature (the signed ones are in tests/it/billing.rs).
     (
@@ -286,6 +310,7 @@ fn path_for(template: &str, ctx: &Ctx) -> String {
         "/api/v1/boards",
         "/api/v1/presence",
         "/api/v1/video",
+        "/api/v1/invoices",
     ]
     .iter()
     .any(|p| template.starts_with(p))

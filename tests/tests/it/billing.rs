@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use lectern_api::config::{HttpConfig, TEST_WEBHOOK_SECRET};
 use lectern_api::routes::billing::signature::sign;
-use lectern_tests::{spawn_app, spawn_app_on, state_for, TestApp, TestDb};
+use lectern_domain::billing::invoice::{InvoiceCommand, Line};
+use lectern_domain::classroom::values::Currency;
+use lectern_tests::classroom::{create_lesson, enrol, lesson_body};
+use lectern_tests::stripe::{FakeStripe, SECRET_KEY};
+use lectern_tests::{json_of, spawn_app, spawn_app_on, state_for, TestApp, TestDb, Tokens};
 use serde_json::{json, Value};
 
 const PATH: &str = "/api/v1/webhooks/stripe";
@@ -284,4 +288,579 @@ async fn oversized_unconfigured_and_non_event_deliveries_are_refused_and_store_n
     assert_eq!(status, 503);
     assert_eq!(problem["code"], "webhooks_not_configured");
     assert_eq!(inbox_rows(&bare).await, 0);
+}
+
+// ---- Invoices ------------------------------------------------------------
+
+/// The invoices `t` sees, once there are `n` (the projection follows the
+/// log).
+async fn invoices(app: &TestApp, t: &Tokens, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = json_of(app.get("/api/v1/invoices", &t.access_token).await).await;
+        let rows = page["results"].as_array().cloned().unwrap_or_default();
+        if rows.len() >= n || std::time::Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Invoice `id` as `t` reads it, once `ready` holds of it.
+async fn invoice_when(
+    app: &TestApp,
+    t: &Tokens,
+    id: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = app
+            .get(&format!("/api/v1/invoices/{id}"), &t.access_token)
+            .await;
+        let body = json_of(r).await;
+        if ready(&body) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "invoice {id} never got there: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn payment_intent(id: &str, pi: &str, invoice: &str, received: i64, created: i64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": id, "object": "event", "type": "payment_intent.succeeded", "created": created,
+        "api_version": "2026-06-24.dahlia", "livemode": false,
+        "data": {"object": {"id": pi, "object": "payment_intent", "amount": received,
+                            "amount_received": received, "currency": "eur", "status": "succeeded",
+                            "metadata": {"invoice_id": invoice}}}
+    }))
+    .expect("json")
+}
+
+fn charge_refunded(id: &str, pi: &str, refunded: i64, created: i64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": id, "object": "event", "type": "charge.refunded", "created": created,
+        "api_version": "2026-06-24.dahlia", "livemode": false,
+        "data": {"object": {"id": format!("ch_{pi}"), "object": "charge", "payment_intent": pi,
+                            "amount": 1500, "amount_captured": 1500, "amount_refunded": refunded,
+                            "refunded": refunded == 1500, "currency": "eur", "metadata": {}}}
+    }))
+    .expect("json")
+}
+
+async fn signed(app: &TestApp, body: Vec<u8>) -> u16 {
+    let signature = header(&body, TEST_WEBHOOK_SECRET, now());
+    deliver(app, body, Some(signature)).await.0
+}
+
+#[tokio::test]
+async fn enrolling_in_a_priced_lesson_opens_an_invoice_that_only_its_people_see_and_leaving_voids_it(
+) {
+    let app = spawn_app().await;
+    let (_, tutor) = app.user("tutor").await;
+    let (student_id, student) = app.user("student").await;
+    let (_, stranger) = app.user("student").await;
+    let (_, admin) = app.user("admin").await;
+    let (lesson, _) = create_lesson(&app, &tutor, 5).await;
+    enrol(&app, &student, lesson).await;
+    let mine = invoices(&app, &student, 1).await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let invoice = &mine[0];
+    assert_eq!(invoice["payer_id"], student_id.to_string());
+    assert_eq!(invoice["status"], "open");
+    assert_eq!(invoice["currency"], "eur");
+    assert_eq!(invoice["amount_due"], 1500);
+    assert_eq!(invoice["amount_remaining"], 1500);
+    assert_eq!(invoice["display_status"], "open");
+    let id = invoice["id"].as_str().expect("an id").to_owned();
+    let detail = invoice_when(&app, &student, &id, |b| b["lines"].is_array()).await;
+    assert_eq!(detail["lines"][0]["lesson_id"], lesson.to_string());
+    assert_eq!(detail["lines"][0]["amount_minor"], 1500);
+    // The tutor sees it, read only; another student does not; an admin does.
+    assert_eq!(invoices(&app, &tutor, 1).await.len(), 1);
+    assert_eq!(invoices(&app, &admin, 1).await.len(), 1);
+    assert!(invoices(&app, &stranger, 0).await.is_empty());
+    let r = app
+        .get(&format!("/api/v1/invoices/{id}"), &stranger.access_token)
+        .await;
+    assert_eq!(r.status(), 404);
+    // Leaving voids it.
+    let r = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/lessons/{lesson}/enrollments/{student_id}"),
+            Some(&student.access_token),
+            None,
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    invoice_when(&app, &student, &id, |b| b["status"] == "void").await;
+    // A free lesson opens none.
+    let mut free = lesson_body(5);
+    free["price"]["amount_minor"] = json!(0);
+    let r = app
+        .post("/api/v1/lessons", Some(&tutor.access_token), free)
+        .await;
+    assert_eq!(r.status(), 201);
+    let free_lesson: uuid::Uuid = json_of(r).await["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("an id");
+    enrol(&app, &stranger, free_lesson).await;
+    // Reactions run in log order: once a later enrolment's invoice is
+    // there, the free one's reaction has run.
+    let (_, later) = app.user("student").await;
+    enrol(&app, &later, lesson).await;
+    assert_eq!(invoices(&app, &later, 1).await.len(), 1);
+    assert!(invoices(&app, &stranger, 0).await.is_empty());
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE aggregate_type = 'Invoice' AND event_type = 'InvoiceCreated'")
+            .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn webhooks_pay_an_invoice_in_parts_then_refund_it() {
+    let app = spawn_app().await;
+    let (_, tutor) = app.user("tutor").await;
+    let (_, student) = app.user("student").await;
+    let (lesson, _) = create_lesson(&app, &tutor, 5).await;
+    enrol(&app, &student, lesson).await;
+    let id = invoices(&app, &student, 1).await[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let t = now() - 60;
+    // A partial payment, then the rest through a second PaymentIntent.
+    assert_eq!(
+        signed(&app, payment_intent("evt_p1", "pi_a", &id, 500, t)).await,
+        200
+    );
+    let partial = invoice_when(&app, &student, &id, |b| b["amount_paid"] == 500).await;
+    assert_eq!(partial["display_status"], "partially_paid");
+    assert_eq!(partial["amount_remaining"], 1000);
+    assert_eq!(
+        signed(&app, payment_intent("evt_p2", "pi_b", &id, 1000, t + 1)).await,
+        200
+    );
+    let paid = invoice_when(&app, &student, &id, |b| b["status"] == "paid").await;
+    assert_eq!(paid["amount_paid"], 1500);
+    assert_eq!(paid["amount_remaining"], 0);
+    // A refund on the second payment's charge, which names no invoice.
+    assert_eq!(
+        signed(&app, charge_refunded("evt_r1", "pi_b", 300, t + 2)).await,
+        200
+    );
+    let refunded = invoice_when(&app, &student, &id, |b| b["amount_refunded"] == 300).await;
+    assert_eq!(refunded["display_status"], "partially_refunded");
+    assert_eq!(refunded["status"], "paid");
+    // The log holds each fact once; the inbox rows are done.
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_type = 'Invoice' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("events");
+    assert_eq!(
+        types,
+        [
+            "InvoiceCreated",
+            "LineItemAdded",
+            "InvoiceFinalized",
+            "PaymentApplied",
+            "PaymentApplied",
+            "InvoicePaid",
+            "RefundApplied"
+        ]
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM stripe_inbox WHERE status = 'processed'")
+            .await,
+        3
+    );
+    let (invoiced, paid_total, refunded_total): (i64, i64, i64) = sqlx::query_as(
+        "SELECT sum(invoiced)::bigint, sum(paid)::bigint, sum(refunded)::bigint FROM analytics.revenue_daily WHERE currency = 'eur'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("revenue");
+    assert_eq!((invoiced, paid_total, refunded_total), (1500, 1500, 300));
+}
+
+#[tokio::test]
+async fn a_refund_delivered_before_its_payment_waits_for_it_and_both_apply() {
+    let app = spawn_app().await;
+    let (_, tutor) = app.user("tutor").await;
+    let (_, student) = app.user("student").await;
+    let (lesson, _) = create_lesson(&app, &tutor, 5).await;
+    enrol(&app, &student, lesson).await;
+    let id = invoices(&app, &student, 1).await[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let t = now() - 60;
+    // charge.refunded first: its PaymentIntent is not known yet.
+    assert_eq!(
+        signed(&app, charge_refunded("evt_early", "pi_late", 1500, t + 5)).await,
+        200
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, error): (String, Option<String>) = sqlx::query_as(
+            "SELECT status, last_error FROM stripe_inbox WHERE event_id = 'evt_early'",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("the row");
+        if error.is_some() {
+            assert_eq!(status, "pending", "it waits to be retried");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never attempted");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The payment comes; the refund's retry then applies too.
+    assert_eq!(
+        signed(&app, payment_intent("evt_pay", "pi_late", &id, 1500, t)).await,
+        200
+    );
+    let done = invoice_when(&app, &student, &id, |b| b["amount_refunded"] == 1500).await;
+    assert_eq!(done["status"], "paid");
+    assert_eq!(done["amount_paid"], 1500);
+    assert_eq!(done["display_status"], "refunded");
+    // Delivered again, both change nothing.
+    assert_eq!(
+        signed(&app, charge_refunded("evt_early", "pi_late", 1500, t + 5)).await,
+        200
+    );
+    assert_eq!(
+        signed(&app, payment_intent("evt_pay", "pi_late", &id, 1500, t)).await,
+        200
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE aggregate_type = 'Invoice' AND aggregate_id = '{id}' AND event_type IN ('PaymentApplied', 'RefundApplied')"
+        ))
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn only_an_admin_voids_and_a_paid_invoice_is_not_voided() {
+    let app = spawn_app().await;
+    let (_, tutor) = app.user("tutor").await;
+    let (_, student) = app.user("student").await;
+    let (_, admin) = app.user("admin").await;
+    let (lesson, _) = create_lesson(&app, &tutor, 5).await;
+    enrol(&app, &student, lesson).await;
+    let (_, other) = app.user("student").await;
+    enrol(&app, &other, lesson).await;
+    let first = invoices(&app, &student, 1).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let second = invoices(&app, &other, 1).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let void = |id: &str, t: &Tokens| {
+        let (path, token) = (
+            format!("/api/v1/invoices/{id}/void"),
+            t.access_token.clone(),
+        );
+        let app = &app;
+        async move {
+            app.post(&path, Some(&token), json!({"reason": "duplicate"}))
+                .await
+        }
+    };
+    assert_eq!(void(&first, &student).await.status(), 403);
+    assert_eq!(void(&first, &tutor).await.status(), 403);
+    let r = void(&first, &admin).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(r).await["id"], first);
+    invoice_when(&app, &student, &first, |b| b["status"] == "void").await;
+    // Voiding again changes nothing.
+    assert_eq!(void(&first, &admin).await.status(), 200);
+    // Money that arrives for a void invoice is recorded; it stays void.
+    assert_eq!(
+        signed(&app, payment_intent("evt_v", "pi_v", &first, 1500, now())).await,
+        200
+    );
+    let after = invoice_when(&app, &student, &first, |b| b["amount_paid"] == 1500).await;
+    assert_eq!(after["status"], "void");
+    // A paid invoice is refunded, never voided.
+    assert_eq!(
+        signed(&app, payment_intent("evt_w", "pi_w", &second, 1500, now())).await,
+        200
+    );
+    invoice_when(&app, &other, &second, |b| b["status"] == "paid").await;
+    let r = void(&second, &admin).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(json_of(r).await["code"], "invoice_paid");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE aggregate_id = '{second}' AND event_type = 'InvoiceVoided'"
+        ))
+        .await,
+        0
+    );
+    let r = void(&uuid::Uuid::new_v4().to_string(), &admin).await;
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn an_overdue_invoice_is_recorded_once() {
+    let app = spawn_app().await;
+    let (payer, _) = app.user("student").await;
+    let id = uuid::Uuid::new_v4();
+    let due = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let create = InvoiceCommand::Create {
+        payer_id: payer,
+        currency: Currency::parse("eur").expect("eur"),
+        lines: vec![Line {
+            lesson_id: uuid::Uuid::new_v4(),
+            description: "Algebra".into(),
+            amount_minor: 2000,
+        }],
+        due_at: due,
+        finalize: true,
+    };
+    let meta = lectern_domain::EventMetadata::system("");
+    app.state
+        .billing
+        .execute(id, create, &meta)
+        .await
+        .expect("created");
+    // The sweep reads the read model: wait until it has the invoice.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app
+        .count(&format!(
+            "SELECT count(*) FROM invoices WHERE id = '{id}' AND status = 'open'"
+        ))
+        .await
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Two sweeps at once and one after: one event.
+    let (a, b) = tokio::join!(
+        app.state.billing.check_overdue(),
+        app.state.billing.check_overdue()
+    );
+    a.expect("a sweep");
+    b.expect("a sweep");
+    app.state.billing.check_overdue().await.expect("a sweep");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE aggregate_id = '{id}' AND event_type = 'InvoiceBecameOverdue'"
+        ))
+        .await,
+        1
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app
+        .count(&format!(
+            "SELECT count(*) FROM invoices WHERE id = '{id}' AND overdue"
+        ))
+        .await
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read model never showed it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_lesson_price_cannot_change_while_invoiced_but_other_fields_can() {
+    let app = spawn_app().await;
+    let (_, tutor) = app.user("tutor").await;
+    let (_, student) = app.user("student").await;
+    let (_, admin) = app.user("admin").await;
+    let (lesson, _) = create_lesson(&app, &tutor, 5).await;
+    enrol(&app, &student, lesson).await;
+    let id = invoices(&app, &student, 1).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let patch = |body: Value| {
+        let app = &app;
+        let token = tutor.access_token.clone();
+        async move {
+            app.call(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/lessons/{lesson}"),
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let updates = || async {
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE aggregate_id = '{lesson}' AND event_type = 'LessonUpdated'"
+        ))
+        .await
+    };
+    let r = patch(json!({"price": {"amount_minor": 2000, "currency": "EUR"}})).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(json_of(r).await["code"], "invoiced");
+    assert_eq!(updates().await, 0);
+    let r = patch(json!({"title": "Geometry"})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(updates().await, 1);
+    // Once the invoice is void, the price may change again.
+    let r = app
+        .post(
+            &format!("/api/v1/invoices/{id}/void"),
+            Some(&admin.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    invoice_when(&app, &student, &id, |b| b["status"] == "void").await;
+    let r = patch(json!({"price": {"amount_minor": 2000, "currency": "EUR"}})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(updates().await, 2);
+}
+
+// ---- Payments through the Stripe API ------------------------------------
+
+#[tokio::test]
+async fn a_payment_started_through_the_stripe_api_is_paid_by_its_signed_webhook() {
+    let stripe = FakeStripe::start().await;
+    let app = app_with(|h| {
+        h.billing.stripe_api_base = stripe.base();
+        h.billing.stripe_secret_key = Some(SECRET_KEY.parse().expect("a key"));
+    })
+    .await;
+    let (_, tutor) = app.user("tutor").await;
+    let (student_id, student) = app.user("student").await;
+    let (_, stranger) = app.user("student").await;
+    let (lesson, _) = create_lesson(&app, &tutor, 5).await;
+    enrol(&app, &student, lesson).await;
+    let id = invoices(&app, &student, 1).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let start = |t: &Tokens| {
+        let (app, path, token) = (
+            &app,
+            format!("/api/v1/invoices/{id}/payments"),
+            t.access_token.clone(),
+        );
+        async move { app.post(&path, Some(&token), json!({})).await }
+    };
+    // Only the payer starts it.
+    assert_eq!(start(&stranger).await.status(), 403);
+    assert_eq!(start(&tutor).await.status(), 403);
+    assert!(stripe.calls().is_empty());
+    let r = start(&student).await;
+    assert_eq!(r.status(), 201);
+    let started = json_of(r).await;
+    assert_eq!(started["amount"], 1500);
+    assert_eq!(started["currency"], "eur");
+    assert_eq!(started["invoice_id"], id);
+    let pi = started["payment_intent_id"]
+        .as_str()
+        .expect("a PaymentIntent")
+        .to_owned();
+    assert!(started["client_secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with(&pi)));
+    // What Stripe was asked: the key, an idempotency key, the metadata
+    // that links the webhooks back.
+    let calls = stripe.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].authorization, format!("Bearer {SECRET_KEY}"));
+    assert!(!calls[0].idempotency_key.is_empty());
+    assert_eq!(calls[0].form["amount"], "1500");
+    assert_eq!(calls[0].form["currency"], "eur");
+    assert_eq!(calls[0].form["metadata[invoice_id]"], id);
+    assert_eq!(calls[0].form["metadata[payer_id]"], student_id.to_string());
+    // Started again before anything changed: the same PaymentIntent.
+    let again = json_of(start(&student).await).await;
+    assert_eq!(again["payment_intent_id"], pi);
+    assert_eq!(stripe.calls()[1].idempotency_key, calls[0].idempotency_key);
+    assert_eq!(stripe.intents(), 1);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE aggregate_id = '{id}' AND event_type = 'PaymentStarted'"
+        ))
+        .await,
+        1
+    );
+    // The client secret is the client's: it is in no event.
+    let secret = started["client_secret"].as_str().expect("secret");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE payload::text LIKE '%{secret}%'"
+        ))
+        .await,
+        0
+    );
+    // The customer pays; Stripe's signed webhook pays the invoice.
+    let webhook = app.url(PATH);
+    assert_eq!(
+        stripe.succeed(&pi, &webhook, TEST_WEBHOOK_SECRET).await,
+        200
+    );
+    let paid = invoice_when(&app, &student, &id, |b| b["status"] == "paid").await;
+    assert_eq!(paid["amount_paid"], 1500);
+    // Nothing is left to pay.
+    let r = start(&student).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(json_of(r).await["code"], "invoice_not_payable");
+    assert_eq!(stripe.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn without_a_stripe_key_payments_answer_503_and_a_void_invoice_409() {
+    let app = spawn_app().await;
+    let (_, tutor) = app.user("tutor").await;
+    let (_, student) = app.user("student").await;
+    let (_, admin) = app.user("admin").await;
+    let (lesson, _) = create_lesson(&app, &tutor, 5).await;
+    enrol(&app, &student, lesson).await;
+    let id = invoices(&app, &student, 1).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/api/v1/invoices/{id}/payments");
+    let r = app
+        .post(&path, Some(&student.access_token), json!({}))
+        .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(json_of(r).await["code"], "payments_not_configured");
+    let r = app
+        .post(
+            &format!("/api/v1/invoices/{id}/void"),
+            Some(&admin.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .post(&path, Some(&student.access_token), json!({}))
+        .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(json_of(r).await["code"], "invoice_not_payable");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE aggregate_id = '{id}' AND event_type = 'PaymentStarted'"
+        ))
+        .await,
+        0
+    );
 }

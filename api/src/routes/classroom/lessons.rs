@@ -196,7 +196,8 @@ async fn get_lesson(
 /// Change a scheduled lesson (its tutor or an admin).
 #[utoipa::path(patch, path = "/api/v1/lessons/{id}", tag = "lessons", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Lesson id")), request_body = LessonChanges,
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, description = "The price is on an open or paid invoice", body = Problem), (status = 422, body = Problem)))]
 async fn update_lesson(
     State(state): State<AppState>,
     caller: Caller,
@@ -205,6 +206,9 @@ async fn update_lesson(
 ) -> Result<Json<CommandAccepted>, Problem> {
     let grant = caller.authorize(&state, Action::LessonUpdate).await?;
     let patch = body.patch("#")?;
+    if let Some(price) = &patch.price {
+        crate::routes::billing::refuse_invoiced_price_change(&state, &caller, id, price).await?;
+    }
     let command = LessonCommand::Update {
         by: actor(&caller, grant),
         patch,

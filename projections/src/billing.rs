@@ -1,0 +1,434 @@
+//! `invoices`, `invoice_lines`, `payments` and `analytics.revenue_daily`,
+//! from the Invoice streams, and the queries that read them.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lectern_domain::billing::invoice::{InvoiceEvent, InvoiceStatus};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::classroom::{decode, uuid_of};
+use crate::log::LogEvent;
+use crate::projection::{Interest, Projection, ProjectionError, Tables};
+
+const INVOICES: &str = "invoices";
+const LINES: &str = "invoice_lines";
+const PAYMENTS: &str = "payments";
+const REVENUE: &str = "analytics.revenue_daily";
+
+/// Invoices, their lines and payments, and daily revenue.
+pub struct BillingProjection;
+
+#[async_trait]
+impl Projection for BillingProjection {
+    fn name(&self) -> &'static str {
+        "billing"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[INVOICES, LINES, PAYMENTS, REVENUE]
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::types(&["Invoice"])
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        t: &Tables,
+        event: &LogEvent,
+    ) -> Result<(), ProjectionError> {
+        let id = uuid_of(event)?;
+        let at = event.recorded_at;
+        let version = event.sequence;
+        let touch = |sql: &str| {
+            format!(
+                "UPDATE {} SET {sql}, updated_at = $2, version = $3 WHERE id = $1",
+                t.get(INVOICES)
+            )
+        };
+        match decode::<InvoiceEvent>(event)? {
+            InvoiceEvent::InvoiceCreated {
+                payer_id,
+                currency,
+                due_at,
+            } => {
+                sqlx::query(&format!(
+                    "INSERT INTO {} (id, payer_id, status, currency, due_at, created_at, updated_at, version)
+                     VALUES ($1, $2, 'draft', $3, $4, $5, $5, $6) ON CONFLICT (id) DO NOTHING",
+                    t.get(INVOICES)
+                ))
+                .bind(id)
+                .bind(payer_id)
+                .bind(currency.as_str())
+                .bind(due_at)
+                .bind(at)
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
+            }
+            InvoiceEvent::LineItemAdded(line) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {} (invoice_id, n, lesson_id, description, amount_minor)
+                     SELECT $1, count(*), $2, $3, $4 FROM {} WHERE invoice_id = $1",
+                    t.get(LINES),
+                    t.get(LINES)
+                ))
+                .bind(id)
+                .bind(line.lesson_id)
+                .bind(&line.description)
+                .bind(line.amount_minor)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(&touch("amount_due = amount_due + $4"))
+                    .bind(id)
+                    .bind(at)
+                    .bind(version)
+                    .bind(line.amount_minor)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            InvoiceEvent::InvoiceFinalized { amount_due, due_at } => {
+                sqlx::query(&touch("status = 'open', amount_due = $4, due_at = $5"))
+                    .bind(id)
+                    .bind(at)
+                    .bind(version)
+                    .bind(amount_due)
+                    .bind(due_at)
+                    .execute(&mut *conn)
+                    .await?;
+                revenue(conn, t, id, at, "invoiced", amount_due).await?;
+            }
+            InvoiceEvent::InvoiceVoided { .. } => {
+                status(conn, t, id, at, version, InvoiceStatus::Void).await?;
+            }
+            InvoiceEvent::InvoicePaid { .. } => {
+                status(conn, t, id, at, version, InvoiceStatus::Paid).await?;
+            }
+            InvoiceEvent::InvoiceBecameOverdue { .. } => {
+                sqlx::query(&touch("overdue = true"))
+                    .bind(id)
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            InvoiceEvent::PaymentStarted {
+                payment_intent_id,
+                amount,
+            } => {
+                payment(
+                    conn,
+                    t,
+                    id,
+                    "started",
+                    &payment_intent_id,
+                    Some(amount),
+                    None,
+                    None,
+                    at,
+                )
+                .await?;
+            }
+            InvoiceEvent::PaymentFailed {
+                payment_ref,
+                code,
+                created,
+            } => {
+                payment(
+                    conn,
+                    t,
+                    id,
+                    "failure",
+                    &payment_ref,
+                    None,
+                    code.as_deref(),
+                    Some(created),
+                    at,
+                )
+                .await?;
+            }
+            InvoiceEvent::PaymentApplied {
+                payment_ref,
+                amount_received,
+                created,
+                amount_paid,
+            } => {
+                payment(
+                    conn,
+                    t,
+                    id,
+                    "payment",
+                    &payment_ref,
+                    Some(amount_received),
+                    None,
+                    Some(created),
+                    at,
+                )
+                .await?;
+                let before: i64 = sqlx::query_scalar(&format!(
+                    "SELECT amount_paid FROM {} WHERE id = $1",
+                    t.get(INVOICES)
+                ))
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await?;
+                sqlx::query(&touch("amount_paid = $4"))
+                    .bind(id)
+                    .bind(at)
+                    .bind(version)
+                    .bind(amount_paid)
+                    .execute(&mut *conn)
+                    .await?;
+                revenue(conn, t, id, at, "paid", amount_paid - before).await?;
+            }
+            InvoiceEvent::RefundApplied {
+                charge_ref,
+                amount_refunded,
+                created,
+                total_refunded,
+                ..
+            } => {
+                payment(
+                    conn,
+                    t,
+                    id,
+                    "refund",
+                    &charge_ref,
+                    Some(amount_refunded),
+                    None,
+                    Some(created),
+                    at,
+                )
+                .await?;
+                let before: i64 = sqlx::query_scalar(&format!(
+                    "SELECT amount_refunded FROM {} WHERE id = $1",
+                    t.get(INVOICES)
+                ))
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await?;
+                sqlx::query(&touch("amount_refunded = $4"))
+                    .bind(id)
+                    .bind(at)
+                    .bind(version)
+                    .bind(total_refunded)
+                    .execute(&mut *conn)
+                    .await?;
+                revenue(conn, t, id, at, "refunded", total_refunded - before).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn status(
+    conn: &mut PgConnection,
+    t: &Tables,
+    id: Uuid,
+    at: DateTime<Utc>,
+    version: i64,
+    status: InvoiceStatus,
+) -> Result<(), ProjectionError> {
+    sqlx::query(&format!(
+        "UPDATE {} SET status = $4, updated_at = $2, version = $3 WHERE id = $1",
+        t.get(INVOICES)
+    ))
+    .bind(id)
+    .bind(at)
+    .bind(version)
+    .bind(status.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The newest report of one kind for one reference.
+#[allow(clippy::too_many_arguments)]
+async fn payment(
+    conn: &mut PgConnection,
+    t: &Tables,
+    invoice: Uuid,
+    kind: &str,
+    reference: &str,
+    amount: Option<i64>,
+    code: Option<&str>,
+    created: Option<i64>,
+    at: DateTime<Utc>,
+) -> Result<(), ProjectionError> {
+    sqlx::query(&format!(
+        "INSERT INTO {} (invoice_id, kind, reference, amount, code, stripe_created, recorded_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (invoice_id, kind, reference) DO UPDATE
+            SET amount = EXCLUDED.amount, code = EXCLUDED.code,
+                stripe_created = EXCLUDED.stripe_created, recorded_at = EXCLUDED.recorded_at",
+        t.get(PAYMENTS)
+    ))
+    .bind(invoice)
+    .bind(kind)
+    .bind(reference)
+    .bind(amount)
+    .bind(code)
+    .bind(created)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Add `amount` to `column` of the invoice's currency on the event's day.
+async fn revenue(
+    conn: &mut PgConnection,
+    t: &Tables,
+    invoice: Uuid,
+    at: DateTime<Utc>,
+    column: &'static str,
+    amount: i64,
+) -> Result<(), ProjectionError> {
+    if amount == 0 {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {revenue} (day, currency, {column})
+         SELECT ($2 AT TIME ZONE 'UTC')::date, currency, $3 FROM {invoices} WHERE id = $1
+         ON CONFLICT (day, currency) DO UPDATE SET {column} = {revenue}.{column} + EXCLUDED.{column}",
+        revenue = t.get(REVENUE),
+        invoices = t.get(INVOICES),
+    ))
+    .bind(invoice)
+    .bind(at)
+    .bind(amount)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One invoice as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct InvoiceRow {
+    /// The invoice.
+    pub id: Uuid,
+    /// Who pays.
+    pub payer_id: Uuid,
+    /// draft, open, paid, void or uncollectible.
+    pub status: String,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+    /// The total, in minor units.
+    pub amount_due: i64,
+    /// Received so far.
+    pub amount_paid: i64,
+    /// Refunded so far.
+    pub amount_refunded: i64,
+    /// Still owed: due less paid, never below zero.
+    pub amount_remaining: i64,
+    /// `partially_paid`, `partially_refunded`, `refunded` or `overdue`
+    /// beside the status; otherwise the status itself.
+    pub display_status: String,
+    /// When payment is due.
+    pub due_at: DateTime<Utc>,
+    /// Whether `InvoiceBecameOverdue` was recorded.
+    pub overdue: bool,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its stream's version this row reflects.
+    pub version: i64,
+}
+
+/// One line of an invoice.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct LineRow {
+    /// The lesson whose enrolment is sold.
+    pub lesson_id: Uuid,
+    /// What the payer sees.
+    pub description: String,
+    /// Its price when invoiced, in minor units.
+    pub amount_minor: i64,
+}
+
+const SELECT: &str = "SELECT i.id, i.payer_id, i.status, i.currency, i.amount_due, i.amount_paid,
+        i.amount_refunded, greatest(i.amount_due - i.amount_paid, 0) AS amount_remaining,
+        CASE
+          WHEN i.status = 'paid' AND i.amount_paid > 0 AND i.amount_refunded >= i.amount_paid THEN 'refunded'
+          WHEN i.status = 'paid' AND i.amount_refunded > 0 THEN 'partially_refunded'
+          WHEN i.status = 'open' AND i.due_at < now() THEN 'overdue'
+          WHEN i.status = 'open' AND i.amount_paid > 0 THEN 'partially_paid'
+          ELSE i.status
+        END AS display_status,
+        i.due_at, i.overdue, i.created_at, i.version
+   FROM invoices i";
+
+/// Whose invoices a reader sees.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// Every invoice (admins, auditors).
+    All,
+    /// Those `payer` pays.
+    Payer(Uuid),
+    /// Those for lessons `tutor` teaches.
+    Tutor(Uuid),
+}
+
+const SCOPE: &str = "($1::int = 0
+        OR ($1 = 1 AND i.payer_id = $2)
+        OR ($1 = 2 AND EXISTS (SELECT 1 FROM invoice_lines l JOIN lessons s ON s.id = l.lesson_id
+                               WHERE l.invoice_id = i.id AND s.tutor_id = $2)))";
+
+fn scope_args(scope: Scope) -> (i32, Uuid) {
+    match scope {
+        Scope::All => (0, Uuid::nil()),
+        Scope::Payer(u) => (1, u),
+        Scope::Tutor(u) => (2, u),
+    }
+}
+
+/// A page of invoices in `scope`, newest first, after the cursor `after`
+/// (`created_at`, `id`) of the last row of the previous page.
+pub async fn page(
+    pool: &PgPool,
+    scope: Scope,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<InvoiceRow>, sqlx::Error> {
+    let (kind, who) = scope_args(scope);
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE {SCOPE}
+           AND ($3::timestamptz IS NULL OR (i.created_at, i.id) < ($3, $4))
+         ORDER BY i.created_at DESC, i.id DESC LIMIT $5"
+    ))
+    .bind(kind)
+    .bind(who)
+    .bind(after.map(|a| a.0))
+    .bind(after.map_or(Uuid::nil(), |a| a.1))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Invoice `id` if `scope` sees it, with its lines.
+pub async fn one(
+    pool: &PgPool,
+    scope: Scope,
+    id: Uuid,
+) -> Result<Option<(InvoiceRow, Vec<LineRow>)>, sqlx::Error> {
+    let (kind, who) = scope_args(scope);
+    let row: Option<InvoiceRow> = sqlx::query_as(&format!("{SELECT} WHERE {SCOPE} AND i.id = $3"))
+        .bind(kind)
+        .bind(who)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let lines = sqlx::query_as(
+        "SELECT lesson_id, description, amount_minor FROM invoice_lines WHERE invoice_id = $1 ORDER BY n",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some((row, lines)))
+}
