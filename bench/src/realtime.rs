@@ -371,8 +371,19 @@ async fn relay(opts: &RealtimeBench) -> anyhow::Result<Delivery> {
                         {
                             return;
                         }
+                        // At its best: what has queued up meanwhile goes
+                        // out in one write, as the gateway does.
                         while let Ok(frame) = rx.recv().await {
-                            if sink.send(AxMessage::text(frame.to_string())).await.is_err() {
+                            if sink.feed(AxMessage::text(frame.to_string())).await.is_err() {
+                                return;
+                            }
+                            for _ in 1..64 {
+                                let Ok(more) = rx.try_recv() else { break };
+                                if sink.feed(AxMessage::text(more.to_string())).await.is_err() {
+                                    return;
+                                }
+                            }
+                            if sink.flush().await.is_err() {
                                 return;
                             }
                         }

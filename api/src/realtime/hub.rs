@@ -117,20 +117,24 @@ impl Connection {
         self.ready.notify_one();
     }
 
+    /// The next thing to send, if one is waiting.
+    pub fn try_next(&self) -> Option<Outbound> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = queue.pop_front()?;
+        if queue.is_empty() && queue.capacity() > 16 {
+            queue.shrink_to_fit();
+        }
+        self.queued.fetch_sub(out.weight(), Ordering::Relaxed);
+        Some(out)
+    }
+
     /// The next thing to send, once there is one. Cancel-safe: an item is
     /// taken from the queue only when it is returned.
     pub async fn next(&self) -> Outbound {
         loop {
-            {
-                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(out) = queue.pop_front() {
-                    // A burst's room is given back once it has drained.
-                    if queue.is_empty() && queue.capacity() > 16 {
-                        queue.shrink_to_fit();
-                    }
-                    self.queued.fetch_sub(out.weight(), Ordering::Relaxed);
-                    return out;
-                }
+            // A burst's room is given back once it has drained.
+            if let Some(out) = self.try_next() {
+                return out;
             }
             // A push after the check above leaves a permit: no wake is lost.
             self.ready.notified().await;

@@ -91,7 +91,9 @@ async fn realtime(
     let config = &state.http.realtime;
     upgrade
         .read_buffer_size(config.read_buffer_bytes)
-        .write_buffer_size(0)
+        // Frames are gathered into writes of up to 8 KiB, flushed at the
+        // end of each burst (see socket.rs).
+        .write_buffer_size(8 * 1024)
         .max_write_buffer_size(config.outbound_bytes.max(config.max_frame_bytes * 2))
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)

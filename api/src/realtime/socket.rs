@@ -84,6 +84,9 @@ struct Sub {
 /// How the socket ended.
 struct Closed;
 
+/// Frames gathered into one write at most.
+const GATHER_FRAMES: usize = 64;
+
 /// Serve one upgraded socket for a client at `origin`.
 ///
 /// What an idle socket keeps in memory is only its live loop's state: the
@@ -100,6 +103,7 @@ pub fn serve(
         sink,
         timeout: Duration::from_secs(state.http.realtime.write_timeout_secs.max(1)),
         stalled: false,
+        gathering: false,
     };
     let handshake = Box::pin(open(state, writer, stream, origin));
     Box::pin(async move {
@@ -267,15 +271,37 @@ struct Writer {
     timeout: Duration,
     /// A write outlasted `timeout`: the client is not reading.
     stalled: bool,
+    /// Frames are being gathered into one write: [`Writer::text`] does not
+    /// flush until [`Writer::flush`].
+    gathering: bool,
 }
 
 impl Writer {
     async fn text(&mut self, text: &str) -> Result<(), Closed> {
-        match tokio::time::timeout(self.timeout, self.sink.send(Message::text(text))).await {
+        let message = Message::text(text);
+        let written = if self.gathering {
+            tokio::time::timeout(self.timeout, self.sink.feed(message)).await
+        } else {
+            tokio::time::timeout(self.timeout, self.sink.send(message)).await
+        };
+        match written {
             Ok(Ok(())) => {
                 metrics::counter!("lectern_realtime_frames_sent_total").increment(1);
                 Ok(())
             }
+            Ok(Err(_)) => Err(Closed),
+            Err(_) => {
+                self.stalled = true;
+                Err(Closed)
+            }
+        }
+    }
+
+    /// Send what was gathered, and stop gathering.
+    async fn flush(&mut self) -> Result<(), Closed> {
+        self.gathering = false;
+        match tokio::time::timeout(self.timeout, self.sink.flush()).await {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Closed),
             Err(_) => {
                 self.stalled = true;
@@ -410,7 +436,15 @@ impl Socket {
                     next_ping = Instant::now() + ping_every;
                 }
                 out = conn.next() => {
+                    // What has queued up meanwhile goes out in one write
+                    // (at most 64 frames before a flush).
+                    self.writer.gathering = true;
                     Box::pin(self.outbound(out)).await?;
+                    for _ in 1..GATHER_FRAMES {
+                        let Some(more) = conn.try_next() else { break };
+                        Box::pin(self.outbound(more)).await?;
+                    }
+                    self.writer.flush().await?;
                 }
                 frame = next_frame(&mut incoming) => match frame {
                     Incoming::Closed => {
