@@ -20,3 +20,5 @@ CREATE TABLE stripe_inbox (
 );
 
 CREATE INDEX stripe_inbox_due ON stripe_inbox (next_attempt_at) WHERE status = 'pending';
+-- A refund's charge is linked to its invoice through its PaymentIntent's delivery.
+CREATE INDEX stripe_inbox_object ON stripe_inbox (object_id);

@@ -237,6 +237,11 @@ where
                 }
             },
         };
+        // Small frames (a drawing op, a presence diff) go out at once, not
+        // after Nagle's wait for the client's delayed ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+        }
         let app = app.clone();
         let service = hyper::service::service_fn(move |request: axum::http::Request<_>| {
             let mut request = request.map(axum::body::Body::new);

@@ -77,6 +77,10 @@ pub async fn run_auth(pool: PgPool, opts: &AuthBench) -> anyhow::Result<AuthResu
     let addr = listener.local_addr()?;
     let app = lectern_api::router(state.clone());
     tokio::spawn(async move {
+        // As `lectern serve` does: TCP_NODELAY on every connection.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

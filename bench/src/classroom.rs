@@ -221,6 +221,10 @@ pub(crate) async fn serve(state: AppState, cancel: &CancellationToken) -> anyhow
     let app = lectern_api::router(state.clone());
     let stop = cancel.clone();
     tokio::spawn(async move {
+        // As `lectern serve` does: TCP_NODELAY on every connection.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -397,6 +397,9 @@ async fn relay(opts: &RealtimeBench) -> anyhow::Result<Delivery> {
     let stop = CancellationToken::new();
     let server_stop = stop.clone();
     tokio::spawn(async move {
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { server_stop.cancelled().await })
             .await;

@@ -121,6 +121,7 @@ impl Connection {
     pub fn try_next(&self) -> Option<Outbound> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let out = queue.pop_front()?;
+        // A burst's room is given back once it has drained.
         if queue.is_empty() && queue.capacity() > 16 {
             queue.shrink_to_fit();
         }
@@ -132,7 +133,6 @@ impl Connection {
     /// taken from the queue only when it is returned.
     pub async fn next(&self) -> Outbound {
         loop {
-            // A burst's room is given back once it has drained.
             if let Some(out) = self.try_next() {
                 return out;
             }
