@@ -209,8 +209,15 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
 
 /// A fresh database, its projection runners, and the real router on port 0.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_tuned(|_| {}).await
+}
+
+/// [`spawn_app`] with the test settings changed by `tune`.
+pub async fn spawn_app_tuned(tune: impl FnOnce(&mut HttpConfig)) -> TestApp {
     let db = TestDb::new().await;
-    let state = state_for(&db, HttpConfig::for_tests());
+    let mut http = HttpConfig::for_tests();
+    tune(&mut http);
+    let state = state_for(&db, http);
     spawn_app_on(db, state).await
 }
 

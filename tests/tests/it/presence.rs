@@ -9,18 +9,11 @@ use lectern_api::config::HttpConfig;
 use lectern_tests::classroom::{create_lesson, enrol};
 use lectern_tests::realtime::Ws;
 use lectern_tests::{
-    json_of, spawn_app_on, state_for, ServerProcess, TestApp, TestDb, Tokens, PASSWORD,
+    json_of, spawn_app_on, spawn_app_tuned, state_for, ServerProcess, TestApp, TestDb, Tokens,
+    PASSWORD,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-async fn app_with(tune: impl FnOnce(&mut HttpConfig)) -> TestApp {
-    let db = TestDb::new().await;
-    let mut http = HttpConfig::for_tests();
-    tune(&mut http);
-    let state = state_for(&db, http);
-    spawn_app_on(db, state).await
-}
 
 /// `(status, cause)` of every PresenceChanged of `user`, in order.
 async fn changes(app: &TestApp, user: Uuid) -> Vec<(String, String)> {
@@ -54,7 +47,7 @@ async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> b
 
 #[tokio::test]
 async fn heartbeats_keep_an_http_client_present_until_its_ttl_and_ghost_threshold() {
-    let app = app_with(|h| {
+    let app = spawn_app_tuned(|h| {
         h.realtime.presence_ttl_secs = 1;
         h.realtime.presence_ghost_secs = 3;
     })
@@ -130,7 +123,7 @@ async fn heartbeats_keep_an_http_client_present_until_its_ttl_and_ghost_threshol
 
 #[tokio::test]
 async fn lesson_presence_and_bulk_reads_show_only_what_the_caller_may_see() {
-    let app = app_with(|_| {}).await;
+    let app = spawn_app_tuned(|_| {}).await;
     let (tutor_id, tutor) = app.user("tutor").await;
     let (student_id, student) = app.user("student").await;
     let (stranger_id, stranger) = app.user("student").await;
@@ -253,7 +246,7 @@ async fn diffs(ws: &mut Ws, within: Duration) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_reconnect_inside_the_grace_sends_no_offline_diff() {
-    let app = app_with(|h| {
+    let app = spawn_app_tuned(|h| {
         h.realtime.presence_grace_secs = 4;
         h.realtime.presence_batch_ms = 300;
     })

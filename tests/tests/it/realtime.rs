@@ -11,18 +11,11 @@ use lectern_api::workers::Workers;
 use lectern_api::AppState;
 use lectern_tests::classroom::{draw, enrol, live_board, op, send};
 use lectern_tests::realtime::{offsets, End, Ws};
-use lectern_tests::{json_of, serve, spawn_app, spawn_app_on, state_for, TestApp, TestDb};
+use lectern_tests::{json_of, serve, spawn_app, spawn_app_on, spawn_app_tuned, TestApp, TestDb};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// An app whose realtime limits `tune` sets.
-async fn app_with(tune: impl FnOnce(&mut HttpConfig)) -> TestApp {
-    let db = TestDb::new().await;
-    let mut http = HttpConfig::for_tests();
-    tune(&mut http);
-    let state = state_for(&db, http);
-    spawn_app_on(db, state).await
-}
 
 fn ops(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
@@ -125,7 +118,7 @@ async fn a_resume_delivers_exactly_the_missed_ops_in_order_then_goes_live() {
 
 #[tokio::test]
 async fn a_resume_past_the_cap_or_from_another_epoch_is_not_recovered() {
-    let app = app_with(|h| h.realtime.resume_max_events = 5).await;
+    let app = spawn_app_tuned(|h| h.realtime.resume_max_events = 5).await;
     let live = live_board(&app).await;
     let channel = format!("board:{}", live.board);
     let (mut ws, connected) = Ws::connect(app.addr, &live.student.access_token).await;
@@ -161,7 +154,7 @@ async fn a_resume_past_the_cap_or_from_another_epoch_is_not_recovered() {
 
 #[tokio::test]
 async fn a_resume_over_the_byte_cap_is_not_recovered() {
-    let app = app_with(|h| h.realtime.resume_max_bytes = 4096).await;
+    let app = spawn_app_tuned(|h| h.realtime.resume_max_bytes = 4096).await;
     let live = live_board(&app).await;
     let channel = format!("board:{}", live.board);
     let (mut ws, connected) = Ws::connect(app.addr, &live.student.access_token).await;
@@ -389,7 +382,7 @@ async fn a_client_that_stops_reading_is_closed_as_slow_with_its_queue_bounded() 
 
 #[tokio::test]
 async fn the_socket_limits_hold() {
-    let app = app_with(|h| {
+    let app = spawn_app_tuned(|h| {
         h.realtime.auth_timeout_secs = 1;
         h.realtime.max_connections_per_user = 2;
         h.realtime.max_channels = 2;
@@ -496,7 +489,7 @@ async fn the_socket_limits_hold() {
 
 #[tokio::test]
 async fn an_unanswered_ping_closes_the_socket_and_a_token_expiry_too() {
-    let app = app_with(|h| {
+    let app = spawn_app_tuned(|h| {
         h.realtime.ping_secs = 1;
         h.realtime.pong_timeout_secs = 1;
     })

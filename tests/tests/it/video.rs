@@ -5,20 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use lectern_api::config::HttpConfig;
 use lectern_tests::classroom::{create_lesson, enrol};
 use lectern_tests::realtime::Ws;
-use lectern_tests::{json_of, spawn_app_on, state_for, TestApp, TestDb, Tokens};
+use lectern_tests::{json_of, spawn_app_tuned, TestApp, Tokens};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-async fn app_with(tune: impl FnOnce(&mut HttpConfig)) -> TestApp {
-    let db = TestDb::new().await;
-    let mut http = HttpConfig::for_tests();
-    tune(&mut http);
-    let state = state_for(&db, http);
-    spawn_app_on(db, state).await
-}
 
 async fn device(app: &TestApp, t: &Tokens, id: &str, activate: bool) {
     let r = app
@@ -74,7 +65,7 @@ async fn setup(app: &TestApp) -> (Uuid, Uuid, Tokens) {
 
 #[tokio::test]
 async fn one_device_plays_at_a_time_and_a_second_is_refused_by_default() {
-    let app = app_with(|_| {}).await;
+    let app = spawn_app_tuned(|_| {}).await;
     let (lesson, student_id, student) = setup(&app).await;
     // Only the active device, only a participant.
     let (status, body) = start(&app, &student, lesson, "laptop").await;
@@ -171,7 +162,7 @@ async fn one_device_plays_at_a_time_and_a_second_is_refused_by_default() {
 
 #[tokio::test]
 async fn under_the_takeover_policy_the_new_device_wins_and_the_old_is_told_to_stop() {
-    let app = app_with(|h| h.realtime.video_policy = "takeover".into()).await;
+    let app = spawn_app_tuned(|h| h.realtime.video_policy = "takeover".into()).await;
     let (lesson, student_id, student) = setup(&app).await;
     let (status, first) = start(&app, &student, lesson, "phone").await;
     assert_eq!(status, 201);
@@ -221,7 +212,7 @@ async fn under_the_takeover_policy_the_new_device_wins_and_the_old_is_told_to_st
 
 #[tokio::test]
 async fn an_expired_lease_ends_the_session_with_an_event_and_counts_its_watch_time() {
-    let app = app_with(|h| h.realtime.video_lease_secs = 2).await;
+    let app = spawn_app_tuned(|h| h.realtime.video_lease_secs = 2).await;
     let (lesson, student_id, student) = setup(&app).await;
     let (status, started) = start(&app, &student, lesson, "phone").await;
     assert_eq!(status, 201);
