@@ -15,8 +15,6 @@ use lectern_tests::{json_of, serve, spawn_app, spawn_app_on, spawn_app_tuned, Te
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// An app whose realtime limits `tune` sets.
-
 fn ops(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
