@@ -11,6 +11,12 @@ use uuid::Uuid;
 
 use crate::{json_of, TestApp, Tokens};
 
+/// Counts the events requests write: not the roster copies and invoices
+/// that process managers make after lesson commands, which land whenever
+/// the reactions get to them.
+pub const EVENTS_BY_REQUESTS: &str =
+    "SELECT count(*) FROM events WHERE event_type <> 'RosterSynced' AND aggregate_type <> 'Invoice'";
+
 /// A valid lesson starting tomorrow, priced 15.00 EUR, with `capacity`.
 pub fn lesson_body(capacity: u32) -> Value {
     json!({"title": "Algebra", "description": "Linear equations",

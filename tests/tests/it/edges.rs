@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-/// Events requests write (the roster copies a process manager makes after
-/// a lesson command land whenever it gets to them, so they are left out).
+/// Events requests write (the roster copies and invoices that process
+/// managers make after a lesson command land whenever they get to them, so
+/// they are left out).
 async fn events(app: &TestApp) -> i64 {
-    app.count("SELECT count(*) FROM events WHERE event_type <> 'RosterSynced'")
+    app.count(lectern_tests::classroom::EVENTS_BY_REQUESTS)
         .await
 }
 

@@ -520,20 +520,23 @@ async fn many_clients_drawing_on_one_board_converge() {
 
     // The audit log and the analytics counts, written a run at a time, hold
     // every event exactly once.
-    // The roster copies a process manager makes land when it gets to them:
-    // let it catch up first, then take the head of the log as it stands.
+    // The roster copies and invoices the process managers make land when
+    // they get to them: let them catch up first, then take the head of the
+    // log as it stands.
     let newest: lectern_domain::Position = newest.parse().expect("a test value");
-    assert!(
-        lectern_projections::status::wait_for(
-            &app.db.pool,
-            "classroom_roster",
-            newest,
-            Duration::from_secs(20)
-        )
-        .await
-        .expect("a test value"),
-        "the roster copies are done"
-    );
+    for reaction in ["classroom_roster", "billing_enrolment"] {
+        assert!(
+            lectern_projections::status::wait_for(
+                &app.db.pool,
+                reaction,
+                newest,
+                Duration::from_secs(20)
+            )
+            .await
+            .expect("a test value"),
+            "{reaction} is done"
+        );
+    }
     let (tx, pos): (i64, i64) = sqlx::query_as(
         "SELECT transaction_id::text::bigint, global_position FROM events
           ORDER BY transaction_id DESC, global_position DESC LIMIT 1",

@@ -235,7 +235,7 @@ async fn readers_of_every_lesson_read_this_one_and_an_unknown_lesson_is_404_writ
     let c = chat(&app).await;
     let (_, auditor) = app.user("auditor").await;
     let events_before = app
-        .count("SELECT count(*) FROM events WHERE event_type <> 'RosterSynced'")
+        .count(lectern_tests::classroom::EVENTS_BY_REQUESTS)
         .await;
     let r = app
         .get(
@@ -264,7 +264,7 @@ async fn readers_of_every_lesson_read_this_one_and_an_unknown_lesson_is_404_writ
         assert_eq!(json_of(r).await["code"], "lesson_not_found", "{path}");
     }
     assert_eq!(
-        app.count("SELECT count(*) FROM events WHERE event_type <> 'RosterSynced'")
+        app.count(lectern_tests::classroom::EVENTS_BY_REQUESTS)
             .await,
         events_before
     );
