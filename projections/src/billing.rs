@@ -169,21 +169,7 @@ impl Projection for BillingProjection {
                     at,
                 )
                 .await?;
-                let before: i64 = sqlx::query_scalar(&format!(
-                    "SELECT amount_paid FROM {} WHERE id = $1",
-                    t.get(INVOICES)
-                ))
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await?;
-                sqlx::query(&touch("amount_paid = $4"))
-                    .bind(id)
-                    .bind(at)
-                    .bind(version)
-                    .bind(amount_paid)
-                    .execute(&mut *conn)
-                    .await?;
-                revenue(conn, t, id, at, "paid", amount_paid - before).await?;
+                total(conn, t, id, at, version, Total::Paid, amount_paid).await?;
             }
             InvoiceEvent::RefundApplied {
                 charge_ref,
@@ -204,25 +190,49 @@ impl Projection for BillingProjection {
                     at,
                 )
                 .await?;
-                let before: i64 = sqlx::query_scalar(&format!(
-                    "SELECT amount_refunded FROM {} WHERE id = $1",
-                    t.get(INVOICES)
-                ))
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await?;
-                sqlx::query(&touch("amount_refunded = $4"))
-                    .bind(id)
-                    .bind(at)
-                    .bind(version)
-                    .bind(total_refunded)
-                    .execute(&mut *conn)
-                    .await?;
-                revenue(conn, t, id, at, "refunded", total_refunded - before).await?;
+                total(conn, t, id, at, version, Total::Refunded, total_refunded).await?;
             }
         }
         Ok(())
     }
+}
+
+/// A running total of an invoice that Stripe's cumulative amounts set.
+#[derive(Clone, Copy)]
+enum Total {
+    Paid,
+    Refunded,
+}
+
+/// Set the invoice's `total` to `value` and add the difference to the day's
+/// revenue, in one statement that reads the old value as it updates it.
+async fn total(
+    conn: &mut PgConnection,
+    t: &Tables,
+    id: Uuid,
+    at: DateTime<Utc>,
+    version: i64,
+    total: Total,
+    value: i64,
+) -> Result<(), ProjectionError> {
+    let (column, revenue_column) = match total {
+        Total::Paid => ("amount_paid", "paid"),
+        Total::Refunded => ("amount_refunded", "refunded"),
+    };
+    let before: i64 = sqlx::query_scalar(&format!(
+        "UPDATE {invoices} i SET {column} = $4, updated_at = $2, version = $3
+           FROM (SELECT {column} AS before FROM {invoices} WHERE id = $1) b
+          WHERE i.id = $1
+      RETURNING b.before",
+        invoices = t.get(INVOICES)
+    ))
+    .bind(id)
+    .bind(at)
+    .bind(version)
+    .bind(value)
+    .fetch_one(&mut *conn)
+    .await?;
+    revenue(conn, t, id, at, revenue_column, value - before).await
 }
 
 async fn status(
