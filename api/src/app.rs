@@ -33,6 +33,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::idempotency::layer,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::throttle::layer,
+        ))
         .with_state(state);
     with_layers(app, &http)
 }

@@ -92,6 +92,10 @@ pub struct HttpConfig {
     #[arg(long, env = "LECTERN_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: crate::auth::TrustedProxies,
 
+    /// The default rate limits.
+    #[command(flatten)]
+    pub throttle: ThrottleConfig,
+
     /// The realtime socket's limits.
     #[command(flatten)]
     pub realtime: RealtimeConfig,
@@ -147,6 +151,47 @@ impl Default for BillingConfig {
             stripe_webhook_tolerance_secs: 300,
             stripe_api_base: "https://api.stripe.com".to_owned(),
             stripe_secret_key: None,
+        }
+    }
+}
+
+/// The rate limits of every endpoint without a limit of its own (the
+/// policy table's limits, such as 10 payment starts a minute, stay as they
+/// are). Each is per process; 0 turns one off.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ThrottleConfig {
+    /// Requests a minute one user may make (the burst).
+    #[arg(long, env = "LECTERN_RATE_LIMIT_BURST_PER_MINUTE", default_value_t = crate::auth::limits::DefaultLimits::default().burst_per_minute)]
+    pub burst_per_minute: u32,
+    /// Requests an hour one user may make (the sustained rate).
+    #[arg(long, env = "LECTERN_RATE_LIMIT_PER_HOUR", default_value_t = crate::auth::limits::DefaultLimits::default().per_hour)]
+    pub per_hour: u32,
+    /// Requests an hour one client address may make without a token, on
+    /// anything but the auth endpoints, webhooks, the realtime socket, the
+    /// health probes and the docs.
+    #[arg(long, env = "LECTERN_RATE_LIMIT_ANONYMOUS_PER_HOUR", default_value_t = crate::auth::limits::DefaultLimits::default().anonymous_per_hour)]
+    pub anonymous_per_hour: u32,
+}
+
+impl Default for ThrottleConfig {
+    /// The production defaults, as the flags' defaults.
+    fn default() -> Self {
+        let d = crate::auth::limits::DefaultLimits::default();
+        Self {
+            burst_per_minute: d.burst_per_minute,
+            per_hour: d.per_hour,
+            anonymous_per_hour: d.anonymous_per_hour,
+        }
+    }
+}
+
+impl ThrottleConfig {
+    /// The limits these settings name.
+    pub fn limits(self) -> crate::auth::limits::DefaultLimits {
+        crate::auth::limits::DefaultLimits {
+            burst_per_minute: self.burst_per_minute,
+            per_hour: self.per_hour,
+            anonymous_per_hour: self.anonymous_per_hour,
         }
     }
 }
@@ -345,6 +390,13 @@ impl HttpConfig {
             cors_origins: Vec::new(),
             ready_max_lag: 10_000,
             trusted_proxies: crate::auth::TrustedProxies::default(),
+            // Off: tests poll and page far faster than any client. The
+            // throttle tests turn the production defaults back on.
+            throttle: ThrottleConfig {
+                burst_per_minute: 0,
+                per_hour: 0,
+                anonymous_per_hour: 0,
+            },
             realtime: RealtimeConfig::default(),
             billing: BillingConfig {
                 stripe_webhook_secrets: TEST_WEBHOOK_SECRET.parse().unwrap_or_default(),

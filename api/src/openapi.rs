@@ -16,7 +16,11 @@ pub fn base() -> OpenApi {
                      same key and request get the stored answer (Idempotent-Replayed: true), the same key with \
                      another request gets 422 idempotency_key_reused, and while the first is still running 409 \
                      idempotency_key_in_use with Retry-After. The realtime WebSocket (GET /api/v1/realtime) is \
-                     described by the AsyncAPI 3 document at /asyncapi.json and in docs/realtime.md.",
+                     described by the AsyncAPI 3 document at /asyncapi.json and in docs/realtime.md. Rate \
+                     limits: an action's own limit, else 100 requests a minute and 1,000 an hour per user, and \
+                     20 an hour per address without a token (auth endpoints, webhooks, the realtime socket, \
+                     health and docs aside); every response of a limited endpoint carries RateLimit-Policy and \
+                     RateLimit (draft-ietf-httpapi-ratelimit-headers), and a 429 also Retry-After.",
                 ))
                 .build(),
         )
@@ -106,8 +110,14 @@ fn complete_responses(api: OpenApi) -> OpenApi {
                     ));
                     add.push(("422", "The Idempotency-Key was used with another request"));
                 }
-                if path.starts_with("/api/") && method != "get" {
-                    add.push(("429", "Over a rate limit; see Retry-After"));
+                // Limited: every caller with a token (an action's own limit
+                // or the defaults), the auth endpoints (their own limits per
+                // address) and anything else anonymous but the exempt paths.
+                if secured
+                    || path.starts_with("/api/v1/auth/")
+                    || crate::auth::throttle::counts_as_anonymous(path)
+                {
+                    add.push(("429", "Over a rate limit; see Retry-After and RateLimit"));
                 }
                 if path.starts_with("/api/") || path == "/health/ready" {
                     add.push((

@@ -1,5 +1,6 @@
-//! `invoices`, `invoice_lines`, `payments` and `analytics.revenue_daily`,
-//! from the Invoice streams, and the queries that read them.
+//! `invoices`, `invoice_lines`, `payments`, `billing_discrepancies` and
+//! `analytics.revenue_daily`, from the Invoice streams, and the queries that
+//! read them.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,6 +18,7 @@ const INVOICES: &str = "invoices";
 const LINES: &str = "invoice_lines";
 const PAYMENTS: &str = "payments";
 const REVENUE: &str = "analytics.revenue_daily";
+const DISCREPANCIES: &str = "billing_discrepancies";
 
 /// Invoices, their lines and payments, and daily revenue.
 pub struct BillingProjection;
@@ -28,7 +30,7 @@ impl Projection for BillingProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[INVOICES, LINES, PAYMENTS, REVENUE]
+        &[INVOICES, LINES, PAYMENTS, REVENUE, DISCREPANCIES]
     }
 
     fn interest(&self) -> Interest {
@@ -156,6 +158,12 @@ impl Projection for BillingProjection {
                 amount_received,
                 created,
                 amount_paid,
+            }
+            | InvoiceEvent::PaymentReconciled {
+                payment_ref,
+                amount_received,
+                created,
+                amount_paid,
             } => {
                 payment(
                     conn,
@@ -169,7 +177,43 @@ impl Projection for BillingProjection {
                     at,
                 )
                 .await?;
+                let reconciled = event.event_type == "PaymentReconciled";
+                sqlx::query(&format!(
+                    "UPDATE {} SET reconciled = $3
+                      WHERE invoice_id = $1 AND kind = 'payment' AND reference = $2",
+                    t.get(PAYMENTS)
+                ))
+                .bind(id)
+                .bind(&payment_ref)
+                .bind(reconciled)
+                .execute(&mut *conn)
+                .await?;
                 total(conn, t, id, at, version, Total::Paid, amount_paid).await?;
+            }
+            InvoiceEvent::ReconciliationDiscrepancyFound {
+                payment_ref,
+                field,
+                ours,
+                theirs,
+                observed_at,
+            } => {
+                sqlx::query(&format!(
+                    "INSERT INTO {} (invoice_id, payment_ref, field, ours, theirs, observed_at, recorded_at)
+                     VALUES ($1, $2, $3, $4, $5, to_timestamp($6), $7)
+                     ON CONFLICT (invoice_id, payment_ref, field) DO UPDATE
+                        SET ours = EXCLUDED.ours, theirs = EXCLUDED.theirs,
+                            observed_at = EXCLUDED.observed_at, recorded_at = EXCLUDED.recorded_at",
+                    t.get(DISCREPANCIES)
+                ))
+                .bind(id)
+                .bind(payment_ref)
+                .bind(field)
+                .bind(ours)
+                .bind(theirs)
+                .bind(observed_at as f64)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
             }
             InvoiceEvent::RefundApplied {
                 charge_ref,

@@ -205,13 +205,27 @@ impl Caller {
                 )
                 .await);
         }
-        if let Some(limit) = rule.limit {
-            let key = match limit.key {
-                LimitKey::User => self.user_id.to_string(),
-                LimitKey::Session => self.session_id.to_string(),
-                LimitKey::Ip => format!("ip:{}", self.origin.ip),
-            };
-            if let Err(exceeded) = state.auth.limits.check(Some(self.role), action, &key) {
+        let checked = match rule.limit {
+            Some(limit) => {
+                let key = match limit.key {
+                    LimitKey::User => self.user_id.to_string(),
+                    LimitKey::Session => self.session_id.to_string(),
+                    LimitKey::Ip => format!("ip:{}", self.origin.ip),
+                };
+                state
+                    .auth
+                    .limits
+                    .check(Some(self.role), action, &key)
+                    .map(|r| r.into_iter().collect())
+            }
+            None if self.origin.readings.is_http() => {
+                state.auth.limits.check_default(&self.user_id.to_string())
+            }
+            None => Ok(Vec::new()),
+        };
+        match checked {
+            Ok(readings) => self.origin.readings.set(readings),
+            Err(exceeded) => {
                 record(
                     state,
                     &format!("user:{}", self.user_id),
@@ -221,7 +235,9 @@ impl Caller {
                     &self.metadata(),
                 )
                 .await;
-                return Err(too_many(&exceeded));
+                let problem = too_many(&exceeded);
+                self.origin.readings.refused(exceeded);
+                return Err(problem);
             }
         }
         Ok(Grant {

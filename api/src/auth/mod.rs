@@ -12,8 +12,9 @@
 //! - `origin.rs`: where a request came from, and anonymous authorization;
 //! - `refusal.rs`: 401, 429 and the recording of denials;
 //! - `permissions.rs`: what a role may do, as `/api/v1/me/permissions` lists it;
-//! - `tokens.rs`, `revocations.rs`, `limits.rs`: access tokens, their
-//!   revocation, and the rate limits.
+//! - `tokens.rs`, `revocations.rs`: access tokens and their revocation;
+//! - `limits.rs`, `throttle.rs`: the rate limits, the anonymous default and
+//!   the `RateLimit` headers.
 
 mod caller;
 pub mod limits;
@@ -22,6 +23,7 @@ mod permissions;
 mod proxies;
 mod refusal;
 pub mod revocations;
+pub mod throttle;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -50,12 +52,13 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Auth over `keyring`, with empty revocation and rate-limit state.
-    pub fn new(keyring: Keyring) -> Self {
+    /// Auth over `keyring`, with empty revocation and rate-limit state and
+    /// `defaults` for endpoints without limits of their own.
+    pub fn new(keyring: Keyring, defaults: limits::DefaultLimits) -> Self {
         Self {
             keyring,
             revocations: Arc::new(Revocations::default()),
-            limits: RateLimits::new(),
+            limits: RateLimits::new(defaults),
         }
     }
 

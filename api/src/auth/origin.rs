@@ -11,6 +11,7 @@ use lectern_domain::policy::{self, Access, Action, LimitKey};
 use lectern_domain::EventMetadata;
 use uuid::Uuid;
 
+use super::limits::{Exceeded, Readings};
 use super::refusal::{record, too_many, unauthorized};
 use crate::app::AppState;
 use crate::middleware::RequestId;
@@ -31,6 +32,8 @@ pub struct Origin {
     pub path: String,
     /// The request's `Idempotency-Key` attempt, if it has a key.
     pub idempotency: Option<crate::idempotency::Attempt>,
+    /// Where rate-limit checks leave their readings for the response headers.
+    pub readings: Readings,
 }
 
 impl FromRequestParts<AppState> for Origin {
@@ -72,6 +75,11 @@ impl FromRequestParts<AppState> for Origin {
                 .extensions
                 .get::<crate::idempotency::Attempt>()
                 .cloned(),
+            readings: parts
+                .extensions
+                .get::<Readings>()
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 }
@@ -123,19 +131,28 @@ impl Origin {
             }
             _ => format!("ip:{}", self.ip),
         };
-        if let Err(exceeded) = state.auth.limits.check(None, action, &key) {
-            record(
-                state,
-                &format!("ip:{}", self.ip),
-                action,
-                "rate_limited",
-                self,
-                &self.metadata(),
-            )
-            .await;
-            return Err(too_many(&exceeded));
+        match state.auth.limits.check(None, action, &key) {
+            Ok(Some(reading)) => self.readings.set(vec![reading]),
+            Ok(None) => {}
+            Err(exceeded) => return Err(self.too_many(state, action, exceeded).await),
         }
         Ok(())
+    }
+
+    /// 429 for `action`, recorded; the readings say which limit.
+    async fn too_many(&self, state: &AppState, action: Action, exceeded: Exceeded) -> Problem {
+        record(
+            state,
+            &format!("ip:{}", self.ip),
+            action,
+            "rate_limited",
+            self,
+            &self.metadata(),
+        )
+        .await;
+        let problem = too_many(&exceeded);
+        self.readings.refused(exceeded);
+        problem
     }
 }
 

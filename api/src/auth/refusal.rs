@@ -1,7 +1,7 @@
-//! Refusals: 401 with its challenge, 429 with the rate-limit headers, and
+//! Refusals: 401 with its challenge, 429 with `Retry-After`, and
 //! the `AccessDenied` event every refusal records.
 
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use lectern_domain::access::RecordDenial;
 use lectern_domain::policy::Action;
 use lectern_domain::EventMetadata;
@@ -26,32 +26,19 @@ pub fn unauthorized(code: Code, detail: &str) -> Problem {
     p
 }
 
+/// 429 with `Retry-After`; the `RateLimit` headers come from the request's
+/// readings (see `throttle`).
 pub(super) fn too_many(e: &Exceeded) -> Problem {
+    let r = &e.reading;
     let mut p = Problem::new(
         Code::RATE_LIMITED,
         format!(
-            "At most {} requests per {} s are allowed for {}; retry in {} s.",
-            e.limit.quota, e.limit.window_secs, e.policy, e.retry_after_secs
+            "At most {} requests per {} s are allowed under the {} limit; retry in {} s.",
+            r.quota, r.window_secs, r.policy, e.retry_after_secs
         ),
     );
-    let headers = [
-        (header::RETRY_AFTER, e.retry_after_secs.to_string()),
-        (
-            HeaderName::from_static("ratelimit-policy"),
-            format!(
-                "\"{}\";q={};w={}",
-                e.policy, e.limit.quota, e.limit.window_secs
-            ),
-        ),
-        (
-            HeaderName::from_static("ratelimit"),
-            format!("\"{}\";r=0;t={}", e.policy, e.retry_after_secs),
-        ),
-    ];
-    for (name, value) in headers {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            p.headers.push((name, v));
-        }
+    if let Ok(v) = HeaderValue::from_str(&e.retry_after_secs.to_string()) {
+        p.headers.push((header::RETRY_AFTER, v));
     }
     p
 }

@@ -79,7 +79,7 @@ impl AppState {
 
     /// The state over `pool`, which also serves the queries.
     pub fn new(pool: PgPool, http: HttpConfig, keyring: Keyring) -> Self {
-        let auth = Arc::new(Auth::new(keyring));
+        let auth = Arc::new(Auth::new(keyring, http.throttle.limits()));
         let seen = Arc::clone(&auth.revocations);
         let identity = IdentityService::new(pool.clone()).with_observer(Arc::new(
             move |user, version, event| seen.observe(user, version, event),

@@ -86,6 +86,7 @@ impl BillingService {
         &self,
         event_type: &str,
         payload: &Value,
+        reconciled: bool,
     ) -> Result<(Uuid, InvoiceCommand), Outcome> {
         let object = &payload["data"]["object"];
         let created = payload["created"].as_i64().unwrap_or_default();
@@ -108,12 +109,14 @@ impl BillingService {
                 amount_received: amount(object, "amount_received")?,
                 currency: currency(object)?,
                 created,
+                reconciled,
             },
             "invoice.payment_succeeded" => InvoiceCommand::ApplyPayment {
                 payment_ref: reference,
                 amount_received: amount(object, "amount_paid")?,
                 currency: currency(object)?,
                 created,
+                reconciled,
             },
             "payment_intent.payment_failed" => InvoiceCommand::RecordPaymentFailure {
                 payment_ref: reference,
@@ -137,9 +140,16 @@ impl BillingService {
         Ok((invoice().await?, command))
     }
 
-    /// Apply one delivery.
-    pub async fn apply(&self, stripe_event_id: &str, event_type: &str, payload: &Value) -> Outcome {
-        let (invoice, command) = match self.command_for(event_type, payload).await {
+    /// Apply one delivery (`reconciled`: fetched by reconciliation, not
+    /// delivered).
+    pub async fn apply(
+        &self,
+        stripe_event_id: &str,
+        event_type: &str,
+        payload: &Value,
+        reconciled: bool,
+    ) -> Outcome {
+        let (invoice, command) = match self.command_for(event_type, payload, reconciled).await {
             Ok(c) => c,
             Err(outcome) => return outcome,
         };
@@ -160,8 +170,8 @@ impl BillingService {
     /// Claim up to `limit` due rows and apply them; how many were claimed.
     pub async fn process_inbox(&self, limit: i64) -> Result<usize, BillingError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(String, String, Value, i32)> = sqlx::query_as(
-            "SELECT event_id, event_type, payload, attempts FROM stripe_inbox
+        let rows: Vec<(String, String, Value, i32, String)> = sqlx::query_as(
+            "SELECT event_id, event_type, payload, attempts, source FROM stripe_inbox
               WHERE status = 'pending' AND next_attempt_at <= now()
               ORDER BY created, received_at LIMIT $1
                 FOR UPDATE SKIP LOCKED",
@@ -169,8 +179,10 @@ impl BillingService {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        for (id, event_type, payload, attempts) in &rows {
-            let outcome = self.apply(id, event_type, payload).await;
+        for (id, event_type, payload, attempts, source) in &rows {
+            let outcome = self
+                .apply(id, event_type, payload, source == "reconciliation")
+                .await;
             let (status, error, wait) = match &outcome {
                 Outcome::Processed => ("processed", None, Duration::ZERO),
                 Outcome::Ignored(why) => ("ignored", Some(why.clone()), Duration::ZERO),

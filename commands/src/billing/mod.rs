@@ -131,8 +131,8 @@ impl BillingService {
     ) -> Result<Receipt, BillingError> {
         let created = chrono::DateTime::from_timestamp(delivery.created, 0);
         sqlx::query(
-            "INSERT INTO stripe_inbox (event_id, event_type, api_version, object_id, created, livemode, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO stripe_inbox (event_id, event_type, api_version, object_id, created, livemode, payload, source)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (event_id) DO NOTHING",
         )
         .bind(&delivery.id)
@@ -142,6 +142,11 @@ impl BillingService {
         .bind(created)
         .bind(delivery.livemode)
         .bind(payload)
+        .bind(if delivery.reconciled {
+            "reconciliation"
+        } else {
+            "webhook"
+        })
         .execute(&self.pool)
         .await?;
         let id = delivery.id.clone();

@@ -100,6 +100,10 @@ pub struct Invoice {
     pub failures: BTreeMap<String, i64>,
     /// `InvoiceBecameOverdue` was recorded.
     pub overdue: bool,
+    /// The discrepancies reconciliation recorded, per `"{PaymentIntent}
+    /// {field}"`: (ours, theirs).
+    #[serde(default)]
+    pub discrepancies: BTreeMap<String, (String, String)>,
 }
 
 impl Invoice {
@@ -167,6 +171,24 @@ pub enum InvoiceCommand {
         currency: Currency,
         /// Stripe's `created` of the event.
         created: i64,
+        /// Found by reconciliation (its webhook never came), not delivered.
+        reconciled: bool,
+    },
+    /// What the Stripe API says of a PaymentIntent started for this invoice,
+    /// asked by the reconciliation job.
+    Reconcile {
+        /// This invoice's id, as Lectern set it in the metadata.
+        invoice_id: Uuid,
+        /// The PaymentIntent.
+        payment_ref: String,
+        /// The `invoice_id` its metadata names.
+        metadata_invoice_id: Option<String>,
+        /// Its cumulative amount received.
+        amount_received: i64,
+        /// Its currency.
+        currency: String,
+        /// When it was asked (Unix seconds).
+        observed_at: i64,
     },
     /// Stripe says a payment attempt failed.
     RecordPaymentFailure {
@@ -207,6 +229,7 @@ impl crate::CommandName for InvoiceCommand {
             Self::Void { .. } => "VoidInvoice",
             Self::StartPayment { .. } => "StartPayment",
             Self::ApplyPayment { .. } => "ApplyPayment",
+            Self::Reconcile { .. } => "ReconcilePayment",
             Self::RecordPaymentFailure { .. } => "RecordPaymentFailure",
             Self::ApplyRefund { .. } => "ApplyRefund",
             Self::CheckOverdue { .. } => "CheckInvoiceOverdue",
@@ -258,6 +281,33 @@ pub enum InvoiceEvent {
         /// Paid over every PaymentIntent, after this.
         amount_paid: i64,
     },
+    /// A PaymentIntent's cumulative amount received that no webhook
+    /// delivered: reconciliation found it through the Stripe API.
+    PaymentReconciled {
+        /// The PaymentIntent.
+        payment_ref: String,
+        /// Its cumulative amount received.
+        amount_received: i64,
+        /// When Stripe said so: its event's `created`, or the time it was
+        /// asked.
+        created: i64,
+        /// Paid over every PaymentIntent, after this.
+        amount_paid: i64,
+    },
+    /// The Stripe API disagrees with what the invoice recorded.
+    ReconciliationDiscrepancyFound {
+        /// The PaymentIntent.
+        payment_ref: String,
+        /// What disagrees: `amount_received`, `currency` or
+        /// `metadata.invoice_id`.
+        field: String,
+        /// What the invoice says.
+        ours: String,
+        /// What Stripe says.
+        theirs: String,
+        /// When Stripe was asked (Unix seconds).
+        observed_at: i64,
+    },
     /// A payment attempt failed.
     PaymentFailed {
         /// The PaymentIntent.
@@ -301,6 +351,8 @@ crate::classroom::domain_event!(InvoiceEvent {
     InvoiceVoided,
     PaymentStarted,
     PaymentApplied,
+    PaymentReconciled,
+    ReconciliationDiscrepancyFound,
     PaymentFailed,
     RefundApplied,
     InvoicePaid,
@@ -342,6 +394,40 @@ pub enum InvoiceError {
 }
 
 impl Invoice {
+    /// Record `amount_received` in all for `payment_ref`, as of `created`,
+    /// and mark an open invoice paid when that covers it.
+    fn payment(
+        &self,
+        payment_ref: String,
+        amount_received: i64,
+        created: i64,
+        reconciled: bool,
+    ) -> Vec<InvoiceEvent> {
+        let before = self.payments.get(&payment_ref).map_or(0, |c| c.amount);
+        let amount_paid = self.amount_paid() - before + amount_received;
+        let mut events = vec![if reconciled {
+            InvoiceEvent::PaymentReconciled {
+                payment_ref,
+                amount_received,
+                created,
+                amount_paid,
+            }
+        } else {
+            InvoiceEvent::PaymentApplied {
+                payment_ref,
+                amount_received,
+                created,
+                amount_paid,
+            }
+        }];
+        // Money is recorded whatever the status; only an open invoice
+        // becomes paid by it.
+        if self.status == Some(InvoiceStatus::Open) && amount_paid >= self.amount_due {
+            events.push(InvoiceEvent::InvoicePaid { created });
+        }
+        events
+    }
+
     fn status(&self) -> Result<InvoiceStatus, InvoiceError> {
         self.status.ok_or(InvoiceError::NotFound)
     }
@@ -430,6 +516,7 @@ impl Invoice {
                 amount_received,
                 currency,
                 created,
+                reconciled,
             } => {
                 self.status()?;
                 self.same_currency(&currency)?;
@@ -447,20 +534,55 @@ impl Invoice {
                         return Ok(Vec::new());
                     }
                 }
-                let before = self.payments.get(&payment_ref).map_or(0, |c| c.amount);
-                let amount_paid = self.amount_paid() - before + amount_received;
-                let mut events = vec![InvoiceEvent::PaymentApplied {
-                    payment_ref,
-                    amount_received,
-                    created,
-                    amount_paid,
-                }];
-                // Money is recorded whatever the status; only an open
-                // invoice becomes paid by it.
-                if self.status == Some(InvoiceStatus::Open) && amount_paid >= self.amount_due {
-                    events.push(InvoiceEvent::InvoicePaid { created });
+                Ok(self.payment(payment_ref, amount_received, created, reconciled))
+            }
+            InvoiceCommand::Reconcile {
+                invoice_id,
+                payment_ref,
+                metadata_invoice_id,
+                amount_received,
+                currency,
+                observed_at,
+            } => {
+                let ours_currency = self
+                    .currency
+                    .as_ref()
+                    .ok_or(InvoiceError::NotFound)?
+                    .as_str()
+                    .to_owned();
+                let ours = self.payments.get(&payment_ref).map_or(0, |c| c.amount);
+                let found = |field: &str, ours: String, theirs: String| {
+                    let key = format!("{payment_ref} {field}");
+                    if self.discrepancies.get(&key) == Some(&(ours.clone(), theirs.clone())) {
+                        return Vec::new();
+                    }
+                    vec![InvoiceEvent::ReconciliationDiscrepancyFound {
+                        payment_ref: payment_ref.clone(),
+                        field: field.to_owned(),
+                        ours,
+                        theirs,
+                        observed_at,
+                    }]
+                };
+                let named = metadata_invoice_id.unwrap_or_default();
+                if named != invoice_id.to_string() {
+                    return Ok(found("metadata.invoice_id", invoice_id.to_string(), named));
                 }
-                Ok(events)
+                if currency != ours_currency {
+                    return Ok(found("currency", ours_currency, currency));
+                }
+                if amount_received < ours {
+                    return Ok(found(
+                        "amount_received",
+                        ours.to_string(),
+                        amount_received.to_string(),
+                    ));
+                }
+                if amount_received == ours {
+                    return Ok(Vec::new());
+                }
+                // More received than any webhook said: one never came.
+                Ok(self.payment(payment_ref, amount_received, observed_at, true))
             }
             InvoiceCommand::RecordPaymentFailure {
                 payment_ref,
@@ -577,6 +699,12 @@ impl Aggregate for Invoice {
                 amount_received,
                 created,
                 ..
+            }
+            | InvoiceEvent::PaymentReconciled {
+                payment_ref,
+                amount_received,
+                created,
+                ..
             } => {
                 self.payments.insert(
                     payment_ref,
@@ -609,6 +737,16 @@ impl Aggregate for Invoice {
             }
             InvoiceEvent::InvoicePaid { .. } => self.status = Some(InvoiceStatus::Paid),
             InvoiceEvent::InvoiceBecameOverdue { .. } => self.overdue = true,
+            InvoiceEvent::ReconciliationDiscrepancyFound {
+                payment_ref,
+                field,
+                ours,
+                theirs,
+                ..
+            } => {
+                self.discrepancies
+                    .insert(format!("{payment_ref} {field}"), (ours, theirs));
+            }
         }
     }
 }

@@ -23,6 +23,10 @@ pub struct Delivery {
     pub object_id: Option<String>,
     /// Live mode or test mode.
     pub livemode: bool,
+    /// Not delivered: the reconciliation job fetched it from the Stripe API
+    /// because its delivery failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciled: bool,
 }
 
 /// A Stripe event's stream.
@@ -108,6 +112,7 @@ mod tests {
             api_version: Some("2026-06-24.dahlia".into()),
             object_id: Some("pi_1".into()),
             livemode: false,
+            reconciled: false,
         }
     }
 

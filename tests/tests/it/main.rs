@@ -17,4 +17,5 @@ mod replica;
 mod roundtrips;
 mod store;
 mod support;
+mod throttles;
 mod video;

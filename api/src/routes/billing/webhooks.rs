@@ -97,7 +97,7 @@ async fn stripe(
             .await);
     }
     let payload: Value = serde_json::from_slice(&bytes).map_err(|_| not_an_event())?;
-    let delivery = delivery(&payload).ok_or_else(not_an_event)?;
+    let delivery = delivery(&payload, false).ok_or_else(not_an_event)?;
     let event_id = delivery.id.clone();
     let receipt = state
         .billing
@@ -124,8 +124,9 @@ fn not_an_event() -> Problem {
 }
 
 /// What a Stripe event says about itself: `id`, `type`, `created`,
-/// `api_version`, `livemode` and `data.object.id`.
-fn delivery(payload: &Value) -> Option<Delivery> {
+/// `api_version`, `livemode` and `data.object.id`; `reconciled` when the
+/// reconciliation job fetched it instead of Stripe delivering it.
+pub(super) fn delivery(payload: &Value, reconciled: bool) -> Option<Delivery> {
     let text = |v: &Value| {
         v.as_str()
             .filter(|s| !s.is_empty() && s.len() <= 255)
@@ -138,5 +139,6 @@ fn delivery(payload: &Value) -> Option<Delivery> {
         api_version: text(&payload["api_version"]),
         object_id: text(&payload["data"]["object"]["id"]),
         livemode: payload["livemode"].as_bool().unwrap_or(false),
+        reconciled,
     })
 }

@@ -49,6 +49,7 @@ fn pay(pi: &str, amount: i64, created: i64) -> InvoiceCommand {
         amount_received: amount,
         currency: eur(),
         created,
+        reconciled: false,
     }
 }
 
@@ -228,6 +229,7 @@ fn amounts_in_another_currency_or_below_zero_are_refused() {
         amount_received: 1500,
         currency: Currency::parse("usd").expect("usd"),
         created: 1,
+        reconciled: false,
     };
     assert_eq!(
         when(&mut invoice, usd),
@@ -373,4 +375,120 @@ fn a_failure_is_recorded_once_per_report() {
         },
     ]);
     assert_eq!(replayed, invoice);
+}
+
+/// What the Stripe API says of `pi` for the invoice `INVOICE`.
+fn asked(pi: &str, amount: i64, currency: &str, named: &str, at: i64) -> InvoiceCommand {
+    InvoiceCommand::Reconcile {
+        invoice_id: INVOICE,
+        payment_ref: pi.into(),
+        metadata_invoice_id: Some(named.into()),
+        amount_received: amount,
+        currency: currency.into(),
+        observed_at: at,
+    }
+}
+
+const INVOICE: Uuid = Uuid::from_u128(42);
+
+#[test]
+fn reconciliation_records_a_payment_whose_webhook_never_came_once() {
+    let mut invoice = open();
+    let me = INVOICE.to_string();
+    // Stripe has nothing yet: nothing to record.
+    assert_eq!(
+        when(&mut invoice, asked("pi_1", 0, "eur", &me, 50)),
+        Ok(vec![])
+    );
+    let events = when(&mut invoice, asked("pi_1", 1500, "eur", &me, 100)).expect("reconciled");
+    assert_eq!(
+        events,
+        vec![
+            InvoiceEvent::PaymentReconciled {
+                payment_ref: "pi_1".into(),
+                amount_received: 1500,
+                created: 100,
+                amount_paid: 1500
+            },
+            InvoiceEvent::InvoicePaid { created: 100 }
+        ]
+    );
+    assert_eq!(invoice.status, Some(InvoiceStatus::Paid));
+    // Asked again, or the late webhook of the same payment: no change.
+    assert_eq!(
+        when(&mut invoice, asked("pi_1", 1500, "eur", &me, 200)),
+        Ok(vec![])
+    );
+    assert_eq!(when(&mut invoice, pay("pi_1", 1500, 90)), Ok(vec![]));
+    assert_eq!(invoice.amount_paid(), 1500);
+}
+
+#[test]
+fn a_delivered_webhook_marked_as_reconciled_records_payment_reconciled() {
+    let mut invoice = open();
+    let command = InvoiceCommand::ApplyPayment {
+        payment_ref: "pi_1".into(),
+        amount_received: 500,
+        currency: eur(),
+        created: 100,
+        reconciled: true,
+    };
+    assert_eq!(
+        when(&mut invoice, command),
+        Ok(vec![InvoiceEvent::PaymentReconciled {
+            payment_ref: "pi_1".into(),
+            amount_received: 500,
+            created: 100,
+            amount_paid: 500
+        }])
+    );
+    assert_eq!(invoice.amount_paid(), 500);
+}
+
+#[test]
+fn a_disagreement_is_recorded_once_and_changes_no_money() {
+    let me = INVOICE.to_string();
+    let mut invoice = open();
+    when(&mut invoice, pay("pi_1", 1000, 100)).expect("paid in part");
+    let found = |field: &str, ours: &str, theirs: &str, at: i64| {
+        vec![InvoiceEvent::ReconciliationDiscrepancyFound {
+            payment_ref: "pi_1".into(),
+            field: field.into(),
+            ours: ours.into(),
+            theirs: theirs.into(),
+            observed_at: at,
+        }]
+    };
+    // Stripe says less was received than a webhook said.
+    assert_eq!(
+        when(&mut invoice, asked("pi_1", 400, "eur", &me, 200)),
+        Ok(found("amount_received", "1000", "400", 200))
+    );
+    assert_eq!(
+        when(&mut invoice, asked("pi_1", 400, "eur", &me, 300)),
+        Ok(vec![]),
+        "the same disagreement is recorded once"
+    );
+    assert_eq!(
+        when(&mut invoice, asked("pi_1", 300, "eur", &me, 400)),
+        Ok(found("amount_received", "1000", "300", 400)),
+        "a new one is recorded"
+    );
+    assert_eq!(
+        when(&mut invoice, asked("pi_1", 2000, "usd", &me, 500)),
+        Ok(found("currency", "eur", "usd", 500))
+    );
+    assert_eq!(
+        when(
+            &mut invoice,
+            asked("pi_1", 2000, "eur", "someone else's", 600)
+        ),
+        Ok(found("metadata.invoice_id", &me, "someone else's", 600))
+    );
+    assert_eq!(invoice.amount_paid(), 1000);
+    assert_eq!(invoice.status, Some(InvoiceStatus::Open));
+    assert_eq!(
+        when(&mut Invoice::default(), asked("pi_1", 1, "eur", &me, 1)),
+        Err(InvoiceError::NotFound)
+    );
 }
