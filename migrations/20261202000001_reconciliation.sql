@@ -21,3 +21,11 @@ CREATE TABLE billing_discrepancies (
     recorded_at timestamptz NOT NULL,
     PRIMARY KEY (invoice_id, payment_ref, field)
 );
+
+-- When each billing job last ran: a process claims a run by moving it on,
+-- so that one process runs each.
+CREATE TABLE billing_jobs (
+    name        text PRIMARY KEY,
+    last_run_at timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO billing_jobs (name) VALUES ('reconcile');

@@ -142,6 +142,11 @@ pub struct BillingConfig {
     /// 503 `payments_not_configured`; everything else works.
     #[arg(long, env = "LECTERN_STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<crate::routes::billing::stripe::SecretKey>,
+
+    /// Seconds between two reconciliations against the Stripe API (one
+    /// process runs each; only with a secret key). 0 turns it off.
+    #[arg(long, env = "LECTERN_STRIPE_RECONCILE_SECS", default_value_t = 300)]
+    pub stripe_reconcile_secs: u64,
 }
 
 impl Default for BillingConfig {
@@ -151,6 +156,7 @@ impl Default for BillingConfig {
             stripe_webhook_tolerance_secs: 300,
             stripe_api_base: "https://api.stripe.com".to_owned(),
             stripe_secret_key: None,
+            stripe_reconcile_secs: 300,
         }
     }
 }

@@ -8,6 +8,7 @@ mod auth;
 mod classroom;
 mod reads;
 mod realtime;
+mod webhooks;
 
 mod store;
 
@@ -52,6 +53,10 @@ enum BenchCommand {
     /// relay, resume, idle sockets on a server process, and delivery across
     /// two server processes.
     Realtime(realtime::RealtimeBench),
+    /// Verified Stripe webhook ingestion: open loop at a fixed rate beside a
+    /// bare signature-verifying route, the lag until the invoice's read
+    /// model shows each payment, and closed-loop capacity.
+    Webhooks(webhooks::WebhooksBench),
     /// A reliability drill: real `lectern serve` processes on a private,
     /// durable PostgreSQL of the drill's own (DATABASE_URL is not used).
     #[command(subcommand)]
@@ -100,6 +105,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             on_database(&cli.database, pool_size, |pool| async move {
                 Ok(serde_json::to_string(
                     &realtime::run_realtime(pool, &url, &opts).await?,
+                )?)
+            })
+            .await?
+        }
+        BenchCommand::Webhooks(opts) => {
+            let pool_size = opts.clients as u32 + 8;
+            on_database(&cli.database, pool_size, |pool| async move {
+                Ok(serde_json::to_string(
+                    &webhooks::run_webhooks(pool, &opts).await?,
                 )?)
             })
             .await?

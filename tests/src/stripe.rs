@@ -1,9 +1,12 @@
 //! A minimal stateful Stripe emulator for the tests, started in-process on
 //! a loopback port: `POST /v1/payment_intents` (form-encoded, bearer key,
-//! `Idempotency-Key` honoured as Stripe does), and, when a test confirms a
-//! PaymentIntent, a `payment_intent.succeeded` event delivered to Lectern's
-//! webhook endpoint, signed exactly as Stripe signs (`t=…,v1=…`, HMAC-SHA256
-//! of `"{t}.{body}"` with the endpoint secret).
+//! `Idempotency-Key` honoured as Stripe does), `GET
+//! /v1/payment_intents/{id}`, `GET /v1/events?delivery_success=false`
+//! (newest first, `created[gte]`, `limit`, `starting_after`), and, when a
+//! test confirms a PaymentIntent, a `payment_intent.succeeded` event
+//! delivered to Lectern's webhook endpoint, signed exactly as Stripe signs
+//! (`t=…,v1=…`, HMAC-SHA256 of `"{t}.{body}"` with the endpoint secret), or
+//! kept as undelivered.
 //!
 //! Chosen over localstripe (PyPI, GPL-3.0): it runs in the test process, so
 //! CI needs nothing more, and it signs with the same code path the
@@ -14,9 +17,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -36,6 +39,88 @@ struct Books {
     calls: Vec<Call>,
     intents: HashMap<String, Value>,
     by_key: HashMap<String, String>,
+    /// Events whose delivery failed, oldest first.
+    undelivered: Vec<Value>,
+}
+
+type Shared = State<(Arc<Mutex<Books>>, String)>;
+
+fn bad_key() -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(
+            json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),
+        ),
+    )
+}
+
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {key}"))
+}
+
+async fn retrieve_intent(
+    State((books, key)): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    if !authorized(&headers, &key) {
+        return bad_key();
+    }
+    match books.lock().expect("the books").intents.get(&id) {
+        Some(intent) => (StatusCode::OK, Json(intent.clone())),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(
+                json!({"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                  "message": format!("No such payment_intent: '{id}'")}}),
+            ),
+        ),
+    }
+}
+
+async fn list_events(
+    State((books, key)): Shared,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    if !authorized(&headers, &key) {
+        return bad_key();
+    }
+    let books = books.lock().expect("the books");
+    // Only the filter Lectern uses is emulated.
+    let undelivered_only = query.get("delivery_success").map(String::as_str) == Some("false");
+    let since: i64 = query
+        .get("created[gte]")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10);
+    let newest_first: Vec<&Value> = books
+        .undelivered
+        .iter()
+        .rev()
+        .filter(|e| undelivered_only && e["created"].as_i64().unwrap_or(0) >= since)
+        .collect();
+    let start = query
+        .get("starting_after")
+        .and_then(|after| newest_first.iter().position(|e| e["id"] == after.as_str()))
+        .map_or(0, |i| i + 1);
+    let page: Vec<Value> = newest_first
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|e| (*e).clone())
+        .collect();
+    let has_more = newest_first.len() > start + page.len();
+    (
+        StatusCode::OK,
+        Json(json!({"object": "list", "data": page, "has_more": has_more})),
+    )
 }
 
 /// The emulator.
@@ -68,13 +153,8 @@ async fn create_intent(
     };
     let mut books = books.lock().expect("the books");
     books.calls.push(call.clone());
-    if call.authorization != format!("Bearer {key}") {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(
-                json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),
-            ),
-        );
+    if !authorized(&headers, &key) {
+        return bad_key();
     }
     if let Some(id) = books.by_key.get(&call.idempotency_key).cloned() {
         return (StatusCode::OK, Json(books.intents[&id].clone()));
@@ -117,6 +197,8 @@ impl FakeStripe {
         let books = Arc::new(Mutex::new(Books::default()));
         let app = Router::new()
             .route("/v1/payment_intents", post(create_intent))
+            .route("/v1/payment_intents/{id}", get(retrieve_intent))
+            .route("/v1/events", get(list_events))
             .with_state((Arc::clone(&books), SECRET_KEY.to_owned()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -141,10 +223,16 @@ impl FakeStripe {
         self.books.lock().expect("the books").intents.len()
     }
 
-    /// The customer pays PaymentIntent `id`: it succeeds, and the event is
-    /// delivered to `webhook_url`, signed with `secret`. The webhook's
-    /// answer status.
-    pub async fn succeed(&self, id: &str, webhook_url: &str, secret: &str) -> u16 {
+    /// Change PaymentIntent `id` as `change` says, with no event (a test's
+    /// way to make Stripe disagree).
+    pub fn alter(&self, id: &str, change: impl FnOnce(&mut Value)) {
+        let mut books = self.books.lock().expect("the books");
+        change(books.intents.get_mut(id).expect("a known PaymentIntent"));
+    }
+
+    /// The customer pays PaymentIntent `id` in full: it succeeds, and its
+    /// `payment_intent.succeeded` event.
+    fn pay(&self, id: &str) -> Value {
         let intent = {
             let mut books = self.books.lock().expect("the books");
             let intent = books.intents.get_mut(id).expect("a known PaymentIntent");
@@ -153,12 +241,32 @@ impl FakeStripe {
             intent["latest_charge"] = json!(format!("ch_{id}"));
             intent.clone()
         };
-        let created = chrono::Utc::now().timestamp();
-        let event = json!({
+        json!({
             "id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "object": "event",
-            "api_version": "2026-06-24.dahlia", "created": created, "livemode": false,
-            "type": "payment_intent.succeeded", "data": {"object": intent},
-        });
+            "api_version": "2026-06-24.dahlia", "created": chrono::Utc::now().timestamp(),
+            "livemode": false, "type": "payment_intent.succeeded", "data": {"object": intent},
+        })
+    }
+
+    /// The customer pays PaymentIntent `id`, and every delivery of the
+    /// event fails: it waits in `GET /v1/events?delivery_success=false`.
+    /// The event.
+    pub fn succeed_undelivered(&self, id: &str) -> Value {
+        let event = self.pay(id);
+        self.books
+            .lock()
+            .expect("the books")
+            .undelivered
+            .push(event.clone());
+        event
+    }
+
+    /// The customer pays PaymentIntent `id`: it succeeds, and the event is
+    /// delivered to `webhook_url`, signed with `secret`. The webhook's
+    /// answer status.
+    pub async fn succeed(&self, id: &str, webhook_url: &str, secret: &str) -> u16 {
+        let event = self.pay(id);
+        let created = event["created"].as_i64().expect("created");
         // Stripe's own rendering: pretty-printed, as localstripe does too.
         let body = serde_json::to_vec_pretty(&event).expect("json");
         let signature = lectern_api::routes::billing::signature::sign(&body, secret, created);

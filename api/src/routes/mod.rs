@@ -164,10 +164,17 @@ pub fn context_workers(state: &AppState, config: &WorkerConfig) -> Vec<ContextWo
     let (pool, classroom) = (state.pool.clone(), state.classroom.clone());
     let ttl = Duration::from_secs(config.delivery_ttl_secs);
     let (sweeping, expiring, billing) = (state.clone(), state.clone(), state.clone());
+    let reconciling = state.clone();
     vec![
         ContextWorker {
             name: "billing_inbox",
             run: Box::new(move |cancel| Box::pin(billing::work(billing.clone(), cancel))),
+        },
+        ContextWorker {
+            name: "billing_reconcile",
+            run: Box::new(move |cancel| {
+                Box::pin(billing::reconcile::work(reconciling.clone(), cancel))
+            }),
         },
         ContextWorker {
             name: "presence_sweep",

@@ -9,6 +9,7 @@
 
 pub mod enrolment;
 pub mod inbox;
+pub mod reconcile;
 
 use std::sync::Arc;
 

@@ -863,3 +863,192 @@ async fn without_a_stripe_key_payments_answer_503_and_a_void_invoice_409() {
         0
     );
 }
+
+// ---- Reconciliation --------------------------------------------------------
+
+/// The number of events of `event_type` on invoice `id`.
+async fn invoice_events(app: &TestApp, id: &str, event_type: &str) -> i64 {
+    app.count(&format!(
+        "SELECT count(*) FROM events WHERE aggregate_id = '{id}' AND event_type = '{event_type}'"
+    ))
+    .await
+}
+
+/// Start paying invoice `id` as `student`: the PaymentIntent's id.
+async fn start_payment(app: &TestApp, student: &Tokens, id: &str) -> String {
+    let r = app
+        .post(
+            &format!("/api/v1/invoices/{id}/payments"),
+            Some(&student.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    json_of(r).await["payment_intent_id"]
+        .as_str()
+        .expect("a PaymentIntent")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_payment_whose_webhook_never_came_is_reconciled_by_the_scheduled_job() {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_tuned(|h| {
+        h.billing.stripe_api_base = stripe.base();
+        h.billing.stripe_secret_key = Some(SECRET_KEY.parse().expect("a key"));
+        h.billing.stripe_reconcile_secs = 1;
+    })
+    .await;
+    let Invoiced { student, id, .. } = invoiced(&app).await;
+    let pi = start_payment(&app, &student, &id).await;
+    // The customer pays, and every delivery of the event fails.
+    let event = stripe.succeed_undelivered(&pi);
+    let evt = event["id"].as_str().expect("an event id").to_owned();
+    let paid = invoice_when(&app, &student, &id, |b| b["status"] == "paid").await;
+    assert_eq!(paid["amount_paid"], 1500);
+    assert_eq!(paid["amount_remaining"], 0);
+    // Recorded as reconciled, once, never as a delivered payment.
+    assert_eq!(invoice_events(&app, &id, "PaymentReconciled").await, 1);
+    assert_eq!(invoice_events(&app, &id, "PaymentApplied").await, 0);
+    assert_eq!(invoice_events(&app, &id, "InvoicePaid").await, 1);
+    let reconciled: bool = sqlx::query_scalar(
+        "SELECT reconciled FROM payments WHERE invoice_id = $1::uuid AND kind = 'payment'",
+    )
+    .bind(&id)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("the payment row");
+    assert!(reconciled);
+    // The undelivered event was fetched and kept, marked as such.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (source, status) = loop {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT source, status FROM stripe_inbox WHERE event_id = $1")
+                .bind(&evt)
+                .fetch_optional(&app.db.pool)
+                .await
+                .expect("the inbox");
+        match row {
+            Some((source, status)) if status != "pending" => break (source, status),
+            _ if std::time::Instant::now() > deadline => panic!("{evt} was never kept: {row:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(
+        (source.as_str(), status.as_str()),
+        ("reconciliation", "processed")
+    );
+    let received = received_events(&app, &evt).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["StripeEventReceived"]["reconciled"], true);
+    // The delivery that finally arrives is a duplicate and changes nothing.
+    let body = serde_json::to_vec(&event).expect("json");
+    assert_eq!(signed(&app, body).await, 200);
+    assert_eq!(received_events(&app, &evt).await.len(), 1);
+    assert_eq!(invoice_events(&app, &id, "PaymentReconciled").await, 1);
+    assert_eq!(invoice_events(&app, &id, "PaymentApplied").await, 0);
+}
+
+#[tokio::test]
+async fn reconciliation_records_each_disagreement_once_and_changes_no_money() {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_tuned(|h| {
+        h.billing.stripe_api_base = stripe.base();
+        h.billing.stripe_secret_key = Some(SECRET_KEY.parse().expect("a key"));
+        // Runs only when the test says.
+        h.billing.stripe_reconcile_secs = 0;
+    })
+    .await;
+    let client = app.state.stripe.clone().expect("a Stripe client");
+    let Invoiced { student, id, .. } = invoiced(&app).await;
+    let pi = start_payment(&app, &student, &id).await;
+    // A webhook says 7.00 was received; Stripe's API says 5.00.
+    assert_eq!(
+        signed(&app, payment_intent("evt_partial", &pi, &id, 700, now())).await,
+        200
+    );
+    invoice_when(&app, &student, &id, |b| b["amount_paid"] == 700).await;
+    stripe.alter(&pi, |intent| intent["amount_received"] = json!(500));
+    let run = || lectern_api::routes::billing::reconcile::run(&app.state, &client);
+    let report = run().await.expect("a run");
+    assert_eq!(
+        (report.asked, report.discrepancies, report.reconciled),
+        (1, 1, 0)
+    );
+    let found: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_id = $1 AND event_type = 'ReconciliationDiscrepancyFound'",
+    )
+    .bind(&id)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("events");
+    assert_eq!(found.len(), 1);
+    let d = &found[0]["ReconciliationDiscrepancyFound"];
+    assert_eq!(
+        (&d["payment_ref"], &d["field"], &d["ours"], &d["theirs"]),
+        (
+            &json!(pi),
+            &json!("amount_received"),
+            &json!("700"),
+            &json!("500")
+        )
+    );
+    // The same disagreement next run: nothing new.
+    let report = run().await.expect("a run");
+    assert_eq!((report.asked, report.discrepancies), (1, 0));
+    assert_eq!(
+        invoice_events(&app, &id, "ReconciliationDiscrepancyFound").await,
+        1
+    );
+    // Metadata that names another invoice is another disagreement.
+    stripe.alter(&pi, |intent| {
+        intent["amount_received"] = json!(700);
+        intent["metadata"]["invoice_id"] = json!("someone else's");
+    });
+    assert_eq!(run().await.expect("a run").discrepancies, 1);
+    // The analysts' table shows both; the money is as the webhook said.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT field, ours, theirs FROM billing_discrepancies WHERE invoice_id = $1::uuid ORDER BY field",
+        )
+        .bind(&id)
+        .fetch_all(&app.db.pool)
+        .await
+        .expect("rows");
+        if rows.len() == 2 {
+            assert_eq!(
+                rows[0],
+                ("amount_received".into(), "700".into(), "500".into())
+            );
+            assert_eq!(
+                rows[1],
+                (
+                    "metadata.invoice_id".into(),
+                    id.clone(),
+                    "someone else's".into()
+                )
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let invoice = invoice_when(&app, &student, &id, |_| true).await;
+    assert_eq!(invoice["amount_paid"], 700);
+    assert_eq!(invoice["status"], "open");
+    assert_eq!(invoice_events(&app, &id, "PaymentReconciled").await, 0);
+
+    // Stripe unreachable: the run fails and writes nothing.
+    let before = app.count("SELECT count(*) FROM events").await;
+    let down = lectern_api::routes::billing::stripe::StripeClient::new(
+        "http://127.0.0.1:9",
+        SECRET_KEY.parse().expect("a key"),
+    );
+    assert!(
+        lectern_api::routes::billing::reconcile::run(&app.state, &down)
+            .await
+            .is_err()
+    );
+    assert_eq!(app.count("SELECT count(*) FROM events").await, before);
+}

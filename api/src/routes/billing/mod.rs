@@ -3,6 +3,7 @@
 //! recorded as `StripeEventReceived` events.
 
 pub mod invoices;
+pub mod reconcile;
 pub mod signature;
 pub mod stripe;
 pub mod webhooks;

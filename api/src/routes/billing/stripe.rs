@@ -1,7 +1,8 @@
-//! The Stripe API client: creating PaymentIntents. Every POST carries an
-//! `Idempotency-Key`, so a retried start finds the PaymentIntent the first
-//! one created. The base URL is configurable (`LECTERN_STRIPE_API_BASE`),
-//! so tests run it against a local emulator.
+//! The Stripe API client: creating PaymentIntents, and, for reconciliation,
+//! reading one back and listing the events whose delivery failed. Every
+//! POST carries an `Idempotency-Key`, so a retried start finds the
+//! PaymentIntent the first one created. The base URL is configurable
+//! (`LECTERN_STRIPE_API_BASE`), so tests run it against a local emulator.
 
 use std::fmt;
 use std::str::FromStr;
@@ -45,6 +46,34 @@ pub struct PaymentIntent {
     pub currency: String,
     /// Stripe's status (`requires_payment_method`, …).
     pub status: String,
+}
+
+/// A PaymentIntent as Stripe answers a retrieval: what reconciliation
+/// compares.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentIntentState {
+    /// `pi_…`.
+    pub id: String,
+    /// Stripe's status (`succeeded`, `processing`, …).
+    pub status: String,
+    /// Received so far, in minor units.
+    #[serde(default)]
+    pub amount_received: i64,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+    /// What Lectern set when it created it (`invoice_id`, `payer_id`).
+    #[serde(default)]
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+/// One page of `GET /v1/events`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventPage {
+    /// The events, newest first, each as a webhook would carry it.
+    pub data: Vec<serde_json::Value>,
+    /// More pages follow.
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 /// Why a Stripe call failed.
@@ -130,8 +159,52 @@ impl StripeClient {
             .header("Idempotency-Key", idempotency_key)
             .form(&form)
             .send()
-            .await
-            .map_err(|e| StripeError::Transport(e.without_url().to_string()))?;
+            .await;
+        Self::read(response).await
+    }
+
+    /// PaymentIntent `id` as Stripe holds it now.
+    pub async fn payment_intent(&self, id: &str) -> Result<PaymentIntentState, StripeError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/payment_intents/{id}", self.base))
+            .bearer_auth(&self.key.0)
+            .send()
+            .await;
+        Self::read(response).await
+    }
+
+    /// Events created at or after `since` (Unix seconds) whose delivery to
+    /// some endpoint has not succeeded, a page of up to 100 after event
+    /// `starting_after`.
+    pub async fn undelivered_events(
+        &self,
+        since: i64,
+        starting_after: Option<&str>,
+    ) -> Result<EventPage, StripeError> {
+        let mut query = vec![
+            ("delivery_success", "false".to_owned()),
+            ("created[gte]", since.to_string()),
+            ("limit", "100".to_owned()),
+        ];
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after.to_owned()));
+        }
+        let response = self
+            .http
+            .get(format!("{}/v1/events", self.base))
+            .bearer_auth(&self.key.0)
+            .query(&query)
+            .send()
+            .await;
+        Self::read(response).await
+    }
+
+    /// The body of a successful answer, or why not.
+    async fn read<T: serde::de::DeserializeOwned>(
+        response: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<T, StripeError> {
+        let response = response.map_err(|e| StripeError::Transport(e.without_url().to_string()))?;
         let status = response.status();
         if !status.is_success() {
             let message = response

@@ -1,0 +1,402 @@
+//! `lectern-bench webhooks`: verified Stripe webhook ingestion over HTTP.
+//!
+//! A server in the benchmark's process (with its projection runners and the
+//! Stripe inbox worker) receives `payment_intent.succeeded` events, each
+//! signed as Stripe signs and each paying an open invoice of its own. Three
+//! runs, each `--seconds` long, on the same connections:
+//!
+//! - **Lectern, open loop** (the target's measure): `--rate` webhooks/s
+//!   offered on a fixed schedule; a request's latency counts from its
+//!   scheduled send time. Meanwhile a poller watches the `invoices` read
+//!   model every 10 ms: the effect lag runs from a webhook's send until its
+//!   invoice shows `paid`.
+//! - **The limit, open loop**: the same requests at the same rate to a bare
+//!   axum route that verifies the signature with the same code and answers
+//!   200: no store, no inbox, no log.
+//! - **Lectern, closed loop** (capacity): each connection sends its next
+//!   webhook as soon as the last is answered.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use clap::Args;
+use lectern_api::auth::tokens::Keyring;
+use lectern_api::config::{HttpConfig, WorkerConfig};
+use lectern_api::routes::billing::signature::{sign, verify, Secrets};
+use lectern_api::workers::Workers;
+use lectern_api::AppState;
+use lectern_bench::stats::{percentile, round3};
+use lectern_domain::billing::invoice::{InvoiceCommand, Line};
+use lectern_domain::classroom::values::Currency;
+use lectern_domain::EventMetadata;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::classroom::serve;
+
+/// The endpoint secret of the run.
+const SECRET: &str = "whsec_lectern_bench";
+/// The amount of every invoice and payment, in cents.
+const AMOUNT: i64 = 1500;
+
+/// Options of `lectern-bench webhooks`.
+#[derive(Debug, Args)]
+pub struct WebhooksBench {
+    /// Webhooks per second offered in the open-loop runs.
+    #[arg(long, default_value_t = 2200)]
+    pub rate: u64,
+    /// Seconds of each run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// HTTP connections (each sends on a schedule of its own).
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+}
+
+/// The figures of one run.
+#[derive(Debug, Serialize)]
+pub struct Run {
+    requests: usize,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// Answers other than 2xx.
+    errors: usize,
+}
+
+/// What `lectern-bench webhooks` prints.
+#[derive(Debug, Serialize)]
+pub struct WebhooksResult {
+    scenario: &'static str,
+    rate: u64,
+    seconds: u64,
+    clients: usize,
+    lectern: Run,
+    relay: Run,
+    capacity: Run,
+    /// Send → the invoice's read model shows it paid.
+    effect_p50_ms: f64,
+    effect_p99_ms: f64,
+    effect_max_ms: f64,
+    effects_seen: usize,
+    effects_missing: usize,
+    p99_ratio: f64,
+}
+
+/// A signed delivery and the invoice it pays.
+struct Delivery {
+    body: Bytes,
+    signature: String,
+    invoice: Uuid,
+}
+
+fn deliveries(invoices: &[Uuid], n: usize, run: &str) -> Vec<Delivery> {
+    let t = chrono::Utc::now().timestamp();
+    (0..n)
+        .map(|i| {
+            let invoice = invoices[i % invoices.len()];
+            let pi = format!("pi_{run}_{i}");
+            let body = serde_json::to_vec_pretty(&json!({
+                "id": format!("evt_{run}_{i}"), "object": "event",
+                "api_version": "2026-06-24.dahlia", "created": t, "livemode": false,
+                "type": "payment_intent.succeeded",
+                "data": {"object": {"id": pi, "object": "payment_intent", "amount": AMOUNT,
+                                    "amount_received": AMOUNT, "currency": "eur",
+                                    "status": "succeeded", "latest_charge": format!("ch_{run}_{i}"),
+                                    "metadata": {"invoice_id": invoice.to_string()}}}
+            }))
+            .unwrap_or_default();
+            let signature = format!("t={t},v1={}", sign(&body, SECRET, t));
+            Delivery {
+                body: Bytes::from(body),
+                signature,
+                invoice,
+            }
+        })
+        .collect()
+}
+
+/// Webhooks sent and not yet seen in the read model: when each was sent.
+type Pending = Arc<Mutex<HashMap<Uuid, Instant>>>;
+
+/// Send `deliveries` to `url` for `seconds` over `clients` connections:
+/// closed loop when `interval` is `None`, else each connection sends one
+/// request per `interval`, staggered. Sorted latencies (ms), errors, and
+/// the seconds it took.
+async fn load(
+    url: &str,
+    deliveries: &Arc<Vec<Delivery>>,
+    clients: usize,
+    seconds: u64,
+    interval: Option<Duration>,
+    pending: Option<&Pending>,
+) -> anyhow::Result<Run> {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, deliveries, next) =
+            (client.clone(), Arc::clone(deliveries), Arc::clone(&next));
+        let (url, pending) = (url.to_owned(), pending.cloned());
+        tasks.push(tokio::spawn(async move {
+            let (mut samples, mut errors) = (Vec::new(), 0usize);
+            let mut due = interval.map(|i| started + i.mul_f64(c as f64 / clients as f64));
+            while due.unwrap_or_else(Instant::now) < deadline {
+                if let Some(at) = due {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(d) = deliveries.get(i) else { break };
+                let t = due.unwrap_or_else(Instant::now);
+                if let (Some(at), Some(every)) = (due.as_mut(), interval) {
+                    *at += every;
+                }
+                if let Some(p) = &pending {
+                    p.lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .insert(d.invoice, Instant::now());
+                }
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json; charset=utf-8")
+                    .header("stripe-signature", &d.signature)
+                    .body(d.body.clone())
+                    .send()
+                    .await?;
+                let ok = r.status().is_success();
+                let _ = r.bytes().await?;
+                samples.push(t.elapsed().as_secs_f64() * 1000.0);
+                errors += usize::from(!ok);
+            }
+            Ok::<_, anyhow::Error>((samples, errors))
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (s, e) = t.await??;
+        latencies.extend(s);
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok(Run {
+        requests: latencies.len(),
+        per_sec: round3(latencies.len() as f64 / secs),
+        p50_ms: round3(percentile(&latencies, 0.5)),
+        p99_ms: round3(percentile(&latencies, 0.99)),
+        max_ms: round3(latencies.last().copied().unwrap_or_default()),
+        errors,
+    })
+}
+
+/// Watch the `invoices` read model until `pending` is empty and `done`, or
+/// `done` passed 10 s ago: each invoice's lag from send to `paid`, sorted.
+async fn watch(
+    pool: PgPool,
+    pending: Pending,
+    done: CancellationToken,
+) -> anyhow::Result<Vec<f64>> {
+    let mut lags = Vec::new();
+    let mut gave_up: Option<Instant> = None;
+    loop {
+        let ids: Vec<Uuid> = pending
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .keys()
+            .copied()
+            .collect();
+        if done.is_cancelled() {
+            let since = *gave_up.get_or_insert_with(Instant::now);
+            if ids.is_empty() || since.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        if !ids.is_empty() {
+            let paid: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM invoices WHERE id = ANY($1) AND status = 'paid'",
+            )
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await?;
+            let now = Instant::now();
+            let mut p = pending.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            for id in paid {
+                if let Some(sent) = p.remove(&id) {
+                    lags.push(now.duration_since(sent).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lags.sort_by(f64::total_cmp);
+    Ok(lags)
+}
+
+/// Open invoices of 15.00 EUR, `n` of them, written through the service by
+/// 16 tasks; once the read model holds them all.
+async fn open_invoices(state: &AppState, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    let ids: Arc<Vec<Uuid>> = Arc::new((0..n).map(|_| Uuid::new_v4()).collect());
+    let eur = Currency::parse("eur")?;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (billing, ids, eur) = (state.billing.clone(), Arc::clone(&ids), eur.clone());
+        tasks.push(tokio::spawn(async move {
+            let meta = EventMetadata::system("bench");
+            for id in ids.iter().skip(w).step_by(16) {
+                let create = InvoiceCommand::Create {
+                    payer_id: Uuid::new_v4(),
+                    currency: eur.clone(),
+                    lines: vec![Line {
+                        lesson_id: Uuid::new_v4(),
+                        description: "Lesson".to_owned(),
+                        amount_minor: AMOUNT,
+                    }],
+                    due_at: chrono::Utc::now() + chrono::Duration::days(1),
+                    finalize: true,
+                };
+                billing.execute(*id, create, &meta).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM invoices WHERE id = ANY($1) AND status = 'open'",
+        )
+        .bind(ids.as_slice())
+        .fetch_one(&state.pool)
+        .await?;
+        if open as usize == n {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the invoices never reached the read model"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(ids.to_vec())
+}
+
+/// The bare limit: verify the signature, answer 200.
+async fn relay(cancel: &CancellationToken) -> anyhow::Result<String> {
+    let secrets: Arc<Secrets> = Arc::new(SECRET.parse().map_err(|e: String| anyhow::anyhow!(e))?);
+    let app = axum::Router::new().route(
+        "/verify",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let secrets = Arc::clone(&secrets);
+            async move {
+                let header = headers
+                    .get("stripe-signature")
+                    .and_then(|v| v.to_str().ok());
+                match verify(header, &body, &secrets, chrono::Utc::now().timestamp(), 300) {
+                    Ok(_) => (StatusCode::OK, "{\"received\":true}"),
+                    Err(_) => (StatusCode::BAD_REQUEST, "{}"),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/verify", listener.local_addr()?);
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
+    Ok(url)
+}
+
+/// Every run, on `pool`'s database.
+pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<WebhooksResult> {
+    let secret: [u8; 32] = rand::random();
+    let keyring = Keyring::new(
+        vec![Keyring::derived_key(&secret)],
+        "lectern",
+        "lectern-api",
+    )?;
+    let mut http = HttpConfig::for_tests();
+    http.billing.stripe_webhook_secrets = SECRET.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let cancel = CancellationToken::new();
+    let state = AppState::new(pool.clone(), http, keyring);
+    let workers = Workers::start(&state, &WorkerConfig::default(), &cancel).await?;
+    let server = serve(state.clone(), &cancel).await?;
+    let url = format!("{}/api/v1/webhooks/stripe", server.base);
+    let relay_url = relay(&cancel).await?;
+
+    let n = (opts.rate * opts.seconds) as usize + opts.clients;
+    let invoices = open_invoices(&state, n).await?;
+    let interval = Duration::from_secs_f64(opts.clients as f64 / opts.rate as f64);
+
+    // Lectern, open loop, with the read model watched.
+    let paying = Arc::new(deliveries(&invoices, n, "open"));
+    let pending: Pending = Arc::default();
+    let done = CancellationToken::new();
+    let watcher = tokio::spawn(watch(pool.clone(), Arc::clone(&pending), done.clone()));
+    let lectern = load(
+        &url,
+        &paying,
+        opts.clients,
+        opts.seconds,
+        Some(interval),
+        Some(&pending),
+    )
+    .await?;
+    done.cancel();
+    let lags = watcher.await??;
+    let effects_missing = pending
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .len();
+
+    // The limit, at the same rate, with the same requests.
+    let relay = load(
+        &relay_url,
+        &paying,
+        opts.clients,
+        opts.seconds,
+        Some(interval),
+        None,
+    )
+    .await?;
+
+    // Capacity: as fast as the connections go, new events on the same invoices.
+    let more = Arc::new(deliveries(&invoices, n * 4, "closed"));
+    let capacity = load(&url, &more, opts.clients, opts.seconds, None, None).await?;
+
+    cancel.cancel();
+    workers.join().await;
+    Ok(WebhooksResult {
+        scenario: "webhooks",
+        rate: opts.rate,
+        seconds: opts.seconds,
+        clients: opts.clients,
+        p99_ratio: round3(lectern.p99_ms / relay.p99_ms.max(0.001)),
+        lectern,
+        relay,
+        capacity,
+        effect_p50_ms: round3(percentile(&lags, 0.5)),
+        effect_p99_ms: round3(percentile(&lags, 0.99)),
+        effect_max_ms: round3(lags.last().copied().unwrap_or_default()),
+        effects_seen: lags.len(),
+        effects_missing,
+    })
+}
