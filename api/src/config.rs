@@ -143,6 +143,16 @@ pub struct BillingConfig {
     #[arg(long, env = "LECTERN_STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<crate::routes::billing::stripe::SecretKey>,
 
+    /// Invoices opened by an enrolment are due this many seconds before the
+    /// lesson starts (0: at its start; negative: after it).
+    #[arg(
+        long,
+        env = "LECTERN_INVOICE_DUE_BEFORE_START_SECS",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub invoice_due_before_start_secs: i64,
+
     /// Seconds between two reconciliations against the Stripe API (one
     /// process runs each; only with a secret key). 0 turns it off.
     #[arg(long, env = "LECTERN_STRIPE_RECONCILE_SECS", default_value_t = 300)]
@@ -157,6 +167,7 @@ impl Default for BillingConfig {
             stripe_api_base: "https://api.stripe.com".to_owned(),
             stripe_secret_key: None,
             stripe_reconcile_secs: 300,
+            invoice_due_before_start_secs: 0,
         }
     }
 }

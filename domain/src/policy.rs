@@ -156,6 +156,7 @@ actions! {
     PaymentRead = "payment.read": "Read payments and invoices";
     PaymentWebhook = "payment.webhook": "Deliver a signed payment-provider webhook";
     InvoiceVoid = "invoice.void": "Void an unpaid invoice";
+    InvoiceUncollectible = "invoice.uncollectible": "Mark an open invoice uncollectible";
     NotificationRead = "notification.read": "Read one's notifications";
 }
 
@@ -299,6 +300,7 @@ pub static POLICY: &[Row] = &[
     row(X::PaymentRead, DENY, [ALLOW, ALLOW, OWN, OWN, DENY]),
     row(X::PaymentWebhook, ALLOW, EVERYONE),
     row(X::InvoiceVoid, DENY, ADMIN_ONLY),
+    row(X::InvoiceUncollectible, DENY, ADMIN_ONLY),
     row(X::NotificationRead, DENY, OWN_ONLY),
 ];
 

@@ -107,6 +107,9 @@ impl Projection for BillingProjection {
             InvoiceEvent::InvoiceVoided { .. } => {
                 status(conn, t, id, at, version, InvoiceStatus::Void).await?;
             }
+            InvoiceEvent::InvoiceMarkedUncollectible { .. } => {
+                status(conn, t, id, at, version, InvoiceStatus::Uncollectible).await?;
+            }
             InvoiceEvent::InvoicePaid { .. } => {
                 status(conn, t, id, at, version, InvoiceStatus::Paid).await?;
             }
@@ -132,6 +135,7 @@ impl Projection for BillingProjection {
                     None,
                     None,
                     at,
+                    false,
                 )
                 .await?;
             }
@@ -150,6 +154,7 @@ impl Projection for BillingProjection {
                     code.as_deref(),
                     Some(created),
                     at,
+                    false,
                 )
                 .await?;
             }
@@ -175,18 +180,8 @@ impl Projection for BillingProjection {
                     None,
                     Some(created),
                     at,
+                    event.event_type == "PaymentReconciled",
                 )
-                .await?;
-                let reconciled = event.event_type == "PaymentReconciled";
-                sqlx::query(&format!(
-                    "UPDATE {} SET reconciled = $3
-                      WHERE invoice_id = $1 AND kind = 'payment' AND reference = $2",
-                    t.get(PAYMENTS)
-                ))
-                .bind(id)
-                .bind(&payment_ref)
-                .bind(reconciled)
-                .execute(&mut *conn)
                 .await?;
                 total(conn, t, id, at, version, Total::Paid, amount_paid).await?;
             }
@@ -232,6 +227,7 @@ impl Projection for BillingProjection {
                     None,
                     Some(created),
                     at,
+                    false,
                 )
                 .await?;
                 total(conn, t, id, at, version, Total::Refunded, total_refunded).await?;
@@ -312,13 +308,15 @@ async fn payment(
     code: Option<&str>,
     created: Option<i64>,
     at: DateTime<Utc>,
+    reconciled: bool,
 ) -> Result<(), ProjectionError> {
     sqlx::query(&format!(
-        "INSERT INTO {} (invoice_id, kind, reference, amount, code, stripe_created, recorded_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO {} (invoice_id, kind, reference, amount, code, stripe_created, recorded_at, reconciled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (invoice_id, kind, reference) DO UPDATE
             SET amount = EXCLUDED.amount, code = EXCLUDED.code,
-                stripe_created = EXCLUDED.stripe_created, recorded_at = EXCLUDED.recorded_at",
+                stripe_created = EXCLUDED.stripe_created, recorded_at = EXCLUDED.recorded_at,
+                reconciled = EXCLUDED.reconciled",
         t.get(PAYMENTS)
     ))
     .bind(invoice)
@@ -328,6 +326,7 @@ async fn payment(
     .bind(code)
     .bind(created)
     .bind(at)
+    .bind(reconciled)
     .execute(&mut *conn)
     .await?;
     Ok(())

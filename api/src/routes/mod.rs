@@ -139,10 +139,10 @@ pub fn problem_codes() -> impl Iterator<Item = Code> {
 pub fn process_managers(state: &AppState) -> Vec<Arc<dyn ProcessManager>> {
     vec![
         Arc::new(RosterSync::new(state.classroom.clone())),
-        Arc::new(InvoiceOnEnrolment::new(
-            state.billing.clone(),
-            state.classroom.clone(),
-        )),
+        Arc::new(
+            InvoiceOnEnrolment::new(state.billing.clone(), state.classroom.clone())
+                .due_before_start(state.http.billing.invoice_due_before_start_secs),
+        ),
     ]
 }
 

@@ -31,12 +31,25 @@ pub fn invoice_id(lesson: Uuid, student: Uuid, sequence: i64) -> Uuid {
 pub struct InvoiceOnEnrolment {
     billing: BillingService,
     classroom: ClassroomService,
+    due_before_start: chrono::Duration,
 }
 
 impl InvoiceOnEnrolment {
-    /// The process manager over the two services.
+    /// The process manager over the two services; invoices are due at the
+    /// lesson's start.
     pub fn new(billing: BillingService, classroom: ClassroomService) -> Self {
-        Self { billing, classroom }
+        Self {
+            billing,
+            classroom,
+            due_before_start: chrono::Duration::zero(),
+        }
+    }
+
+    /// Invoices due `secs` seconds before the lesson starts (after it, if
+    /// negative).
+    pub fn due_before_start(mut self, secs: i64) -> Self {
+        self.due_before_start = chrono::Duration::seconds(secs);
+        self
     }
 
     async fn enrolled(
@@ -65,7 +78,7 @@ impl InvoiceOnEnrolment {
                 description: details.title.as_str().to_owned(),
                 amount_minor: details.price.amount_minor,
             }],
-            due_at: details.starts_at,
+            due_at: details.starts_at - self.due_before_start,
             finalize: true,
         };
         match self

@@ -167,7 +167,9 @@ impl BillingService {
         }
     }
 
-    /// Claim up to `limit` due rows and apply them; how many were claimed.
+    /// Claim up to `limit` due rows and apply them, all at once (the
+    /// invoices' appends share statements; the order of rows does not
+    /// matter, as newest wins); how many were claimed.
     pub async fn process_inbox(&self, limit: i64) -> Result<usize, BillingError> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(String, String, Value, i32, String)> = sqlx::query_as(
@@ -179,10 +181,18 @@ impl BillingService {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        for (id, event_type, payload, attempts, source) in &rows {
-            let outcome = self
-                .apply(id, event_type, payload, source == "reconciliation")
-                .await;
+        let outcomes =
+            futures::future::join_all(rows.iter().map(|(id, event_type, payload, _, source)| {
+                self.apply(id, event_type, payload, source == "reconciliation")
+            }))
+            .await;
+        let (mut ids, mut statuses, mut errors, mut waits) = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        for ((id, event_type, _, attempts, _), outcome) in rows.iter().zip(outcomes) {
             let (status, error, wait) = match &outcome {
                 Outcome::Processed => ("processed", None, Duration::ZERO),
                 Outcome::Ignored(why) => ("ignored", Some(why.clone()), Duration::ZERO),
@@ -196,20 +206,25 @@ impl BillingService {
                 tracing::warn!(stripe_event = %id, event_type = %event_type, error = %why, "a Stripe delivery did not apply");
             }
             metrics::counter!("lectern_stripe_inbox_total", "outcome" => status).increment(1);
-            sqlx::query(
-                "UPDATE stripe_inbox
-                    SET status = $2, last_error = $3, attempts = attempts + 1,
-                        next_attempt_at = now() + make_interval(secs => $4),
-                        processed_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
-                  WHERE event_id = $1",
-            )
-            .bind(id)
-            .bind(status)
-            .bind(error)
-            .bind(wait.as_secs_f64())
-            .execute(&mut *tx)
-            .await?;
+            ids.push(id.as_str());
+            statuses.push(status);
+            errors.push(error);
+            waits.push(wait.as_secs_f64());
         }
+        sqlx::query(
+            "UPDATE stripe_inbox AS i
+                SET status = u.status, last_error = u.error, attempts = i.attempts + 1,
+                    next_attempt_at = now() + make_interval(secs => u.wait),
+                    processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[]) AS u(id, status, error, wait)
+              WHERE i.event_id = u.id",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&errors)
+        .bind(&waits)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(rows.len())
     }

@@ -1,11 +1,12 @@
 //! The billing service: invoices, and Stripe's deliveries.
 //!
-//! A verified Stripe delivery is kept twice, in one
-//! order that any crash and redelivery converge on: its payload in the
-//! `stripe_inbox` (for the worker that applies it), and the fact of its
-//! receipt as a `StripeEventReceived` event on its own stream. Both are
-//! idempotent per Stripe event id, so Stripe's redeliveries (and the same
-//! event sent many times at once) change nothing.
+//! A verified Stripe delivery is kept twice, in one transaction: its
+//! payload in the `stripe_inbox` (for the worker that applies it), and the
+//! fact of its receipt as a `StripeEventReceived` event on its own stream.
+//! The inbox row is inserted once per Stripe event id and the event only
+//! beside a new row, so Stripe's redeliveries (and the same event sent many
+//! times at once) change nothing. Deliveries that arrive together share one
+//! transaction (a group commit).
 
 pub mod enrolment;
 pub mod inbox;
@@ -14,7 +15,7 @@ pub mod reconcile;
 use std::sync::Arc;
 
 use lectern_domain::billing::invoice::{Invoice, InvoiceCommand, InvoiceError, InvoiceEvent};
-use lectern_domain::billing::webhook::{Delivery, Receive, StripeEvent, StripeEventError};
+use lectern_domain::billing::webhook::{Delivery, StripeEvent, StripeEventError, StripeEventEvent};
 use lectern_domain::{EventMetadata, Position};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 
 use crate::bus::{CommandBus, Committed, DispatchConfig};
 use crate::error::{CommandError, StoreError};
-use crate::store::PgEventStore;
+use crate::store::{NewEvent, PgEventStore, StreamAppend};
 
 /// Why a billing command failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +69,13 @@ impl From<CommandError<InvoiceError>> for BillingError {
 #[derive(Clone)]
 pub struct BillingService {
     pool: PgPool,
-    stripe_events: CommandBus<StripeEvent>,
+    /// The `StripeEvent` streams, appended to beside the inbox rows.
+    stripe_events: PgEventStore<StripeEvent>,
     invoices: CommandBus<Invoice>,
     /// Wakes this process's inbox worker when a delivery is kept.
     pub inbox_ready: Arc<Notify>,
+    /// Deliveries waiting to be kept (see [`BillingService::receive`]).
+    receipts: Arc<std::sync::Mutex<Receipts>>,
 }
 
 impl BillingService {
@@ -79,17 +83,14 @@ impl BillingService {
     pub fn new(pool: &PgPool) -> Self {
         Self {
             pool: pool.clone(),
-            stripe_events: CommandBus::new(
-                PgEventStore::new(pool.clone()),
-                (),
-                DispatchConfig::default(),
-            ),
+            stripe_events: PgEventStore::new(pool.clone()),
             invoices: CommandBus::new(
                 PgEventStore::new(pool.clone()),
                 (),
                 DispatchConfig::default(),
             ),
             inbox_ready: Arc::new(Notify::new()),
+            receipts: Arc::default(),
         }
     }
 
@@ -121,58 +122,181 @@ impl BillingService {
         Ok(loaded.aggregate)
     }
 
-    /// Keep a verified delivery: its `payload` in the inbox, then its
-    /// receipt in the log. A crash between the two is mended by Stripe's
-    /// redelivery, which finds the inbox row and writes the missing event.
+    /// Keep a verified delivery: its `payload` in the inbox and its receipt
+    /// in the log, in one transaction. Deliveries that arrive together share
+    /// it (a group commit: while one transaction commits, the next ones
+    /// queue up for the following one), and a delivery that fails fails
+    /// alone: its batch is then kept one delivery at a time.
     pub async fn receive(
         &self,
         delivery: Delivery,
         payload: &serde_json::Value,
         meta: &EventMetadata,
     ) -> Result<Receipt, BillingError> {
-        let created = chrono::DateTime::from_timestamp(delivery.created, 0);
-        sqlx::query(
-            "INSERT INTO stripe_inbox (event_id, event_type, api_version, object_id, created, livemode, payload, source)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&delivery.id)
-        .bind(&delivery.event_type)
-        .bind(&delivery.api_version)
-        .bind(&delivery.object_id)
-        .bind(created)
-        .bind(delivery.livemode)
-        .bind(payload)
-        .bind(if delivery.reconciled {
-            "reconciliation"
-        } else {
-            "webhook"
-        })
-        .execute(&self.pool)
-        .await?;
-        let id = delivery.id.clone();
-        let receipt = match self
-            .stripe_events
-            .execute(&id, Receive(delivery), meta.clone())
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queue = self
+                .receipts
+                .lock()
+                .map_err(|_| BillingError::Store(StoreError::WorkerGone))?;
+            queue.waiting.push(Waiting {
+                delivery,
+                payload: payload.clone(),
+                meta: meta.clone().for_command("ReceiveStripeEvent"),
+                reply,
+            });
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if lead {
+            // A task of its own, so that a client that goes away does not
+            // take the others' answers with it.
+            let this = self.clone();
+            tokio::spawn(async move { this.flush_receipts().await });
+        }
+        answer
             .await
-        {
-            Ok(committed) => Ok(Receipt {
-                duplicate: committed.events.is_empty(),
-                position: committed.position,
-            }),
-            // The only event this stream can hold is the receipt: a writer
-            // that won the race wrote it.
-            Err(CommandError::Conflict) => Ok(Receipt {
-                duplicate: true,
-                position: None,
-            }),
-            Err(CommandError::Store(e)) => Err(BillingError::Store(e)),
-            Err(CommandError::Rejected(never)) => match never {},
-        }?;
-        // The receipt is in the log before anything is applied.
-        self.inbox_ready.notify_one();
-        Ok(receipt)
+            .map_err(|_| BillingError::Store(StoreError::WorkerGone))?
     }
+
+    /// Keep queued deliveries, a batch at a time, until none is left.
+    async fn flush_receipts(&self) {
+        loop {
+            let batch: Vec<Waiting> = {
+                let Ok(mut queue) = self.receipts.lock() else {
+                    return;
+                };
+                if queue.waiting.is_empty() {
+                    queue.flushing = false;
+                    return;
+                }
+                let n = queue.waiting.len().min(MAX_RECEIPTS);
+                queue.waiting.drain(..n).collect()
+            };
+            let items: Vec<(&Delivery, &serde_json::Value, &EventMetadata)> = batch
+                .iter()
+                .map(|w| (&w.delivery, &w.payload, &w.meta))
+                .collect();
+            let answers = match self.keep(&items).await {
+                Ok(answers) => answers,
+                // One bad delivery must not fail its neighbours: each alone.
+                Err(_) => {
+                    let mut answers = Vec::with_capacity(items.len());
+                    for item in &items {
+                        answers.push(self.keep(&[*item]).await.and_then(|mut a| a.remove(0)));
+                    }
+                    answers
+                }
+            };
+            drop(items);
+            for (w, answer) in batch.into_iter().zip(answers) {
+                let _ = w.reply.send(answer);
+            }
+            // The receipts are in the log before anything is applied.
+            self.inbox_ready.notify_one();
+        }
+    }
+
+    /// Keep `items` in one transaction: the inbox rows (once per Stripe
+    /// event id, the first in the batch winning), and a `StripeEventReceived`
+    /// on each new one's stream.
+    async fn keep(
+        &self,
+        items: &[(&Delivery, &serde_json::Value, &EventMetadata)],
+    ) -> Result<Vec<Result<Receipt, BillingError>>, BillingError> {
+        let mut tx = self.pool.begin().await?;
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<bool> = items
+            .iter()
+            .map(|(d, _, _)| seen.insert(d.id.as_str()))
+            .collect();
+        let rows: Vec<_> = items
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(i, _)| *i)
+            .collect();
+        let new: std::collections::HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO stripe_inbox (event_id, event_type, api_version, object_id, created, livemode, payload, source)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                                  $6::boolean[], $7::jsonb[], $8::text[])
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(rows.iter().map(|(d, _, _)| d.id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(d, _, _)| d.event_type.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(d, _, _)| d.api_version.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(d, _, _)| d.object_id.as_deref()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(d, _, _)| chrono::DateTime::from_timestamp(d.created, 0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|(d, _, _)| d.livemode).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, p, _)| *p).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(d, _, _)| if d.reconciled { "reconciliation" } else { "webhook" })
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let received: Vec<(usize, StripeEventEvent)> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, (d, _, _))| first[*i] && new.contains(&d.id))
+            .map(|(i, (d, _, _))| (i, StripeEventEvent::StripeEventReceived((*d).clone())))
+            .collect();
+        let streams: Vec<StreamAppend<'_, StripeEventEvent>> = received
+            .iter()
+            .map(|(i, event)| StreamAppend {
+                aggregate_id: items[*i].0.id.as_str(),
+                expected_version: 0,
+                events: vec![NewEvent {
+                    payload: event,
+                    metadata: items[*i].2,
+                }],
+            })
+            .collect();
+        let recorded = self
+            .stripe_events
+            .append_streams_on(&mut *tx, &streams)
+            .await?;
+        tx.commit().await?;
+        let mut positions: std::collections::HashMap<usize, Position> = received
+            .iter()
+            .zip(recorded)
+            .filter_map(|((i, _), events)| Some((*i, events.last()?.position)))
+            .collect();
+        Ok((0..items.len())
+            .map(|i| {
+                let position = positions.remove(&i);
+                Ok(Receipt {
+                    duplicate: position.is_none(),
+                    position,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Deliveries kept in one transaction at most.
+const MAX_RECEIPTS: usize = 256;
+
+/// A delivery waiting for its transaction.
+struct Waiting {
+    delivery: Delivery,
+    payload: serde_json::Value,
+    meta: EventMetadata,
+    reply: tokio::sync::oneshot::Sender<Result<Receipt, BillingError>>,
+}
+
+/// The deliveries waiting, and whether a task is keeping them.
+#[derive(Default)]
+struct Receipts {
+    waiting: Vec<Waiting>,
+    flushing: bool,
 }
 
 impl From<StripeEventError> for BillingError {

@@ -153,6 +153,11 @@ pub enum InvoiceCommand {
         /// Why.
         reason: String,
     },
+    /// Give up collecting an open invoice (a payment may still pay it).
+    MarkUncollectible {
+        /// Why.
+        reason: String,
+    },
     /// A payment was started through Stripe.
     StartPayment {
         /// The PaymentIntent created for it.
@@ -227,6 +232,7 @@ impl crate::CommandName for InvoiceCommand {
             Self::AddLine(_) => "AddInvoiceLine",
             Self::Finalize => "FinalizeInvoice",
             Self::Void { .. } => "VoidInvoice",
+            Self::MarkUncollectible { .. } => "MarkInvoiceUncollectible",
             Self::StartPayment { .. } => "StartPayment",
             Self::ApplyPayment { .. } => "ApplyPayment",
             Self::Reconcile { .. } => "ReconcilePayment",
@@ -260,6 +266,11 @@ pub enum InvoiceEvent {
     },
     /// Cancelled.
     InvoiceVoided {
+        /// Why.
+        reason: String,
+    },
+    /// Given up on: still owed, no longer chased.
+    InvoiceMarkedUncollectible {
         /// Why.
         reason: String,
     },
@@ -349,6 +360,7 @@ crate::classroom::domain_event!(InvoiceEvent {
     LineItemAdded,
     InvoiceFinalized,
     InvoiceVoided,
+    InvoiceMarkedUncollectible,
     PaymentStarted,
     PaymentApplied,
     PaymentReconciled,
@@ -377,6 +389,9 @@ pub enum InvoiceError {
     /// Only an open invoice with money remaining can be paid.
     #[error("the invoice is {0} and cannot be paid")]
     NotPayable(&'static str),
+    /// Only an open invoice can be marked uncollectible.
+    #[error("the invoice is {0}: only an open invoice can be marked uncollectible")]
+    NotOpen(&'static str),
     /// A paid invoice cannot be voided: refund it instead.
     #[error("the invoice is paid: refund it instead of voiding it")]
     Paid,
@@ -420,9 +435,13 @@ impl Invoice {
                 amount_paid,
             }
         }];
-        // Money is recorded whatever the status; only an open invoice
-        // becomes paid by it.
-        if self.status == Some(InvoiceStatus::Open) && amount_paid >= self.amount_due {
+        // Money is recorded whatever the status; an open invoice becomes
+        // paid by it, and so does an uncollectible one (as at Stripe).
+        if matches!(
+            self.status,
+            Some(InvoiceStatus::Open | InvoiceStatus::Uncollectible)
+        ) && amount_paid >= self.amount_due
+        {
             events.push(InvoiceEvent::InvoicePaid { created });
         }
         events
@@ -494,6 +513,13 @@ impl Invoice {
                 InvoiceStatus::Void => Ok(Vec::new()),
                 InvoiceStatus::Paid => Err(InvoiceError::Paid),
                 _ => Ok(vec![InvoiceEvent::InvoiceVoided { reason }]),
+            },
+            InvoiceCommand::MarkUncollectible { reason } => match self.status()? {
+                InvoiceStatus::Uncollectible => Ok(Vec::new()),
+                InvoiceStatus::Open => {
+                    Ok(vec![InvoiceEvent::InvoiceMarkedUncollectible { reason }])
+                }
+                other => Err(InvoiceError::NotOpen(other.as_str())),
             },
             InvoiceCommand::StartPayment {
                 payment_intent_id,
@@ -691,6 +717,9 @@ impl Aggregate for Invoice {
                 self.due_at = Some(due_at);
             }
             InvoiceEvent::InvoiceVoided { .. } => self.status = Some(InvoiceStatus::Void),
+            InvoiceEvent::InvoiceMarkedUncollectible { .. } => {
+                self.status = Some(InvoiceStatus::Uncollectible);
+            }
             InvoiceEvent::PaymentStarted {
                 payment_intent_id, ..
             } => self.started.push(payment_intent_id),

@@ -274,6 +274,12 @@ const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
     ),
     (
         "POST",
+        "/api/v1/invoices/{id}/uncollectible",
+        Body::Empty,
+        [401, 404, 403, 403, 403, 403],
+    ),
+    (
+        "POST",
         "/api/v1/invoices/{id}/payments",
         Body::Empty,
         [401, 404, 403, 404, 404, 403],

@@ -1052,3 +1052,186 @@ async fn reconciliation_records_each_disagreement_once_and_changes_no_money() {
     );
     assert_eq!(app.count("SELECT count(*) FROM events").await, before);
 }
+
+#[tokio::test]
+async fn an_admin_marks_an_open_invoice_uncollectible_and_a_late_payment_still_pays_it() {
+    let app = spawn_app().await;
+    let (_, admin) = app.user("admin").await;
+    let Invoiced {
+        tutor, student, id, ..
+    } = invoiced(&app).await;
+    let mark = |t: &Tokens| {
+        let (path, token) = (
+            format!("/api/v1/invoices/{id}/uncollectible"),
+            t.access_token.clone(),
+        );
+        let app = &app;
+        async move {
+            app.post(&path, Some(&token), json!({"reason": "gave up"}))
+                .await
+        }
+    };
+    assert_eq!(mark(&student).await.status(), 403);
+    assert_eq!(mark(&tutor).await.status(), 403);
+    let r = mark(&admin).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(r).await["id"], id);
+    let shown = invoice_when(&app, &student, &id, |b| b["status"] == "uncollectible").await;
+    assert_eq!(shown["amount_remaining"], 1500);
+    // Again: nothing changes.
+    assert_eq!(mark(&admin).await.status(), 200);
+    assert_eq!(
+        invoice_events(&app, &id, "InvoiceMarkedUncollectible").await,
+        1
+    );
+    // No new payment starts on it (and nothing reached Stripe: none is configured).
+    let r = app
+        .post(
+            &format!("/api/v1/invoices/{id}/payments"),
+            Some(&student.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(json_of(r).await["code"], "invoice_not_payable");
+    // A payment that still arrives pays it, as at Stripe.
+    assert_eq!(
+        signed(
+            &app,
+            payment_intent("evt_late", "pi_late", &id, 1500, now())
+        )
+        .await,
+        200
+    );
+    invoice_when(&app, &student, &id, |b| b["status"] == "paid").await;
+    assert_eq!(invoice_events(&app, &id, "InvoicePaid").await, 1);
+    // A paid invoice is not open: it cannot be marked.
+    let r = mark(&admin).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(json_of(r).await["code"], "invoice_not_open");
+    assert_eq!(
+        invoice_events(&app, &id, "InvoiceMarkedUncollectible").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn billing_events_and_the_audit_log_carry_no_card_details() {
+    let app = spawn_app().await;
+    let Invoiced { student, id, .. } = invoiced(&app).await;
+    // A delivery as Stripe renders a card payment: the charge's card
+    // details and the customer's address are in the payload.
+    let body = serde_json::to_vec(&json!({
+        "id": "evt_card", "object": "event", "type": "payment_intent.succeeded", "created": now(),
+        "api_version": "2026-06-24.dahlia", "livemode": false,
+        "data": {"object": {"id": "pi_card", "object": "payment_intent", "amount": 1500,
+            "amount_received": 1500, "currency": "eur", "status": "succeeded",
+            "receipt_email": "card.holder@example.com",
+            "metadata": {"invoice_id": id},
+            "payment_method_details": {"type": "card", "card": {
+                "brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2031,
+                "fingerprint": "Xt5EWLLDS7FJjR1c", "country": "US"}},
+            "billing_details": {"name": "Card Holder", "address": {"line1": "1 Main St"}}}}
+    }))
+    .expect("json");
+    assert_eq!(signed(&app, body).await, 200);
+    invoice_when(&app, &student, &id, |b| b["status"] == "paid").await;
+    // Neither the log nor the audit log holds any of it (the log names the
+    // event and its PaymentIntent; not even brand and last 4 are needed).
+    for needle in [
+        "4242",
+        "exp_month",
+        "Xt5EWLLDS7FJjR1c",
+        "card.holder",
+        "Card Holder",
+        "Main St",
+    ] {
+        let in_events = app
+            .count(&format!(
+                "SELECT count(*) FROM events WHERE payload::text LIKE '%{needle}%' OR metadata::text LIKE '%{needle}%'"
+            ))
+            .await;
+        assert_eq!(in_events, 0, "{needle} in the log");
+    }
+    // Every billing event is in the audit log.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let audited = app
+            .count(
+                "SELECT count(*) FROM audit_log a JOIN events e ON e.event_id = a.event_id
+                  WHERE e.aggregate_type IN ('Invoice', 'StripeEvent')",
+            )
+            .await;
+        let billing = app
+            .count("SELECT count(*) FROM events WHERE aggregate_type IN ('Invoice', 'StripeEvent')")
+            .await;
+        if audited == billing {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{audited} of {billing} audited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for needle in [
+        "4242",
+        "exp_month",
+        "Xt5EWLLDS7FJjR1c",
+        "card.holder",
+        "Card Holder",
+    ] {
+        let in_audit = app
+            .count(&format!(
+                "SELECT count(*) FROM audit_log WHERE audit_log::text LIKE '%{needle}%'"
+            ))
+            .await;
+        assert_eq!(in_audit, 0, "{needle} in the audit log");
+    }
+    // The payload stays in the inbox, outside the log, for the worker.
+    assert_eq!(
+        app.count("SELECT count(*) FROM stripe_inbox WHERE payload::text LIKE '%4242%'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_enrolment_invoice_is_due_the_configured_time_before_the_lesson_starts() {
+    let app = spawn_app_tuned(|h| h.billing.invoice_due_before_start_secs = 86_400).await;
+    let Invoiced {
+        tutor,
+        student,
+        lesson,
+        id,
+        ..
+    } = invoiced(&app).await;
+    let starts_at = json_of(
+        app.get(&format!("/api/v1/lessons/{lesson}"), &tutor.access_token)
+            .await,
+    )
+    .await["starts_at"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .expect("a start");
+    let invoice = invoice_when(&app, &student, &id, |_| true).await;
+    let due = invoice["due_at"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .expect("a due date");
+    assert_eq!(starts_at - due, chrono::Duration::days(1));
+    // As the invoice's stream recorded it.
+    let created: Value = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_id = $1 AND event_type = 'InvoiceCreated'",
+    )
+    .bind(&id)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("the event");
+    let recorded = created["InvoiceCreated"]["due_at"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .expect("a due date");
+    // (The read model keeps microseconds; the event, nanoseconds.)
+    assert_eq!((recorded - due).num_microseconds(), Some(0));
+}

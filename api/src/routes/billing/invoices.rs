@@ -1,6 +1,6 @@
 //! `/api/v1/invoices*`: students see the invoices they pay, tutors those for
 //! the lessons they teach (read only), admins and auditors all; an admin
-//! may void an unpaid one.
+//! may void an unpaid one or mark an open one uncollectible.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_invoices))
         .routes(routes!(get_invoice))
         .routes(routes!(void_invoice))
+        .routes(routes!(mark_uncollectible))
         .routes(routes!(start_payment))
 }
 
@@ -96,9 +97,9 @@ async fn get_invoice(
         .ok_or_else(|| Problem::new(Code::INVOICE_NOT_FOUND, "No such invoice."))
 }
 
-/// Why an invoice is voided.
+/// Why an invoice is closed unpaid.
 #[derive(Deserialize, ToSchema)]
-pub struct VoidInvoice {
+pub struct CloseInvoice {
     /// Shown in the audit log; at most 500 characters.
     #[serde(default)]
     reason: Option<String>,
@@ -107,7 +108,7 @@ pub struct VoidInvoice {
 /// Void an unpaid invoice (admins only): nothing is owed any more. A paid
 /// invoice is refunded instead.
 #[utoipa::path(post, path = "/api/v1/invoices/{id}/void", tag = "billing", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Invoice id")), request_body = VoidInvoice,
+    params(("id" = Uuid, Path, description = "Invoice id")), request_body = CloseInvoice,
     responses((status = 200, body = CommandAccepted), (status = 400, body = Problem),
               (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 404, body = Problem), (status = 409, description = "The invoice is paid", body = Problem),
@@ -116,9 +117,50 @@ async fn void_invoice(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    ApiJson(body): ApiJson<VoidInvoice>,
+    ApiJson(body): ApiJson<CloseInvoice>,
 ) -> Result<Json<CommandAccepted>, Problem> {
-    caller.authorize(&state, Action::InvoiceVoid).await?;
+    close(&state, &caller, id, body, Action::InvoiceVoid, |reason| {
+        InvoiceCommand::Void { reason }
+    })
+    .await
+}
+
+/// Mark an open invoice uncollectible (admins only): still owed, no longer
+/// chased (no overdue record, no new payment starts). A payment that still
+/// arrives pays it, as at Stripe.
+#[utoipa::path(post, path = "/api/v1/invoices/{id}/uncollectible", tag = "billing", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Invoice id")), request_body = CloseInvoice,
+    responses((status = 200, body = CommandAccepted), (status = 400, body = Problem),
+              (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 409, description = "The invoice is not open", body = Problem),
+              (status = 422, body = Problem), (status = 429, body = Problem)))]
+async fn mark_uncollectible(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<CloseInvoice>,
+) -> Result<Json<CommandAccepted>, Problem> {
+    close(
+        &state,
+        &caller,
+        id,
+        body,
+        Action::InvoiceUncollectible,
+        |reason| InvoiceCommand::MarkUncollectible { reason },
+    )
+    .await
+}
+
+/// Close invoice `id` unpaid with `command`, as `action` allows.
+async fn close(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    body: CloseInvoice,
+    action: Action,
+    command: impl FnOnce(String) -> InvoiceCommand,
+) -> Result<Json<CommandAccepted>, Problem> {
+    caller.authorize(state, action).await?;
     let reason = body.reason.unwrap_or_default();
     if reason.chars().count() > 500 {
         return Err(Problem::invalid(
@@ -128,7 +170,7 @@ async fn void_invoice(
     }
     let committed = state
         .billing
-        .execute(id, InvoiceCommand::Void { reason }, &caller.metadata())
+        .execute(id, command(reason), &caller.metadata())
         .await?;
     Ok(Json(CommandAccepted::new(id, &committed)))
 }

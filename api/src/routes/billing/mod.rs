@@ -31,6 +31,8 @@ impl Code {
     pub const INVOICE_FINALIZED: Code = Code::new("invoice_finalized", StatusCode::CONFLICT);
     /// A paid invoice cannot be voided.
     pub const INVOICE_PAID: Code = Code::new("invoice_paid", StatusCode::CONFLICT);
+    /// Only an open invoice can be marked uncollectible.
+    pub const INVOICE_NOT_OPEN: Code = Code::new("invoice_not_open", StatusCode::CONFLICT);
     /// The invoice cannot be paid (void, paid, or nothing remains).
     pub const INVOICE_NOT_PAYABLE: Code = Code::new("invoice_not_payable", StatusCode::CONFLICT);
     /// The lesson's price is on an open or paid invoice.
@@ -54,6 +56,7 @@ impl Code {
         Self::INVOICE_FINALIZED,
         Self::INVOICE_PAID,
         Self::INVOICE_NOT_PAYABLE,
+        Self::INVOICE_NOT_OPEN,
         Self::INVOICED,
         Self::PAYMENTS_NOT_CONFIGURED,
         Self::PAYMENT_PROVIDER_ERROR,
@@ -69,6 +72,7 @@ impl From<BillingError> for Problem {
                     InvoiceError::Finalized => Code::INVOICE_FINALIZED,
                     InvoiceError::Paid => Code::INVOICE_PAID,
                     InvoiceError::NotPayable(_) => Code::INVOICE_NOT_PAYABLE,
+                    InvoiceError::NotOpen(_) => Code::INVOICE_NOT_OPEN,
                     InvoiceError::AlreadyExists => Code::CONFLICT,
                     InvoiceError::BadLines
                     | InvoiceError::CurrencyMismatch { .. }
@@ -137,6 +141,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(invoices::router())
 }
 
+/// Inbox rows claimed (and applied together) at most at a time.
+const INBOX_BATCH: i64 = 256;
+
 /// The inbox worker: applies kept Stripe deliveries as soon as this
 /// process keeps one (and every 200 ms, for those kept by others), and
 /// every 30 s records invoices that became overdue.
@@ -145,8 +152,8 @@ pub async fn work(state: AppState, cancel: CancellationToken) {
     let mut overdue_at = tokio::time::Instant::now();
     loop {
         loop {
-            match billing.process_inbox(50).await {
-                Ok(50) => continue,
+            match billing.process_inbox(INBOX_BATCH).await {
+                Ok(n) if n as i64 == INBOX_BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "the Stripe inbox could not be read");

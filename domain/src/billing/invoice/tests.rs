@@ -492,3 +492,54 @@ fn a_disagreement_is_recorded_once_and_changes_no_money() {
         Err(InvoiceError::NotFound)
     );
 }
+
+#[test]
+fn only_an_open_invoice_is_marked_uncollectible_and_a_payment_still_pays_it() {
+    let mut invoice = open();
+    let mark = || InvoiceCommand::MarkUncollectible {
+        reason: "gave up".into(),
+    };
+    assert_eq!(
+        when(&mut invoice, mark()),
+        Ok(vec![InvoiceEvent::InvoiceMarkedUncollectible {
+            reason: "gave up".into()
+        }])
+    );
+    assert_eq!(invoice.status, Some(InvoiceStatus::Uncollectible));
+    assert_eq!(when(&mut invoice, mark()), Ok(vec![]));
+    // Not chased: no overdue record, no payment start.
+    assert_eq!(
+        when(
+            &mut invoice,
+            InvoiceCommand::CheckOverdue {
+                now: t0() + Duration::days(3)
+            }
+        ),
+        Ok(vec![])
+    );
+    assert_eq!(
+        when(
+            &mut invoice,
+            InvoiceCommand::StartPayment {
+                payment_intent_id: "pi_1".into(),
+                amount: 1500
+            }
+        ),
+        Err(InvoiceError::NotPayable("uncollectible"))
+    );
+    let events = when(&mut invoice, pay("pi_1", 1500, 100)).expect("paid");
+    assert_eq!(
+        events.last(),
+        Some(&InvoiceEvent::InvoicePaid { created: 100 })
+    );
+    assert_eq!(
+        when(&mut invoice, mark()),
+        Err(InvoiceError::NotOpen("paid"))
+    );
+    let mut draft = Invoice::default();
+    when(&mut draft, create(false)).expect("a draft");
+    assert_eq!(
+        when(&mut draft, mark()),
+        Err(InvoiceError::NotOpen("draft"))
+    );
+}
