@@ -217,7 +217,7 @@ impl BillingService {
                     next_attempt_at = now() + make_interval(secs => u.wait),
                     processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END
                FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[]) AS u(id, status, error, wait)
-              WHERE i.event_id = u.id",
+              WHERE i.event_id = ANY($1) AND i.event_id = u.id",
         )
         .bind(&ids)
         .bind(&statuses)

@@ -127,10 +127,11 @@ impl BillingService {
     /// it (a group commit: while one transaction commits, the next ones
     /// queue up for the following one), and a delivery that fails fails
     /// alone: its batch is then kept one delivery at a time.
+    /// `payload` is the event's JSON text, as Stripe sent it.
     pub async fn receive(
         &self,
         delivery: Delivery,
-        payload: &serde_json::Value,
+        payload: String,
         meta: &EventMetadata,
     ) -> Result<Receipt, BillingError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -141,7 +142,7 @@ impl BillingService {
                 .map_err(|_| BillingError::Store(StoreError::WorkerGone))?;
             queue.waiting.push(Waiting {
                 delivery,
-                payload: payload.clone(),
+                payload,
                 meta: meta.clone().for_command("ReceiveStripeEvent"),
                 reply,
             });
@@ -172,9 +173,9 @@ impl BillingService {
                 let n = queue.waiting.len().min(MAX_RECEIPTS);
                 queue.waiting.drain(..n).collect()
             };
-            let items: Vec<(&Delivery, &serde_json::Value, &EventMetadata)> = batch
+            let items: Vec<(&Delivery, &str, &EventMetadata)> = batch
                 .iter()
-                .map(|w| (&w.delivery, &w.payload, &w.meta))
+                .map(|w| (&w.delivery, w.payload.as_str(), &w.meta))
                 .collect();
             let answers = match self.keep(&items).await {
                 Ok(answers) => answers,
@@ -201,7 +202,7 @@ impl BillingService {
     /// on each new one's stream.
     async fn keep(
         &self,
-        items: &[(&Delivery, &serde_json::Value, &EventMetadata)],
+        items: &[(&Delivery, &str, &EventMetadata)],
     ) -> Result<Vec<Result<Receipt, BillingError>>, BillingError> {
         let mut tx = self.pool.begin().await?;
         let mut seen = std::collections::HashSet::new();
@@ -217,8 +218,9 @@ impl BillingService {
             .collect();
         let new: std::collections::HashSet<String> = sqlx::query_scalar(
             "INSERT INTO stripe_inbox (event_id, event_type, api_version, object_id, created, livemode, payload, source)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                                  $6::boolean[], $7::jsonb[], $8::text[])
+             SELECT id, et, av, oid, cr, lm, p::jsonb, src
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                           $6::boolean[], $7::text[], $8::text[]) AS u(id, et, av, oid, cr, lm, p, src)
              ON CONFLICT (event_id) DO NOTHING
              RETURNING event_id",
         )
@@ -287,7 +289,7 @@ const MAX_RECEIPTS: usize = 256;
 /// A delivery waiting for its transaction.
 struct Waiting {
     delivery: Delivery,
-    payload: serde_json::Value,
+    payload: String,
     meta: EventMetadata,
     reply: tokio::sync::oneshot::Sender<Result<Receipt, BillingError>>,
 }

@@ -67,7 +67,10 @@ pub async fn run(state: &AppState, stripe: &StripeClient) -> anyhow::Result<Repo
                 causation_id: "reconciliation".to_owned(),
                 ..EventMetadata::system("")
             };
-            let receipt = state.billing.receive(delivery, event, &meta).await?;
+            let receipt = state
+                .billing
+                .receive(delivery, event.to_string(), &meta)
+                .await?;
             report.kept += usize::from(!receipt.duplicate);
         }
         after = page

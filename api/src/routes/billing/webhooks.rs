@@ -101,7 +101,11 @@ async fn stripe(
     let event_id = delivery.id.clone();
     let receipt = state
         .billing
-        .receive(delivery, &payload, &origin.metadata())
+        .receive(
+            delivery,
+            String::from_utf8_lossy(&bytes).into_owned(),
+            &origin.metadata(),
+        )
         .await?;
     let outcome = if receipt.duplicate {
         "duplicate"
