@@ -3,7 +3,8 @@
 //! A server in the benchmark's process (with its projection runners and the
 //! Stripe inbox worker) receives `payment_intent.succeeded` events, each
 //! signed as Stripe signs and each paying an open invoice of its own. Three
-//! runs, each `--seconds` long, on the same connections:
+//! runs, each `--seconds` long, on the same connections, each once the
+//! inbox and every projection have caught up with what came before:
 //!
 //! - **Lectern, open loop** (the target's measure): `--rate` webhooks/s
 //!   offered on a fixed schedule; a request's latency counts from its
@@ -306,6 +307,28 @@ async fn open_invoices(state: &AppState, n: usize) -> anyhow::Result<Vec<Uuid>> 
     Ok(ids.to_vec())
 }
 
+/// Wait (at most two minutes) until the inbox has nothing pending and every
+/// projection and process manager has caught up with the log, so that a run
+/// does not pay for the work the one before it left behind.
+async fn settle(pool: &PgPool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let settled: bool = sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM stripe_inbox WHERE status = 'pending')
+                AND (SELECT coalesce(min(last_position), 0) FROM projection_checkpoints)
+                    >= (SELECT coalesce(max(global_position), 0) FROM events)",
+        )
+        .fetch_one(pool)
+        .await?;
+        if settled {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("the projections did not settle within two minutes; going on");
+    Ok(())
+}
+
 /// The bare limit: verify the signature, answer 200.
 async fn relay(cancel: &CancellationToken) -> anyhow::Result<String> {
     let secrets: Arc<Secrets> = Arc::new(SECRET.parse().map_err(|e: String| anyhow::anyhow!(e))?);
@@ -358,6 +381,7 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     let n = (opts.rate * opts.seconds) as usize + opts.clients;
     let began = Instant::now();
     let invoices = open_invoices(&state, n).await?;
+    settle(&pool).await?;
     eprintln!(
         "{n} open invoices in {:.1} s; the open-loop run starts",
         began.elapsed().as_secs_f64()
@@ -381,6 +405,7 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     done.cancel();
     let (lags, effects_missing) = watcher.await??;
 
+    settle(&pool).await?;
     eprintln!(
         "{:.1} s: the bare check starts",
         began.elapsed().as_secs_f64()
@@ -398,6 +423,7 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
 
     // Capacity: as fast as the connections go, new events on the same invoices.
     let more = Arc::new(deliveries(&invoices, n * 4, "closed"));
+    settle(&pool).await?;
     eprintln!(
         "{:.1} s: the closed-loop run starts",
         began.elapsed().as_secs_f64()

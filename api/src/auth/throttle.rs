@@ -33,12 +33,22 @@ pub fn counts_as_anonymous(path: &str) -> bool {
     !EXEMPT.iter().any(|p| path.starts_with(p))
 }
 
+/// Whether a request to `path` is anonymous: it carries no token, or it is
+/// outside the API, where no route reads one (the OpenAPI and AsyncAPI
+/// documents), so that a made-up `Authorization` header gains nothing.
+fn anonymous(path: &str, has_token: bool) -> bool {
+    !has_token || !path.starts_with("/api/")
+}
+
 /// The layer (`axum::middleware::from_fn_with_state`).
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let readings = Readings::http();
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(readings.clone());
-    if !parts.headers.contains_key(header::AUTHORIZATION) && counts_as_anonymous(parts.uri.path()) {
+    let path = parts.uri.path();
+    if anonymous(path, parts.headers.contains_key(header::AUTHORIZATION))
+        && counts_as_anonymous(path)
+    {
         let address = match Origin::from_request_parts(&mut parts, &state).await {
             Ok(origin) => origin.ip,
             Err(problem) => return problem.into_response(),
