@@ -161,6 +161,7 @@ impl BillingService {
 
     /// Keep queued deliveries, a batch at a time, until none is left.
     async fn flush_receipts(&self) {
+        let _unwinding = Unwinding(&self.receipts);
         loop {
             let batch: Vec<Waiting> = {
                 let Ok(mut queue) = self.receipts.lock() else {
@@ -292,6 +293,20 @@ struct Waiting {
     payload: String,
     meta: EventMetadata,
     reply: tokio::sync::oneshot::Sender<Result<Receipt, BillingError>>,
+}
+
+/// Should a flush panic, the next delivery starts a new one (the panicking
+/// batch's deliveries are answered with an error as their replies drop).
+struct Unwinding<'a>(&'a std::sync::Mutex<Receipts>);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(mut queue) = self.0.lock() {
+                queue.flushing = false;
+            }
+        }
+    }
 }
 
 /// The deliveries waiting, and whether a task is keeping them.
