@@ -744,14 +744,22 @@ async fn a_lesson_price_cannot_change_while_invoiced_but_other_fields_can() {
 
 // ---- Payments through the Stripe API ------------------------------------
 
-#[tokio::test]
-async fn a_payment_started_through_the_stripe_api_is_paid_by_its_signed_webhook() {
+/// A Stripe emulator, and a server that calls it with its key and
+/// reconciles against it every `reconcile_secs` (0: never by itself).
+async fn with_stripe(reconcile_secs: u64) -> (FakeStripe, TestApp) {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_tuned(|h| {
         h.billing.stripe_api_base = stripe.base();
         h.billing.stripe_secret_key = Some(SECRET_KEY.parse().expect("a key"));
+        h.billing.stripe_reconcile_secs = reconcile_secs;
     })
     .await;
+    (stripe, app)
+}
+
+#[tokio::test]
+async fn a_payment_started_through_the_stripe_api_is_paid_by_its_signed_webhook() {
+    let (stripe, app) = with_stripe(300).await;
     let Invoiced {
         tutor,
         student_id,
@@ -892,13 +900,7 @@ async fn start_payment(app: &TestApp, student: &Tokens, id: &str) -> String {
 
 #[tokio::test]
 async fn a_payment_whose_webhook_never_came_is_reconciled_by_the_scheduled_job() {
-    let stripe = FakeStripe::start().await;
-    let app = spawn_app_tuned(|h| {
-        h.billing.stripe_api_base = stripe.base();
-        h.billing.stripe_secret_key = Some(SECRET_KEY.parse().expect("a key"));
-        h.billing.stripe_reconcile_secs = 1;
-    })
-    .await;
+    let (stripe, app) = with_stripe(1).await;
     let Invoiced { student, id, .. } = invoiced(&app).await;
     let pi = start_payment(&app, &student, &id).await;
     // The customer pays, and every delivery of the event fails.
@@ -951,14 +953,8 @@ async fn a_payment_whose_webhook_never_came_is_reconciled_by_the_scheduled_job()
 
 #[tokio::test]
 async fn reconciliation_records_each_disagreement_once_and_changes_no_money() {
-    let stripe = FakeStripe::start().await;
-    let app = spawn_app_tuned(|h| {
-        h.billing.stripe_api_base = stripe.base();
-        h.billing.stripe_secret_key = Some(SECRET_KEY.parse().expect("a key"));
-        // Runs only when the test says.
-        h.billing.stripe_reconcile_secs = 0;
-    })
-    .await;
+    // Reconciliation runs only when the test says.
+    let (stripe, app) = with_stripe(0).await;
     let client = app.state.stripe.clone().expect("a Stripe client");
     let Invoiced { student, id, .. } = invoiced(&app).await;
     let pi = start_payment(&app, &student, &id).await;
