@@ -440,6 +440,10 @@ pub struct WorkerConfig {
     /// process may: one of them holds each at a time, the others stand by.
     #[arg(long, env = "LECTERN_RUN_PROJECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_projections: bool,
+
+    /// The ledger's sealer (it runs where the projections run).
+    #[command(flatten)]
+    pub ledger: LedgerConfig,
 }
 
 impl Default for WorkerConfig {
@@ -448,7 +452,108 @@ impl Default for WorkerConfig {
             mail_dir: None,
             delivery_ttl_secs: 604_800,
             run_projections: true,
+            ledger: LedgerConfig::default(),
         }
+    }
+}
+
+/// The verifiable ledger: its signing key, where checkpoints are published,
+/// and how often they are signed (docs/audit.md).
+#[derive(Debug, Clone, Args)]
+pub struct LedgerConfig {
+    /// The Ed25519 key that signs checkpoints, as
+    /// `PRIVATE+KEY+<origin>+<id>+<base64>` (`lectern audit keygen` prints
+    /// one). Unset: the key in `<data dir>/ledger-key`, generated on first
+    /// use (for development).
+    #[arg(long, env = "LECTERN_LEDGER_KEY", hide_env_values = true)]
+    pub ledger_key: Option<String>,
+
+    /// The log's origin (the name in its checkpoints) when a development key
+    /// is generated.
+    #[arg(
+        long,
+        env = "LECTERN_LEDGER_ORIGIN",
+        default_value = "lectern.localhost/ledger"
+    )]
+    pub ledger_origin: String,
+
+    /// Where every signed checkpoint is also written, outside the database
+    /// (point it at a write-once bucket's mount or a git work tree), with the
+    /// public key. Unset: `<data dir>/ledger`.
+    #[arg(long, env = "LECTERN_LEDGER_PUBLISH_DIR")]
+    pub ledger_publish_dir: Option<std::path::PathBuf>,
+
+    /// Sign a checkpoint this often, in seconds, when the log grew.
+    #[arg(long, env = "LECTERN_LEDGER_CHECKPOINT_SECS", default_value_t = 30)]
+    pub ledger_checkpoint_secs: u64,
+
+    /// Sign one as soon as this many events were sealed since the last.
+    #[arg(
+        long,
+        env = "LECTERN_LEDGER_CHECKPOINT_EVENTS",
+        default_value_t = 100_000
+    )]
+    pub ledger_checkpoint_events: u64,
+
+    /// Run the sealer in this process (when projections run here). One
+    /// process in the cluster seals at a time; the others stand by.
+    #[arg(long, env = "LECTERN_RUN_LEDGER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_ledger: bool,
+
+    /// The development key's file; set by `serve` from the data directory.
+    /// Without it (and without a key), a process signs with a key of its
+    /// own that lives as long as it does (tests).
+    #[arg(skip)]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            ledger_key: None,
+            ledger_origin: "lectern.localhost/ledger".to_owned(),
+            ledger_publish_dir: None,
+            ledger_checkpoint_secs: 30,
+            ledger_checkpoint_events: 100_000,
+            run_ledger: true,
+            key_file: None,
+        }
+    }
+}
+
+impl LedgerConfig {
+    /// Fill in what depends on the data directory: the development key's
+    /// file and the publish directory.
+    pub fn in_data_dir(mut self, data_dir: &std::path::Path) -> Self {
+        self.key_file
+            .get_or_insert_with(|| data_dir.join("ledger-key"));
+        self.ledger_publish_dir
+            .get_or_insert_with(|| data_dir.join("ledger"));
+        self
+    }
+
+    /// The signing key: `LECTERN_LEDGER_KEY`, else the development key file
+    /// (created on first use), else a key for this process only.
+    pub fn key(&self) -> anyhow::Result<lectern_ledger::LedgerKey> {
+        use anyhow::Context;
+        use lectern_ledger::LedgerKey;
+        if let Some(text) = self.ledger_key.as_deref().filter(|k| !k.trim().is_empty()) {
+            return LedgerKey::parse(text).context("LECTERN_LEDGER_KEY");
+        }
+        let Some(path) = &self.key_file else {
+            return LedgerKey::generate(&self.ledger_origin).context("LECTERN_LEDGER_ORIGIN");
+        };
+        if !path.exists() {
+            let key = LedgerKey::generate(&self.ledger_origin).context("LECTERN_LEDGER_ORIGIN")?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::embedded::write_private(path, key.private_text())?;
+            tracing::warn!(path = %path.display(), "LECTERN_LEDGER_KEY is not set: generated a development ledger key");
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        LedgerKey::parse(&text).with_context(|| path.display().to_string())
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod accepted;
 pub mod app;
+pub mod audit_cli;
 pub mod auth;
 pub mod config;
 pub mod embedded;

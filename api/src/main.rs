@@ -41,6 +41,61 @@ enum Command {
     /// Inspect and rebuild projections.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// The verifiable ledger: keys, export bundles, verification.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print a new checkpoint-signing key (for LECTERN_LEDGER_KEY) on
+    /// standard output; its public key goes to standard error (and to
+    /// --public-out). Touches no database.
+    Keygen {
+        /// The log's origin: the name in its checkpoints.
+        #[arg(long, default_value = "lectern.localhost/ledger")]
+        origin: String,
+        /// Also write the public key to this file.
+        #[arg(long)]
+        public_out: Option<std::path::PathBuf>,
+    },
+    /// Write an export bundle: the events as JSON lines in feed order with
+    /// their exact envelope text and what the ledger sealed for each, every
+    /// signed checkpoint, and the public key.
+    Export {
+        /// The directory to write (created; must not hold a bundle already).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Start at this sequence number (the size of a checkpoint you
+        /// already verified); the bundle then carries the tree's state there.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+    /// Verify an export bundle offline (no database, no network), or the
+    /// database itself with --online. Exits 0 when everything verifies;
+    /// otherwise prints each finding and exits with the first one's status
+    /// (10 payload edited, 11 metadata edited, 12 another column edited,
+    /// 13 inserted, 14 deleted, 15 reordered, 16 truncated, 17 bad
+    /// signature, 18 root mismatch, 19 inconsistent with the trusted
+    /// checkpoint, 20 malformed); 1 when it cannot run (an unreadable
+    /// bundle or key), 2 for a bad argument.
+    Verify {
+        /// The bundle's directory.
+        #[arg(long, required_unless_present = "online", conflicts_with = "online")]
+        bundle: Option<std::path::PathBuf>,
+        /// The ledger's public key (`<origin>+<id>+<base64>`), your own copy.
+        /// Required offline; with --online the keys recorded in the database
+        /// are used when it is absent.
+        #[arg(long, required_unless_present = "online")]
+        pubkey: Option<std::path::PathBuf>,
+        /// A checkpoint you kept from before: the log must extend it.
+        #[arg(long)]
+        trusted: Option<std::path::PathBuf>,
+        /// Verify the database (DATABASE_URL or the embedded cluster) against
+        /// its checkpoints instead of a bundle.
+        #[arg(long)]
+        online: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Audit(cmd) => audit(&cli.database, cmd).await,
         Command::Projections(cmd) => {
             with_database(&cli.database, async |db| match cmd {
                 ProjectionsCommand::Status => {
@@ -118,6 +174,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
             .await
+        }
+    }
+}
+
+async fn audit(config: &DatabaseConfig, cmd: AuditCommand) -> anyhow::Result<()> {
+    use lectern_api::audit_cli;
+    match cmd {
+        AuditCommand::Keygen { origin, public_out } => {
+            audit_cli::keygen(&origin, public_out.as_deref())
+        }
+        AuditCommand::Export { out, from } => {
+            with_database(config, async |db| {
+                audit_cli::export(&db.pool, &out, from).await
+            })
+            .await
+        }
+        AuditCommand::Verify {
+            bundle,
+            pubkey,
+            trusted,
+            online,
+        } => {
+            let outcome = if online {
+                let mut outcome = None;
+                with_database(config, async |db| {
+                    outcome = Some(
+                        audit_cli::verify_online(&db.pool, pubkey.as_deref(), trusted.as_deref())
+                            .await?,
+                    );
+                    Ok(())
+                })
+                .await?;
+                outcome.unwrap_or_default()
+            } else {
+                let (Some(bundle), Some(pubkey)) = (bundle, pubkey) else {
+                    bail!("--bundle and --pubkey are required without --online");
+                };
+                audit_cli::verify_bundle(&bundle, &pubkey, trusted.as_deref())?
+            };
+            if outcome != 0 {
+                std::process::exit(i32::from(outcome));
+            }
+            Ok(())
         }
     }
 }

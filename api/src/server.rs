@@ -118,6 +118,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let secret = crate::secrets::SecretKey::load(&db_config.data_dir)?;
     let keyring = auth.keyring(secret.bytes())?;
+    let mut workers = workers.clone();
+    workers.ledger = workers.ledger.in_data_dir(&db_config.data_dir);
     let db = Database::open(db_config).await?;
     // On a task of its own, so that even a panic comes back here as an
     // error and the embedded cluster is still stopped.
@@ -125,7 +127,7 @@ pub async fn serve(
         db.pool.clone(),
         db.read_pool.clone(),
         http,
-        workers.clone(),
+        workers,
         keyring,
     ))
     .await

@@ -3,8 +3,8 @@
 //! [`Workers::start`] starts everything that runs beside the listeners: the
 //! revocation watcher, the realtime gateway's log tailer, acknowledgement
 //! writer and presence batches, rate-limiter pruning, the mail sender, each context's
-//! workers (the delivery-expiry sweep), and the projection runners and
-//! process managers. Each task
+//! workers (the delivery-expiry sweep), the projection runners and
+//! process managers, and the ledger's sealer. Each task
 //! is supervised (one that panics or ends before shutdown is logged, counted
 //! in `lectern_worker_restarts_total` and started again after a pause), and
 //! [`Workers::join`] waits for all of them once the cancellation token has
@@ -117,7 +117,10 @@ impl Workers {
             });
         }
         if config.run_projections {
-            workers.start_runners(state, wakeup, cancel)?;
+            workers.start_runners(state, wakeup.clone(), cancel)?;
+            if config.ledger.run_ledger {
+                workers.start_sealer(state, &config.ledger, wakeup, cancel)?;
+            }
         }
         Ok(workers)
     }
@@ -173,6 +176,42 @@ impl Workers {
                 .collect();
         }
         self.runtime = Some(runtime);
+        Ok(())
+    }
+
+    /// The ledger's sealer, on the runners' runtime (it hashes between
+    /// awaits, as a runner folds). It supervises itself: after an error it
+    /// reloads its state and goes on, so it only ends with `cancel`.
+    fn start_sealer(
+        &mut self,
+        state: &AppState,
+        config: &crate::config::LedgerConfig,
+        wakeup: Wakeup,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        use lectern_projections::ledger::{Sealer, SealerConfig};
+        let key = Arc::new(config.key()?);
+        tracing::info!(
+            public_key = key.public_text(),
+            "the ledger's checkpoint key"
+        );
+        let sealer = Sealer {
+            connect: (*state.pool.connect_options()).clone(),
+            key,
+            config: SealerConfig {
+                checkpoint_every: Duration::from_secs(config.ledger_checkpoint_secs.max(1)),
+                checkpoint_leaves: config.ledger_checkpoint_events.max(1),
+                publish_dir: config.ledger_publish_dir.clone(),
+                ..SealerConfig::default()
+            },
+            wakeup,
+            cancel: cancel.clone(),
+        };
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the sealer runs on the runners' runtime"))?;
+        self.tasks.push(runtime.spawn(sealer.run()));
         Ok(())
     }
 

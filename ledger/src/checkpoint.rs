@@ -68,7 +68,10 @@ impl LedgerKey {
             .to_owned();
         let mut private = vec![1u8];
         private.extend_from_slice(&seed);
-        let skey = format!("PRIVATE+KEY+{origin}+{id}+{}", BASE64_STANDARD.encode(private));
+        let skey = format!(
+            "PRIVATE+KEY+{origin}+{id}+{}",
+            BASE64_STANDARD.encode(private)
+        );
         Self::parse(&skey)
     }
 
@@ -185,7 +188,10 @@ mod tests {
         let (text, sig) = note.split_once("\n\n").unwrap();
         assert_eq!(
             format!("{text}\n"),
-            format!("lectern.example/ledger\n42\n{}\n", BASE64_STANDARD.encode(root.0))
+            format!(
+                "lectern.example/ledger\n42\n{}\n",
+                BASE64_STANDARD.encode(root.0)
+            )
         );
         assert!(sig.starts_with("— lectern.example/ledger "));
         let trusted = TrustedKey::parse(key.public_text()).unwrap();
@@ -203,7 +209,10 @@ mod tests {
         let trusted = TrustedKey::parse(key.public_text()).unwrap();
         let note = key.sign(42, tlog_tiles::record_hash(b"x"));
         let forged = note.replacen("\n42\n", "\n43\n", 1);
-        assert!(matches!(trusted.open(&forged), Err(NoteError::BadSignature)));
+        assert!(matches!(
+            trusted.open(&forged),
+            Err(NoteError::BadSignature)
+        ));
         let other = LedgerKey::generate("lectern.example/ledger").unwrap();
         let note = other.sign(42, tlog_tiles::record_hash(b"x"));
         assert!(matches!(trusted.open(&note), Err(NoteError::BadSignature)));

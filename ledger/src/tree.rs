@@ -14,10 +14,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use tlog_tiles::{
-    prove_record, prove_tree, stored_hash_index, stored_hashes_for_record_hash, sub_tree_index,
-    tree_hash, HashReader,
-};
+pub use tlog_tiles::{prove_record, prove_tree, HashReader};
+use tlog_tiles::{stored_hash_index, stored_hashes_for_record_hash, sub_tree_index, tree_hash};
 
 use crate::Hash;
 
@@ -220,7 +218,9 @@ impl HashReader for Recorder {
 
 /// The stored-hash indexes that `op` reads. They depend only on the sizes
 /// involved, so a dry run with zero hashes finds them.
-pub fn needed<T>(op: impl FnOnce(&Recorder) -> Result<T, TreeError>) -> Result<Vec<u64>, TreeError> {
+pub fn needed<T>(
+    op: impl FnOnce(&Recorder) -> Result<T, TreeError>,
+) -> Result<Vec<u64>, TreeError> {
     let r = Recorder(RefCell::new(Vec::new()));
     op(&r)?;
     let mut v = r.0.into_inner();
@@ -312,11 +312,7 @@ mod tests {
         }
         // The frontier keeps only the peaks: one per set bit of the size.
         assert_eq!(f.peaks.len(), 1);
-        let seven = Frontier::from_peaks(
-            7,
-            &t.read_hashes(&peak_indexes(7)).unwrap(),
-        )
-        .unwrap();
+        let seven = Frontier::from_peaks(7, &t.read_hashes(&peak_indexes(7)).unwrap()).unwrap();
         assert_eq!(seven.root(), h(ROOTS[7]));
     }
 
@@ -349,12 +345,24 @@ mod tests {
             let want: Vec<Hash> = want.iter().map(|s| h(s)).collect();
             assert_eq!(proof, want, "inclusion proof of {n} in {size}");
             let leaf = t.leaf(n).unwrap();
-            assert!(check_inclusion(&proof, size, h(ROOTS[size as usize]), n, leaf));
+            assert!(check_inclusion(
+                &proof,
+                size,
+                h(ROOTS[size as usize]),
+                n,
+                leaf
+            ));
             // A flipped byte anywhere fails.
             for k in 0..proof.len() {
                 let mut bad = proof.clone();
                 bad[k].0[0] ^= 1;
-                assert!(!check_inclusion(&bad, size, h(ROOTS[size as usize]), n, leaf));
+                assert!(!check_inclusion(
+                    &bad,
+                    size,
+                    h(ROOTS[size as usize]),
+                    n,
+                    leaf
+                ));
             }
         }
     }

@@ -13,8 +13,10 @@
 //! payload and metadata, the position) only says *what* changed.
 
 use std::fmt;
+use std::io::BufRead;
+use std::path::Path;
 
-use crate::bundle::{Line, Sealed};
+use crate::bundle::{self, Line, Prefix, Sealed};
 use crate::checkpoint::{SignedCheckpoint, TrustedKey};
 use crate::envelope::text_hash;
 use crate::tree::MemoryTree;
@@ -138,7 +140,9 @@ impl Finding {
     fn is_event_level(&self) -> bool {
         !matches!(
             self,
-            Self::BadSignature { .. } | Self::RootMismatch { .. } | Self::InconsistentWithTrusted { .. }
+            Self::BadSignature { .. }
+                | Self::RootMismatch { .. }
+                | Self::InconsistentWithTrusted { .. }
         )
     }
 }
@@ -305,7 +309,10 @@ impl Verifier {
             let line = self.line;
             self.report.add(Finding::Malformed {
                 line,
-                reason: format!("position {}.{} is not after the previous line's", position.0, position.1),
+                reason: format!(
+                    "position {}.{} is not after the previous line's",
+                    position.0, position.1
+                ),
             });
         }
         self.last_position = Some(position);
@@ -433,6 +440,97 @@ impl Verifier {
     }
 }
 
+/// Why a bundle could not be read at all (as opposed to a finding in it).
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// `prefix.json` is not valid.
+    #[error("{path}: {reason}")]
+    Prefix {
+        /// Which file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The checkpoints of a bundle: (file name, note text), by file name.
+pub fn read_checkpoints(dir: &Path) -> Result<Vec<(String, String)>, BundleError> {
+    let cps = dir.join(bundle::CHECKPOINTS_DIR);
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&cps) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_error(&cps)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io_error(&cps))?.path();
+        if path.extension().is_some_and(|x| x == "note") {
+            let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push((name, text));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Verify the bundle in `dir` with the auditor's `key`, and their `trusted`
+/// checkpoint if they kept one. Reads only files.
+pub fn verify_bundle(
+    dir: &Path,
+    key: &TrustedKey,
+    trusted: Option<&SignedCheckpoint>,
+) -> Result<Report, BundleError> {
+    let prefix_path = dir.join(bundle::PREFIX_FILE);
+    let tree = match std::fs::read_to_string(&prefix_path) {
+        Ok(text) => {
+            let bad = |reason: String| BundleError::Prefix {
+                path: prefix_path.display().to_string(),
+                reason,
+            };
+            let p: Prefix = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            MemoryTree::after_prefix(p.size, &p.peaks).map_err(|e| bad(e.to_string()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MemoryTree::new(),
+        Err(e) => return Err(io_error(&prefix_path)(e)),
+    };
+    let mut v = Verifier::new(tree);
+    let events = dir.join(bundle::EVENTS_FILE);
+    let file = std::fs::File::open(&events).map_err(io_error(&events))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(io_error(&events))? == 0 {
+            break;
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if !text.is_empty() {
+            v.push_text(text);
+        }
+    }
+    let checkpoints = read_checkpoints(dir)?;
+    Ok(v.finish(&checkpoints, key, trusted))
+}
+
 /// Which part of a sealed event changed.
 fn diagnose(seq: u64, e: &crate::Envelope<'_>, sealed: &Sealed) -> Finding {
     let event_id = e.event_id.to_string();
@@ -500,7 +598,12 @@ mod tests {
         (lines, notes)
     }
 
-    fn run(lines: Vec<Line<'_>>, notes: &[(String, String)], key: &LedgerKey, trusted: Option<&str>) -> Report {
+    fn run(
+        lines: Vec<Line<'_>>,
+        notes: &[(String, String)],
+        key: &LedgerKey,
+        trusted: Option<&str>,
+    ) -> Report {
         let tk = TrustedKey::parse(key.public_text()).unwrap();
         let trusted = trusted.map(|t| tk.open(t).unwrap());
         let mut v = Verifier::default();
@@ -547,7 +650,14 @@ mod tests {
         let mut extra = event(100);
         extra.transaction_id = 104;
         extra.global_position = 50;
-        l.insert(4, Line { seq: None, event: Some(extra), sealed: None });
+        l.insert(
+            4,
+            Line {
+                seq: None,
+                event: Some(extra),
+                sealed: None,
+            },
+        );
         assert_eq!(kinds(&run(l, &notes, &key, None)), ["inserted"]);
 
         let mut l = lines.clone();
@@ -562,7 +672,10 @@ mod tests {
         l[2].event.as_mut().unwrap().global_position = b.global_position;
         l[7].event.as_mut().unwrap().transaction_id = a.transaction_id;
         l[7].event.as_mut().unwrap().global_position = a.global_position;
-        assert_eq!(kinds(&run(l, &notes, &key, None)), ["reordered", "reordered"]);
+        assert_eq!(
+            kinds(&run(l, &notes, &key, None)),
+            ["reordered", "reordered"]
+        );
 
         // The tail's events gone (leaves kept), or everything of it gone.
         let mut l = lines.clone();
@@ -571,11 +684,17 @@ mod tests {
         }
         assert_eq!(kinds(&run(l, &notes, &key, None)), ["truncated"]);
         let l = lines[..15].to_vec();
-        assert_eq!(kinds(&run(l, &notes[..1], &key, Some(&notes[1].1))), ["truncated"]);
+        assert_eq!(
+            kinds(&run(l, &notes[..1], &key, Some(&notes[1].1))),
+            ["truncated"]
+        );
 
         let mut bad = notes.clone();
         bad[1].1 = bad[1].1.replacen("\n20\n", "\n21\n", 1);
-        assert_eq!(kinds(&run(lines.clone(), &bad, &key, None)), ["bad-signature"]);
+        assert_eq!(
+            kinds(&run(lines.clone(), &bad, &key, None)),
+            ["bad-signature"]
+        );
 
         // The leaves recorded along with the edit: only the roots tell.
         let mut l = lines.clone();
@@ -584,7 +703,10 @@ mod tests {
         let (p, m) = e.part_hashes();
         let s = l[3].sealed.as_mut().unwrap();
         (s.leaf, s.payload, s.metadata) = (e.leaf_hash(), p, m);
-        assert_eq!(kinds(&run(l, &notes, &key, None)), ["root-mismatch", "root-mismatch"]);
+        assert_eq!(
+            kinds(&run(l, &notes, &key, None)),
+            ["root-mismatch", "root-mismatch"]
+        );
 
         // A trusted checkpoint of another history, signed by the same key.
         let fork = key.sign(10, tlog_tiles::record_hash(b"another history"));

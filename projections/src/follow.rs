@@ -7,8 +7,9 @@
 //! trigger skips a NOTIFY while another transaction's is pending.
 //!
 //! The projection runners and process managers follow the log this way (with
-//! their checkpoint as the starting pair), and so does the revocation watcher
-//! (from a point in time, without a checkpoint).
+//! their checkpoint as the starting pair), and so do the revocation watcher
+//! (from a point in time, without a checkpoint) and the ledger sealer (from
+//! its last leaf).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,6 +142,18 @@ impl Follower {
         self.wakeup.borrow_and_update();
         let events =
             log::read_after(conn, self.after, self.config.batch_size, self.interest).await?;
+        self.found = !events.is_empty();
+        Ok(events)
+    }
+
+    /// [`Self::read`], with each payload and metadata as PostgreSQL's text
+    /// of the jsonb (the ledger sealer's read).
+    pub async fn read_text(
+        &mut self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<log::TextEvent>, sqlx::Error> {
+        self.wakeup.borrow_and_update();
+        let events = log::read_text_after(conn, self.after, self.config.batch_size).await?;
         self.found = !events.is_empty();
         Ok(events)
     }

@@ -11,6 +11,7 @@ pub mod billing;
 pub mod classroom;
 pub mod follow;
 pub mod identity;
+pub mod ledger;
 pub mod log;
 pub mod presence;
 pub mod process;

@@ -112,3 +112,72 @@ pub async fn head(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
         .fetch_one(conn)
         .await
 }
+
+/// An event with its payload and metadata as PostgreSQL's text of the jsonb:
+/// the bytes the ledger's envelope commits to (see `lectern_ledger::envelope`).
+#[derive(Debug, Clone)]
+pub struct TextEvent {
+    /// The position in the log.
+    pub position: Position,
+    /// The event id.
+    pub event_id: Uuid,
+    /// The aggregate type.
+    pub aggregate_type: String,
+    /// The aggregate instance.
+    pub aggregate_id: String,
+    /// The event's sequence number in its stream.
+    pub sequence: i64,
+    /// The event type.
+    pub event_type: String,
+    /// The payload's schema version.
+    pub event_version: String,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// `payload::text`.
+    pub payload: String,
+    /// `metadata::text`.
+    pub metadata: String,
+}
+
+/// The next `limit` events after `after` that can never again be preceded by
+/// a later commit (the same predicate and order as [`read_after`]), with
+/// their payload and metadata as text.
+pub async fn read_text_after(
+    conn: &mut PgConnection,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<TextEvent>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT transaction_id::text::bigint AS "tx!", global_position, event_id, aggregate_type,
+                  aggregate_id, sequence, event_type, event_version, recorded_at,
+                  payload::text AS "payload!", metadata::text AS "metadata!"
+             FROM events
+            WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+              AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY transaction_id, global_position
+            LIMIT $3"#,
+        after.transaction_id.to_string(),
+        after.global_position,
+        limit,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TextEvent {
+            position: Position {
+                transaction_id: r.tx,
+                global_position: r.global_position,
+            },
+            event_id: r.event_id,
+            aggregate_type: r.aggregate_type,
+            aggregate_id: r.aggregate_id,
+            sequence: r.sequence,
+            event_type: r.event_type,
+            event_version: r.event_version,
+            recorded_at: r.recorded_at,
+            payload: r.payload,
+            metadata: r.metadata,
+        })
+        .collect())
+}

@@ -129,6 +129,7 @@ pub fn problem_codes() -> impl Iterator<Item = Code> {
         Code::REALTIME,
         Code::VIDEO,
         Code::BILLING,
+        Code::AUDIT,
     ]
     .into_iter()
     .flatten()

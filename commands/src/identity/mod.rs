@@ -13,7 +13,7 @@ pub mod secrets;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use lectern_domain::access::{AccessLog, RecordDenial};
+use lectern_domain::access::{AccessCommand, AccessLog, RecordAuditRead, RecordDenial};
 use lectern_domain::identity::user::RevokeReason;
 use lectern_domain::identity::{
     Claim, DisplayName, Email, EmailClaim, Password, Role, User, UserCommand, UserError, UserEvent,
@@ -568,7 +568,28 @@ impl IdentityService {
         denial: RecordDenial,
         meta: &EventMetadata,
     ) -> Result<Option<Position>, StoreError> {
-        match self.access.execute(actor, denial, meta.clone()).await {
+        self.record_access(actor, AccessCommand::Deny(denial), meta)
+            .await
+    }
+
+    /// Record a read of the audit history on `actor`'s access log.
+    pub async fn record_audit_read(
+        &self,
+        actor: &str,
+        read: RecordAuditRead,
+        meta: &EventMetadata,
+    ) -> Result<Option<Position>, StoreError> {
+        self.record_access(actor, AccessCommand::AuditRead(read), meta)
+            .await
+    }
+
+    async fn record_access(
+        &self,
+        actor: &str,
+        command: AccessCommand,
+        meta: &EventMetadata,
+    ) -> Result<Option<Position>, StoreError> {
+        match self.access.execute(actor, command, meta.clone()).await {
             Ok(c) => Ok(c.position),
             Err(CommandError::Store(e)) => Err(e),
             Err(CommandError::Conflict) => Err(StoreError::Conflict),

@@ -1,6 +1,6 @@
-//! `/api/v1/audit/events`: the audit log, for admins and auditors.
+//! `/api/v1/audit/events`: the audit log projection, for admins and auditors.
 
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use lectern_domain::policy::Action;
@@ -17,7 +17,7 @@ use crate::extract::{check_time_param, ApiQuery};
 use crate::pagination::{Consistency, CursorPage, CursorParams};
 use crate::problem::Problem;
 
-/// The audit routes.
+/// The audit log's routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events))
 }
@@ -38,7 +38,8 @@ pub struct AuditQuery {
 }
 
 /// Audit entries, newest first, in cursor mode. Emails and phones in the
-/// summaries are masked and secrets redacted.
+/// summaries are masked and secrets redacted. Every read is recorded as an
+/// `AuditHistoryRead` event.
 #[utoipa::path(get, path = "/api/v1/audit/events", tag = "audit", security(("bearer" = [])),
     params(CursorParams, AuditQuery, Consistency),
     responses((status = 200, body = inline(CursorPage<AuditEntry>)), (status = 401, body = Problem),
@@ -46,6 +47,7 @@ pub struct AuditQuery {
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     ApiQuery(cursor): ApiQuery<CursorParams>,
     ApiQuery(q): ApiQuery<AuditQuery>,
     ApiQuery(consistency): ApiQuery<Consistency>,
@@ -55,6 +57,7 @@ async fn events(
     check_time_param("from", q.from)?;
     check_time_param("to", q.to)?;
     consistency.wait(&state, "audit_log").await?;
+    super::record_read(&state, &caller, &uri).await?;
     let filter = AuditFilter {
         actor_id: q.actor,
         aggregate_type: q.aggregate_type,

@@ -1,0 +1,262 @@
+//! Reading the log and the ledger side by side, as an export bundle's lines
+//! (`lectern audit export`, and `lectern audit verify --online`, which feeds
+//! the same lines to the verifier without writing them).
+//!
+//! Lines come in the events' feed order, each event with what the sealer
+//! recorded for it; a sealed leaf whose event is gone comes at the position
+//! it was sealed at. Everything is read in one repeatable-read snapshot.
+
+use std::borrow::Cow;
+
+use lectern_domain::Position;
+use lectern_ledger::bundle::{Line, Prefix, Sealed};
+use lectern_ledger::tree;
+use lectern_ledger::Envelope;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use super::{hash_of, LedgerError};
+
+/// Events read per query.
+const PAGE: i64 = 10_000;
+
+/// What an export read besides the lines.
+#[derive(Debug, Default)]
+pub struct Exported {
+    /// The prefix's peaks, when the export starts after leaf 0.
+    pub prefix: Option<Prefix>,
+    /// Every signed checkpoint: (size, note), smallest first.
+    pub checkpoints: Vec<(u64, String)>,
+    /// The verifier keys that signed them.
+    pub public_keys: Vec<String>,
+    /// Lines written.
+    pub lines: u64,
+}
+
+struct Row {
+    seq: Option<i64>,
+    sealed_tx: Option<i64>,
+    sealed_position: Option<i64>,
+    leaf_hash: Option<Vec<u8>>,
+    payload_hash: Option<Vec<u8>>,
+    metadata_hash: Option<Vec<u8>>,
+    event: Option<EventRow>,
+}
+
+struct EventRow {
+    tx: i64,
+    global_position: i64,
+    event_id: Uuid,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    recorded_at_us: i64,
+    payload: String,
+    metadata: String,
+}
+
+impl Row {
+    fn position(&self) -> (i64, i64) {
+        match &self.event {
+            Some(e) => (e.tx, e.global_position),
+            None => (
+                self.sealed_tx.unwrap_or_default(),
+                self.sealed_position.unwrap_or_default(),
+            ),
+        }
+    }
+
+    fn line(&self) -> Result<Line<'_>, LedgerError> {
+        let sealed = match (
+            self.sealed_tx,
+            self.sealed_position,
+            &self.leaf_hash,
+            &self.payload_hash,
+            &self.metadata_hash,
+        ) {
+            (Some(tx), Some(gp), Some(l), Some(p), Some(m)) => Some(Sealed {
+                transaction_id: tx as u64,
+                global_position: gp,
+                leaf: hash_of(l)?,
+                payload: hash_of(p)?,
+                metadata: hash_of(m)?,
+            }),
+            _ => None,
+        };
+        Ok(Line {
+            seq: self.seq.map(|s| s as u64),
+            event: self.event.as_ref().map(|e| Envelope {
+                global_position: e.global_position,
+                transaction_id: e.tx as u64,
+                event_id: e.event_id,
+                aggregate_type: Cow::Borrowed(&e.aggregate_type),
+                aggregate_id: Cow::Borrowed(&e.aggregate_id),
+                sequence: e.sequence,
+                event_type: Cow::Borrowed(&e.event_type),
+                event_version: Cow::Borrowed(&e.event_version),
+                recorded_at_us: e.recorded_at_us,
+                payload: Cow::Borrowed(&e.payload),
+                metadata: Cow::Borrowed(&e.metadata),
+            }),
+            sealed,
+        })
+    }
+}
+
+/// Read the bundle's lines from leaf `from` on and hand each to `sink`.
+pub async fn export<E>(
+    conn: &mut PgConnection,
+    from: u64,
+    mut sink: impl FnMut(Line<'_>) -> Result<(), E>,
+) -> Result<Exported, ExportError<E>> {
+    let mut tx = conn.begin().await.map_err(LedgerError::from)?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await
+        .map_err(LedgerError::from)?;
+    let mut out = Exported::default();
+
+    let mut after = Position::ZERO;
+    if from > 0 {
+        let start = sqlx::query!(
+            r#"SELECT transaction_id::text::bigint AS "tx!", global_position FROM ledger_leaves WHERE seq = $1"#,
+            from as i64 - 1
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(LedgerError::from)?
+        .ok_or(ExportError::NoSuchLeaf(from))?;
+        after = Position {
+            transaction_id: start.tx,
+            global_position: start.global_position,
+        };
+        let indexes = tree::peak_indexes(from);
+        let map = super::read_hashes(&mut *tx, &indexes).await?;
+        out.prefix = Some(Prefix {
+            size: from,
+            peaks: indexes.iter().map(|i| map.0[i]).collect(),
+        });
+    }
+
+    // Sealed leaves whose event is gone: few (none unless someone deleted
+    // events), merged into the stream at their sealed position.
+    let orphans = sqlx::query!(
+        r#"SELECT l.seq, l.transaction_id::text::bigint AS "tx!", l.global_position,
+                  l.leaf_hash, l.payload_hash, l.metadata_hash
+             FROM ledger_leaves l
+            WHERE l.seq >= $1
+              AND NOT EXISTS (SELECT 1 FROM events e WHERE e.global_position = l.global_position)
+            ORDER BY l.transaction_id, l.global_position"#,
+        from as i64
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(LedgerError::from)?;
+    let mut orphans = orphans
+        .into_iter()
+        .map(|r| Row {
+            seq: Some(r.seq),
+            sealed_tx: Some(r.tx),
+            sealed_position: Some(r.global_position),
+            leaf_hash: Some(r.leaf_hash),
+            payload_hash: Some(r.payload_hash),
+            metadata_hash: Some(r.metadata_hash),
+            event: None,
+        })
+        .peekable();
+
+    loop {
+        let page = sqlx::query!(
+            r#"SELECT l.seq AS "seq?", l.transaction_id::text::bigint AS "sealed_tx?",
+                      l.global_position AS "sealed_position?", l.leaf_hash AS "leaf_hash?",
+                      l.payload_hash AS "payload_hash?", l.metadata_hash AS "metadata_hash?",
+                      e.transaction_id::text::bigint AS "tx!", e.global_position, e.event_id,
+                      e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
+                      e.recorded_at, e.payload::text AS "payload!", e.metadata::text AS "metadata!"
+                 FROM events e LEFT JOIN ledger_leaves l ON l.global_position = e.global_position
+                WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+                ORDER BY e.transaction_id, e.global_position
+                LIMIT $3"#,
+            after.transaction_id.to_string(),
+            after.global_position,
+            PAGE
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(LedgerError::from)?;
+        let full = page.len() as i64 == PAGE;
+        let rows: Vec<Row> = page
+            .into_iter()
+            .map(|r| Row {
+                seq: r.seq,
+                sealed_tx: r.sealed_tx,
+                sealed_position: r.sealed_position,
+                leaf_hash: r.leaf_hash,
+                payload_hash: r.payload_hash,
+                metadata_hash: r.metadata_hash,
+                event: Some(EventRow {
+                    tx: r.tx,
+                    global_position: r.global_position,
+                    event_id: r.event_id,
+                    aggregate_type: r.aggregate_type,
+                    aggregate_id: r.aggregate_id,
+                    sequence: r.sequence,
+                    event_type: r.event_type,
+                    event_version: r.event_version,
+                    recorded_at_us: r.recorded_at.timestamp_micros(),
+                    payload: r.payload,
+                    metadata: r.metadata,
+                }),
+            })
+            .collect();
+        for row in &rows {
+            while let Some(o) = orphans.next_if(|o| o.position() < row.position()) {
+                sink(o.line()?).map_err(ExportError::Sink)?;
+                out.lines += 1;
+            }
+            sink(row.line()?).map_err(ExportError::Sink)?;
+            out.lines += 1;
+        }
+        if let Some(last) = rows.last() {
+            let (t, g) = last.position();
+            after = Position {
+                transaction_id: t,
+                global_position: g,
+            };
+        }
+        if !full {
+            break;
+        }
+    }
+    for o in orphans {
+        sink(o.line()?).map_err(ExportError::Sink)?;
+        out.lines += 1;
+    }
+
+    out.checkpoints = sqlx::query!("SELECT size, note FROM ledger_checkpoints ORDER BY size")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(LedgerError::from)?
+        .into_iter()
+        .map(|r| (r.size as u64, r.note))
+        .collect();
+    out.public_keys = super::public_keys(&mut *tx).await?;
+    tx.commit().await.map_err(LedgerError::from)?;
+    Ok(out)
+}
+
+/// Why an export stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError<E> {
+    /// Reading.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The ledger has fewer leaves than `--from`.
+    #[error("the ledger has no leaf {}; --from must be at most its size", .0 - 1)]
+    NoSuchLeaf(u64),
+    /// The sink refused a line.
+    #[error("{0}")]
+    Sink(E),
+}
