@@ -36,11 +36,13 @@ pub async fn export(pool: &PgPool, out: &Path, from: u64) -> anyhow::Result<()> 
         .with_context(|| format!("cannot write {}", events_path.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut conn = pool.acquire().await?;
-    let exported = export::export(&mut conn, from, |line: Line<'_>| {
+    let mut tx = export::snapshot(&mut conn).await?;
+    let exported = export::export(&mut tx, from, |line: Line<'_>| {
         serde_json::to_writer(&mut w, &line)?;
-        w.write_all(b"\n").map_err(|e| serde_json::Error::io(e))
+        w.write_all(b"\n").map_err(serde_json::Error::io)
     })
     .await?;
+    tx.commit().await?;
     w.flush()?;
     for (size, note) in &exported.checkpoints {
         std::fs::write(
@@ -127,12 +129,14 @@ pub async fn verify_online(
     let trusted = trusted_checkpoint(&key, trusted)?;
     let started = std::time::Instant::now();
     let mut verifier = Verifier::default();
-    let exported = export::export(&mut conn, 0, |line: Line<'_>| {
+    let mut tx = export::snapshot(&mut conn).await?;
+    let exported = export::export(&mut tx, 0, |line: Line<'_>| {
         verifier.push(line);
         Ok::<(), std::convert::Infallible>(())
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tx.commit().await?;
     let checkpoints: Vec<(String, String)> = exported
         .checkpoints
         .into_iter()

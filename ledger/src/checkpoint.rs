@@ -182,10 +182,10 @@ mod tests {
 
     #[test]
     fn a_signed_checkpoint_opens_with_the_public_key_only() {
-        let key = LedgerKey::generate("lectern.example/ledger").unwrap();
+        let key = LedgerKey::generate("lectern.example/ledger").expect("valid");
         let root = tlog_tiles::record_hash(b"x");
         let note = key.sign(42, root);
-        let (text, sig) = note.split_once("\n\n").unwrap();
+        let (text, sig) = note.split_once("\n\n").expect("valid");
         assert_eq!(
             format!("{text}\n"),
             format!(
@@ -194,26 +194,26 @@ mod tests {
             )
         );
         assert!(sig.starts_with("— lectern.example/ledger "));
-        let trusted = TrustedKey::parse(key.public_text()).unwrap();
-        let cp = trusted.open(&note).unwrap();
+        let trusted = TrustedKey::parse(key.public_text()).expect("valid");
+        let cp = trusted.open(&note).expect("valid");
         assert_eq!((cp.size, cp.root), (42, root));
         // The same key parsed back from its text signs the same way.
-        let again = LedgerKey::parse(key.private_text()).unwrap();
+        let again = LedgerKey::parse(key.private_text()).expect("valid");
         assert_eq!(again.public_text(), key.public_text());
         assert!(trusted.open(&again.sign(43, root)).is_ok());
     }
 
     #[test]
     fn a_changed_size_or_another_key_fails() {
-        let key = LedgerKey::generate("lectern.example/ledger").unwrap();
-        let trusted = TrustedKey::parse(key.public_text()).unwrap();
+        let key = LedgerKey::generate("lectern.example/ledger").expect("valid");
+        let trusted = TrustedKey::parse(key.public_text()).expect("valid");
         let note = key.sign(42, tlog_tiles::record_hash(b"x"));
         let forged = note.replacen("\n42\n", "\n43\n", 1);
         assert!(matches!(
             trusted.open(&forged),
             Err(NoteError::BadSignature)
         ));
-        let other = LedgerKey::generate("lectern.example/ledger").unwrap();
+        let other = LedgerKey::generate("lectern.example/ledger").expect("valid");
         let note = other.sign(42, tlog_tiles::record_hash(b"x"));
         assert!(matches!(trusted.open(&note), Err(NoteError::BadSignature)));
         assert!(LedgerKey::parse("PRIVATE+KEY+x+00000000+AAAA").is_err());

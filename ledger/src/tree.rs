@@ -282,13 +282,13 @@ mod tests {
     ];
 
     fn h(s: &str) -> Hash {
-        Hash(hex::decode(s).unwrap().try_into().unwrap())
+        Hash(hex::decode(s).expect("valid").try_into().expect("valid"))
     }
 
     fn leaves() -> Vec<Hash> {
         LEAVES
             .iter()
-            .map(|l| tlog_tiles::record_hash(&hex::decode(l).unwrap()))
+            .map(|l| tlog_tiles::record_hash(&hex::decode(l).expect("valid")))
             .collect()
     }
 
@@ -312,7 +312,8 @@ mod tests {
         }
         // The frontier keeps only the peaks: one per set bit of the size.
         assert_eq!(f.peaks.len(), 1);
-        let seven = Frontier::from_peaks(7, &t.read_hashes(&peak_indexes(7)).unwrap()).unwrap();
+        let seven = Frontier::from_peaks(7, &t.read_hashes(&peak_indexes(7)).expect("valid"))
+            .expect("valid");
         assert_eq!(seven.root(), h(ROOTS[7]));
     }
 
@@ -341,10 +342,10 @@ mod tests {
             (0, 1, &[]),
         ];
         for (n, size, want) in cases {
-            let proof = t.inclusion_proof(n, size).unwrap();
+            let proof = t.inclusion_proof(n, size).expect("valid");
             let want: Vec<Hash> = want.iter().map(|s| h(s)).collect();
             assert_eq!(proof, want, "inclusion proof of {n} in {size}");
-            let leaf = t.leaf(n).unwrap();
+            let leaf = t.leaf(n).expect("valid");
             assert!(check_inclusion(
                 &proof,
                 size,
@@ -400,7 +401,7 @@ mod tests {
             ),
         ];
         for (old, size, want) in cases {
-            let proof = t.consistency_proof(old, size).unwrap();
+            let proof = t.consistency_proof(old, size).expect("valid");
             let want: Vec<Hash> = want.iter().map(|s| h(s)).collect();
             assert_eq!(proof, want, "consistency proof {old} → {size}");
             let (r1, r2) = (h(ROOTS[old as usize]), h(ROOTS[size as usize]));
@@ -418,27 +419,27 @@ mod tests {
         let t = memory();
         for size in 1..=8u64 {
             for n in 0..size {
-                let idx = needed(|r| prove_record(size, n, r)).unwrap();
+                let idx = needed(|r| prove_record(size, n, r)).expect("valid");
                 let map = MapReader(
                     idx.iter()
-                        .map(|&i| (i, t.read_hashes(&[i]).unwrap()[0]))
+                        .map(|&i| (i, t.read_hashes(&[i]).expect("valid")[0]))
                         .collect(),
                 );
                 assert_eq!(
-                    prove_record(size, n, &map).unwrap(),
-                    t.inclusion_proof(n, size).unwrap()
+                    prove_record(size, n, &map).expect("valid"),
+                    t.inclusion_proof(n, size).expect("valid")
                 );
             }
             for old in 1..=size {
-                let idx = needed(|r| prove_tree(size, old, r)).unwrap();
+                let idx = needed(|r| prove_tree(size, old, r)).expect("valid");
                 let map = MapReader(
                     idx.iter()
-                        .map(|&i| (i, t.read_hashes(&[i]).unwrap()[0]))
+                        .map(|&i| (i, t.read_hashes(&[i]).expect("valid")[0]))
                         .collect(),
                 );
                 assert_eq!(
-                    prove_tree(size, old, &map).unwrap(),
-                    t.consistency_proof(old, size).unwrap()
+                    prove_tree(size, old, &map).expect("valid"),
+                    t.consistency_proof(old, size).expect("valid")
                 );
             }
         }
@@ -448,8 +449,8 @@ mod tests {
     fn a_tree_after_a_prefix_has_the_same_roots() {
         let full = memory();
         for start in 0..=8u64 {
-            let peaks = full.read_hashes(&peak_indexes(start)).unwrap();
-            let mut t = MemoryTree::after_prefix(start, &peaks).unwrap();
+            let peaks = full.read_hashes(&peak_indexes(start)).expect("valid");
+            let mut t = MemoryTree::after_prefix(start, &peaks).expect("valid");
             for l in &leaves()[start as usize..] {
                 t.append(*l);
             }

@@ -593,7 +593,7 @@ mod tests {
             .collect();
         let notes = cps
             .iter()
-            .map(|&s| (format!("{s}"), key.sign(s, tree.root_at(s).unwrap())))
+            .map(|&s| (format!("{s}"), key.sign(s, tree.root_at(s).expect("valid"))))
             .collect();
         (lines, notes)
     }
@@ -604,12 +604,12 @@ mod tests {
         key: &LedgerKey,
         trusted: Option<&str>,
     ) -> Report {
-        let tk = TrustedKey::parse(key.public_text()).unwrap();
-        let trusted = trusted.map(|t| tk.open(t).unwrap());
+        let tk = TrustedKey::parse(key.public_text()).expect("valid");
+        let trusted = trusted.map(|t| tk.open(t).expect("valid"));
         let mut v = Verifier::default();
         for l in lines {
             // Through the text form, as from a file.
-            v.push_text(&serde_json::to_string(&l).unwrap());
+            v.push_text(&serde_json::to_string(&l).expect("valid"));
         }
         v.finish(notes, &tk, trusted.as_ref())
     }
@@ -620,30 +620,30 @@ mod tests {
 
     #[test]
     fn a_pristine_bundle_verifies() {
-        let key = LedgerKey::generate("t/ledger").unwrap();
+        let key = LedgerKey::generate("t/ledger").expect("valid");
         let (lines, notes) = bundle(20, &[5, 16, 20], &key);
         let trusted = notes[0].1.clone();
         let r = run(lines, &notes, &key, Some(&trusted));
         assert!(r.ok(), "{:?}", r.findings);
         assert_eq!((r.sealed, r.checkpoints), (20, 3));
-        assert_eq!(r.latest.unwrap().size, 20);
+        assert_eq!(r.latest.expect("valid").size, 20);
     }
 
     #[test]
     fn each_tampering_has_its_own_finding() {
-        let key = LedgerKey::generate("t/ledger").unwrap();
+        let key = LedgerKey::generate("t/ledger").expect("valid");
         let (lines, notes) = bundle(20, &[10, 20], &key);
 
         let mut l = lines.clone();
-        l[3].event.as_mut().unwrap().payload = "{\"n\": 40}".into();
+        l[3].event.as_mut().expect("valid").payload = "{\"n\": 40}".into();
         assert_eq!(kinds(&run(l, &notes, &key, None)), ["payload-edited"]);
 
         let mut l = lines.clone();
-        l[3].event.as_mut().unwrap().metadata = "{\"x\": 1}".into();
+        l[3].event.as_mut().expect("valid").metadata = "{\"x\": 1}".into();
         assert_eq!(kinds(&run(l, &notes, &key, None)), ["metadata-edited"]);
 
         let mut l = lines.clone();
-        l[3].event.as_mut().unwrap().aggregate_id = "other".into();
+        l[3].event.as_mut().expect("valid").aggregate_id = "other".into();
         assert_eq!(kinds(&run(l, &notes, &key, None)), ["field-edited"]);
 
         let mut l = lines.clone();
@@ -667,11 +667,14 @@ mod tests {
         // Two events' transactions swapped: each now sorts where the other was.
         let mut l = lines.clone();
         l.swap(2, 7);
-        let (a, b) = (l[2].event.clone().unwrap(), l[7].event.clone().unwrap());
-        l[2].event.as_mut().unwrap().transaction_id = b.transaction_id;
-        l[2].event.as_mut().unwrap().global_position = b.global_position;
-        l[7].event.as_mut().unwrap().transaction_id = a.transaction_id;
-        l[7].event.as_mut().unwrap().global_position = a.global_position;
+        let (a, b) = (
+            l[2].event.clone().expect("valid"),
+            l[7].event.clone().expect("valid"),
+        );
+        l[2].event.as_mut().expect("valid").transaction_id = b.transaction_id;
+        l[2].event.as_mut().expect("valid").global_position = b.global_position;
+        l[7].event.as_mut().expect("valid").transaction_id = a.transaction_id;
+        l[7].event.as_mut().expect("valid").global_position = a.global_position;
         assert_eq!(
             kinds(&run(l, &notes, &key, None)),
             ["reordered", "reordered"]
@@ -698,10 +701,10 @@ mod tests {
 
         // The leaves recorded along with the edit: only the roots tell.
         let mut l = lines.clone();
-        l[3].event.as_mut().unwrap().payload = "{\"n\": 40}".into();
-        let e = l[3].event.clone().unwrap();
+        l[3].event.as_mut().expect("valid").payload = "{\"n\": 40}".into();
+        let e = l[3].event.clone().expect("valid");
         let (p, m) = e.part_hashes();
-        let s = l[3].sealed.as_mut().unwrap();
+        let s = l[3].sealed.as_mut().expect("valid");
         (s.leaf, s.payload, s.metadata) = (e.leaf_hash(), p, m);
         assert_eq!(
             kinds(&run(l, &notes, &key, None)),

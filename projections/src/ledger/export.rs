@@ -4,7 +4,8 @@
 //!
 //! Lines come in the events' feed order, each event with what the sealer
 //! recorded for it; a sealed leaf whose event is gone comes at the position
-//! it was sealed at. Everything is read in one repeatable-read snapshot.
+//! it was sealed at. Everything should be read in one snapshot: callers run
+//! it in a transaction of their own ([`snapshot`]).
 
 use std::borrow::Cow;
 
@@ -13,6 +14,7 @@ use lectern_ledger::bundle::{Line, Prefix, Sealed};
 use lectern_ledger::tree;
 use lectern_ledger::Envelope;
 use sqlx::{Connection, PgConnection};
+
 use uuid::Uuid;
 
 use super::{hash_of, LedgerError};
@@ -105,17 +107,23 @@ impl Row {
     }
 }
 
-/// Read the bundle's lines from leaf `from` on and hand each to `sink`.
-pub async fn export<E>(
+/// A read-only, repeatable-read transaction: one snapshot of the log and the
+/// ledger for [`export`].
+pub async fn snapshot(
     conn: &mut PgConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, LedgerError> {
+    Ok(conn
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?)
+}
+
+/// Read the bundle's lines from leaf `from` on and hand each to `sink`, on
+/// `tx` (see [`snapshot`]).
+pub async fn export<E>(
+    tx: &mut PgConnection,
     from: u64,
     mut sink: impl FnMut(Line<'_>) -> Result<(), E>,
 ) -> Result<Exported, ExportError<E>> {
-    let mut tx = conn.begin().await.map_err(LedgerError::from)?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await
-        .map_err(LedgerError::from)?;
     let mut out = Exported::default();
 
     let mut after = Position::ZERO;
@@ -243,7 +251,6 @@ pub async fn export<E>(
         .map(|r| (r.size as u64, r.note))
         .collect();
     out.public_keys = super::public_keys(&mut *tx).await?;
-    tx.commit().await.map_err(LedgerError::from)?;
     Ok(out)
 }
 

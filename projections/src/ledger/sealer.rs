@@ -146,7 +146,16 @@ impl Sealer {
         let mut signed = super::latest_checkpoint(&mut conn)
             .await?
             .map(|c| (c.size, c.root));
-        let mut halted = false;
+        // A checkpoint of more leaves than the tree holds: the leaves were
+        // removed behind the sealer's back. It never signs over that.
+        let mut halted = signed.is_some_and(|(s, _)| s > frontier.size());
+        metrics::gauge!("lectern_ledger_signing_halted").set(if halted { 1.0 } else { 0.0 });
+        if halted {
+            tracing::error!(
+                tree_size = frontier.size(),
+                "the last signed checkpoint covers more events than the ledger holds: refusing to sign; the ledger tables were changed outside the sealer"
+            );
+        }
         let mut follower = Follower::new(
             last,
             Interest::ALL,
@@ -173,7 +182,7 @@ impl Sealer {
                     .increment(events.len() as u64);
                 metrics::gauge!("lectern_ledger_tree_size").set(frontier.size() as f64);
             }
-            let since = frontier.size() - signed.map_or(0, |(s, _)| s);
+            let since = frontier.size().saturating_sub(signed.map_or(0, |(s, _)| s));
             let due = since > 0
                 && (since >= self.config.checkpoint_leaves
                     || last_signed.elapsed() >= self.config.checkpoint_every);

@@ -133,6 +133,24 @@ const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
         [401, 202, 403, 403, 403, 403],
     ),
     ("GET", "/api/v1/audit/events", Body::None, HISTORY),
+    // The ledger: the matrix waits for a first checkpoint before it starts,
+    // so the proofs of leaf 0 in the tree of 1 exist.
+    ("GET", "/api/v1/audit/feed", Body::None, HISTORY),
+    (
+        "GET",
+        "/api/v1/audit/streams/{aggregate_type}/{aggregate_id}/events",
+        Body::None,
+        [401, 404, 404, 403, 403, 403],
+    ),
+    ("GET", "/api/v1/audit/checkpoint", Body::None, HISTORY),
+    ("GET", "/api/v1/audit/checkpoints", Body::None, HISTORY),
+    ("GET", "/api/v1/audit/proofs/inclusion", Body::None, HISTORY),
+    (
+        "GET",
+        "/api/v1/audit/proofs/consistency",
+        Body::None,
+        HISTORY,
+    ),
     // Classroom routes, on lessons that do not exist: the policy row decides
     // 401 and 403; past it, the missing lesson gives 404.
     (
@@ -329,8 +347,14 @@ fn path_for(template: &str, ctx: &Ctx) -> String {
         .replace("{id}", &id)
         .replace("{student_id}", &Uuid::new_v4().to_string())
         .replace("{lesson_id}", &Uuid::new_v4().to_string())
-        .replace("{name}", "analytics_daily_event_counts");
-    if template == "/api/v1/me" || template == "/api/v1/me/sessions" {
+        .replace("{name}", "analytics_daily_event_counts")
+        .replace("{aggregate_type}", "User")
+        .replace("{aggregate_id}", &Uuid::new_v4().to_string());
+    if template == "/api/v1/audit/proofs/inclusion" {
+        format!("{path}?seq=0&size=1")
+    } else if template == "/api/v1/audit/proofs/consistency" {
+        format!("{path}?from=1&to=1")
+    } else if template == "/api/v1/me" || template == "/api/v1/me/sessions" {
         format!(
             "{path}?consistent_with={}",
             ctx.tokens.position.as_deref().unwrap_or("0.0")
@@ -410,6 +434,13 @@ async fn run_column(column: usize) -> Vec<String> {
     let account_role = if role == "anonymous" { "student" } else { role };
     let email = format!("{account_role}-{}@example.com", Uuid::new_v4().simple());
     app.register(&email, account_role).await;
+    // The sealer signs its first checkpoint as soon as it has sealed the
+    // registration: the ledger rows below need one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.count("SELECT count(*) FROM ledger_checkpoints").await == 0 {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint signed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut failures = Vec::new();
     // One session for as long as it lives: logins are rate-limited per
     // address, and rows that end or rotate the session drop it.

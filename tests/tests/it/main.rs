@@ -8,6 +8,7 @@ mod classroom;
 mod drills;
 mod edges;
 mod identity;
+mod ledger;
 mod outage;
 mod presence;
 mod projections;

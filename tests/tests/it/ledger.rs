@@ -1,0 +1,913 @@
+//! The verifiable ledger (issue 15): the sealer seals every event once, in
+//! feed order, even when transactions commit out of order; its proofs verify
+//! with the RFC 6962 verifier and a flipped byte fails; tampering with the
+//! log as its owner (append-only trigger disabled) is caught by the verifier
+//! with a finding of its own kind; another process takes over sealing when
+//! the holder is killed; every audit read is recorded.
+
+use std::borrow::Cow;
+use std::process::Command;
+use std::time::Duration;
+
+use lectern_api::config::{LedgerConfig, WorkerConfig};
+use lectern_ledger::verify::{Report, Verifier};
+use lectern_ledger::{parse_hex_hash, tree, Envelope, Hash, LedgerKey, TrustedKey};
+use lectern_projections::ledger::{export, Sealer, SealerConfig};
+use lectern_projections::Wakeup;
+use lectern_tests::{
+    json_of, lectern_bin, spawn_app_with, state_for, ServerProcess, TestApp, TestDb,
+};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn scalar(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+/// Wait until every committed event is sealed and the newest checkpoint
+/// covers them all; the size.
+async fn settled(pool: &PgPool) -> u64 {
+    wait_until(
+        "every event sealed and signed",
+        Duration::from_secs(30),
+        || async {
+            let events = scalar(pool, "SELECT count(*) FROM events").await;
+            let sealed = scalar(pool, "SELECT count(*) FROM ledger_leaves").await;
+            let signed = scalar(
+                pool,
+                "SELECT coalesce(max(size), 0) FROM ledger_checkpoints",
+            )
+            .await;
+            events > 0 && events == sealed && signed == sealed
+        },
+    )
+    .await;
+    scalar(pool, "SELECT count(*) FROM ledger_leaves").await as u64
+}
+
+/// An app whose sealer signs every second and publishes to `publish`.
+async fn app_signing_every_second(publish: Option<std::path::PathBuf>) -> TestApp {
+    let db = TestDb::new().await;
+    let state = state_for(&db, lectern_api::config::HttpConfig::for_tests());
+    let workers = WorkerConfig {
+        ledger: LedgerConfig {
+            ledger_checkpoint_secs: 1,
+            ledger_publish_dir: publish,
+            ..LedgerConfig::default()
+        },
+        ..WorkerConfig::default()
+    };
+    spawn_app_with(db, state, &workers).await
+}
+
+/// Some activity: accounts registered and logged in.
+async fn activity(app: &TestApp, n: usize) {
+    for _ in 0..n {
+        app.user("student").await;
+    }
+}
+
+async fn public_key(pool: &PgPool) -> TrustedKey {
+    let text: String = sqlx::query_scalar("SELECT public_key FROM ledger_keys LIMIT 1")
+        .fetch_one(pool)
+        .await
+        .expect("a ledger key");
+    TrustedKey::parse(&text).expect("a verifier key")
+}
+
+fn hash(v: &Value) -> Hash {
+    parse_hex_hash(v.as_str().expect("a hex hash")).expect("a 32-byte hash")
+}
+
+fn hashes(v: &Value) -> Vec<Hash> {
+    v.as_array().expect("a list").iter().map(hash).collect()
+}
+
+#[tokio::test]
+async fn the_feed_is_the_log_in_feed_order_and_its_proofs_verify() {
+    let publish = std::env::temp_dir().join(format!("lectern-ledger-{}", Uuid::new_v4().simple()));
+    let app = app_signing_every_second(Some(publish.clone())).await;
+    let (_, auditor) = app.user("auditor").await;
+    activity(&app, 3).await;
+    let size = settled(&app.db.pool).await;
+    let key = public_key(&app.db.pool).await;
+
+    // The feed, page by page: every event once, in (transaction, position)
+    // order, each leaf the hash of its envelope.
+    let mut seen = Vec::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let q = after.map_or(String::new(), |a| format!("&after={a}"));
+        let r = app
+            .get(
+                &format!("/api/v1/audit/feed?limit=4{q}"),
+                &auditor.access_token,
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let page = json_of(r).await;
+        assert!(page["sealed"].as_u64().expect("sealed") >= size);
+        for e in page["events"].as_array().expect("events") {
+            seen.push(e.clone());
+        }
+        match page["next_after"].as_u64() {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    let order: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT global_position, payload::text FROM events ORDER BY transaction_id, global_position",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("the log");
+    // The feed may already hold the reads recorded since; compare the prefix.
+    assert!(seen.len() >= size as usize);
+    for (i, e) in seen.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64, "dense sequence numbers");
+        assert_eq!(e["global_position"], order[i].0, "feed order at {i}");
+        let row: (String, String, String) = sqlx::query_as(
+            "SELECT payload::text, metadata::text, transaction_id::text FROM events WHERE global_position = $1",
+        )
+        .bind(order[i].0)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("the event");
+        let envelope = Envelope {
+            global_position: order[i].0,
+            transaction_id: row.2.parse().expect("xid8"),
+            event_id: e["event_id"].as_str().expect("id").parse().expect("uuid"),
+            aggregate_type: Cow::Owned(e["aggregate_type"].as_str().expect("type").to_owned()),
+            aggregate_id: Cow::Owned(e["aggregate_id"].as_str().expect("id").to_owned()),
+            sequence: e["version"].as_i64().expect("version"),
+            event_type: Cow::Owned(e["event_type"].as_str().expect("type").to_owned()),
+            event_version: Cow::Owned(e["event_version"].as_str().expect("v").to_owned()),
+            recorded_at_us: chrono::DateTime::parse_from_rfc3339(
+                e["recorded_at"].as_str().expect("t"),
+            )
+            .expect("time")
+            .timestamp_micros(),
+            payload: Cow::Owned(row.0.clone()),
+            metadata: Cow::Owned(row.1),
+        };
+        assert_eq!(hash(&e["leaf_hash"]), envelope.leaf_hash(), "leaf {i}");
+        // The payload is served as the stored text, byte for byte.
+        assert_eq!(
+            serde_json::from_value::<Value>(e["payload"].clone()).expect("json"),
+            serde_json::from_str::<Value>(&row.0).expect("json")
+        );
+    }
+
+    // The latest checkpoint verifies with the public key; every leaf's
+    // inclusion proof verifies against it, and fails with a flipped byte.
+    let r = app
+        .get("/api/v1/audit/checkpoint", &auditor.access_token)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("text/plain"));
+    let note = r.text().await.expect("a note");
+    let cp = key.open(&note).expect("the checkpoint verifies");
+    assert!(cp.size >= size);
+    for seq in 0..cp.size {
+        let r = app
+            .get(
+                &format!("/api/v1/audit/proofs/inclusion?seq={seq}&size={}", cp.size),
+                &auditor.access_token,
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let p = json_of(r).await;
+        assert_eq!(hash(&p["root"]), cp.root);
+        assert_eq!(p["checkpoint"].as_str(), Some(note.as_str()));
+        let (leaf, proof) = (hash(&p["leaf_hash"]), hashes(&p["proof"]));
+        if (seq as usize) < seen.len() {
+            assert_eq!(leaf, hash(&seen[seq as usize]["leaf_hash"]));
+        }
+        assert!(
+            tree::check_inclusion(&proof, cp.size, cp.root, seq, leaf),
+            "inclusion of {seq}"
+        );
+        let mut flipped_leaf = leaf;
+        flipped_leaf.0[7] ^= 1;
+        assert!(!tree::check_inclusion(
+            &proof,
+            cp.size,
+            cp.root,
+            seq,
+            flipped_leaf
+        ));
+        for k in 0..proof.len() {
+            let mut bad = proof.clone();
+            bad[k].0[31] ^= 0x10;
+            assert!(!tree::check_inclusion(&bad, cp.size, cp.root, seq, leaf));
+        }
+    }
+
+    // Every earlier checkpoint is consistent with the latest, and its
+    // signature verifies; a flipped byte in a proof fails.
+    let r = app
+        .get(
+            "/api/v1/audit/checkpoints?limit=1000",
+            &auditor.access_token,
+        )
+        .await;
+    let cps = json_of(r).await;
+    let list = cps["checkpoints"].as_array().expect("checkpoints");
+    assert!(!list.is_empty());
+    for c in list {
+        let old = key.open(c["note"].as_str().expect("note")).expect("signed");
+        assert_eq!(hash(&c["root"]), old.root);
+        let r = app
+            .get(
+                &format!(
+                    "/api/v1/audit/proofs/consistency?from={}&to={}",
+                    old.size, cp.size
+                ),
+                &auditor.access_token,
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let p = json_of(r).await;
+        assert_eq!(
+            (hash(&p["from_root"]), hash(&p["to_root"])),
+            (old.root, cp.root)
+        );
+        let proof = hashes(&p["proof"]);
+        assert!(tree::check_consistency(
+            &proof, cp.size, cp.root, old.size, old.root
+        ));
+        for k in 0..proof.len() {
+            let mut bad = proof.clone();
+            bad[k].0[0] ^= 0x01;
+            assert!(!tree::check_consistency(
+                &bad, cp.size, cp.root, old.size, old.root
+            ));
+        }
+        // Published outside the database too, byte for byte.
+        let file = publish
+            .join("checkpoints")
+            .join(lectern_ledger::bundle::checkpoint_file(old.size));
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("published"),
+            c["note"].as_str().expect("note")
+        );
+    }
+    let published_key =
+        std::fs::read_to_string(publish.join("ledger.pub")).expect("the key is published");
+    TrustedKey::parse(&published_key).expect("a verifier key");
+
+    // Out of range: a clear problem, not a 500.
+    let r = app
+        .get(
+            &format!(
+                "/api/v1/audit/proofs/inclusion?seq={}&size={}",
+                cp.size, cp.size
+            ),
+            &auditor.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(json_of(r).await["code"], "beyond_ledger");
+    let r = app
+        .get(
+            "/api/v1/audit/proofs/consistency?from=1&to=999999",
+            &auditor.access_token,
+        )
+        .await;
+    assert_eq!(json_of(r).await["code"], "beyond_ledger");
+    let r = app
+        .get("/api/v1/audit/feed?limit=0", &auditor.access_token)
+        .await;
+    assert_eq!(r.status(), 422);
+
+    // Every read above was recorded: who looked at what.
+    let reads: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT aggregate_id, payload FROM events WHERE event_type = 'AuditHistoryRead' ORDER BY global_position",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("reads");
+    let paths: Vec<String> = reads
+        .iter()
+        .map(|(_, p)| {
+            let r = &p["AuditHistoryRead"];
+            format!(
+                "{}?{}",
+                r["path"].as_str().expect("path"),
+                r["query"].as_str().expect("query")
+            )
+        })
+        .collect();
+    assert!(
+        paths.contains(&"/api/v1/audit/feed?limit=4".to_owned()),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&format!(
+        "/api/v1/audit/proofs/inclusion?seq=0&size={}",
+        cp.size
+    )));
+    assert!(paths
+        .iter()
+        .any(|p| p.starts_with("/api/v1/audit/checkpoint?")));
+    let auditor_id: String = sqlx::query_scalar(
+        "SELECT metadata->>'actor_id' FROM events WHERE event_type = 'AuditHistoryRead' LIMIT 1",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("actor");
+    assert!(reads
+        .iter()
+        .all(|(stream, _)| stream == &format!("user:{auditor_id}")));
+    let _ = std::fs::remove_dir_all(publish);
+}
+
+#[tokio::test]
+async fn stream_history_pages_by_version_and_names_a_missing_stream() {
+    let app = app_signing_every_second(None).await;
+    let (_, admin) = app.user("admin").await;
+    let (student, _) = app.user("student").await;
+    settled(&app.db.pool).await;
+    let versions: i64 = scalar(
+        &app.db.pool,
+        &format!("SELECT count(*) FROM events WHERE aggregate_type = 'User' AND aggregate_id = '{student}'"),
+    )
+    .await;
+    assert!(
+        versions >= 2,
+        "registration and login make several versions"
+    );
+    let r = app
+        .get(
+            &format!("/api/v1/audit/streams/User/{student}/events?from_version=2&limit=1"),
+            &admin.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = json_of(r).await;
+    let events = page["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["version"], 2);
+    assert!(events[0]["seq"].is_u64() && events[0]["leaf_hash"].is_string());
+    assert_eq!(
+        page["next_from_version"],
+        if versions > 2 {
+            Value::from(3)
+        } else {
+            Value::Null
+        }
+    );
+    let r = app
+        .get(
+            &format!("/api/v1/audit/streams/User/{student}/events?to_version=1"),
+            &admin.access_token,
+        )
+        .await;
+    let page = json_of(r).await;
+    assert_eq!(page["events"].as_array().expect("events").len(), 1);
+    assert!(page["next_from_version"].is_null());
+    let r = app
+        .get(
+            &format!("/api/v1/audit/streams/User/{}/events", Uuid::new_v4()),
+            &admin.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(json_of(r).await["code"], "stream_not_found");
+    let r = app
+        .get(
+            &format!("/api/v1/audit/streams/User/{student}/events?from_version=3&to_version=2"),
+            &admin.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+}
+
+/// A sealer of the test's own, on `db`.
+fn sealer(db: &TestDb, key: &std::sync::Arc<LedgerKey>, cancel: &CancellationToken) -> Sealer {
+    Sealer {
+        connect: (*db.pool.connect_options()).clone(),
+        key: key.clone(),
+        config: SealerConfig {
+            checkpoint_every: Duration::from_millis(200),
+            standby_poll: Duration::from_millis(100),
+            ..SealerConfig::default()
+        },
+        wakeup: Wakeup::polling_only(),
+        cancel: cancel.clone(),
+    }
+}
+
+async fn insert_event(conn: &mut PgConnection, id: &str) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('T', $1, 1, 'Happened', '1', '{\"n\": 1.10}', '{\"actor_id\": \"test\"}')",
+    )
+    .bind(id)
+    .execute(conn)
+    .await
+    .expect("insert an event");
+}
+
+#[tokio::test]
+async fn out_of_order_commits_are_sealed_in_feed_order_once_each() {
+    let db = TestDb::new().await;
+    let key = std::sync::Arc::new(LedgerKey::generate("test.invalid/ledger").expect("a key"));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(sealer(&db, &key, &cancel).run());
+
+    // Writer A takes its position first and stalls while others commit.
+    let mut a = db.pool.acquire().await.expect("conn");
+    let mut a_tx = a.begin().await.expect("begin");
+    insert_event(&mut a_tx, "a").await;
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let pool = db.pool.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let mut conn = pool.acquire().await.expect("conn");
+                insert_event(&mut conn, &format!("w{w}-{i}")).await;
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("a writer");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing after A's position can be sealed while A is open.
+    assert_eq!(
+        scalar(&db.pool, "SELECT count(*) FROM ledger_leaves").await,
+        0
+    );
+    a_tx.commit().await.expect("commit A");
+    let size = settled(&db.pool).await;
+    assert_eq!(size, 201);
+
+    let sealed: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM ledger_leaves ORDER BY seq")
+            .fetch_all(&db.pool)
+            .await
+            .expect("leaves");
+    let feed: Vec<i64> = sqlx::query_scalar(
+        "SELECT global_position FROM events ORDER BY transaction_id, global_position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("log");
+    assert_eq!(sealed, feed, "sealed order is the feed order, each once");
+    assert_eq!(
+        scalar(
+            &db.pool,
+            "SELECT max(seq) + 1 - count(DISTINCT seq) FROM ledger_leaves"
+        )
+        .await,
+        0,
+        "dense"
+    );
+    // And the whole thing verifies.
+    let report = online(&db.pool, &key_of(&key)).await;
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(report.sealed, 201);
+    cancel.cancel();
+    task.await.expect("the sealer stops");
+}
+
+fn key_of(key: &LedgerKey) -> TrustedKey {
+    TrustedKey::parse(key.public_text()).expect("a verifier key")
+}
+
+/// Export the database's ledger in one snapshot and verify it, as
+/// `lectern audit verify --online` does.
+async fn online(pool: &PgPool, key: &TrustedKey) -> Report {
+    let mut conn = pool.acquire().await.expect("conn");
+    let mut tx = export::snapshot(&mut conn).await.expect("a snapshot");
+    online_on(&mut tx, key, None).await
+}
+
+async fn online_on(
+    conn: &mut PgConnection,
+    key: &TrustedKey,
+    trusted: Option<&lectern_ledger::SignedCheckpoint>,
+) -> Report {
+    let mut verifier = Verifier::default();
+    let exported = export::export(conn, 0, |line| {
+        verifier.push(line);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .await
+    .expect("export");
+    let notes: Vec<(String, String)> = exported
+        .checkpoints
+        .into_iter()
+        .map(|(s, n)| (s.to_string(), n))
+        .collect();
+    verifier.finish(&notes, key, trusted)
+}
+
+fn kinds(r: &Report) -> Vec<&'static str> {
+    let mut k: Vec<_> = r.findings.iter().map(|f| f.kind()).collect();
+    k.dedup();
+    k
+}
+
+/// Run `tamper` as the table owner with the append-only triggers off, in a
+/// transaction that is rolled back after the verifier has looked.
+async fn tampered(
+    pool: &PgPool,
+    key: &TrustedKey,
+    trusted: &lectern_ledger::SignedCheckpoint,
+    tamper: &str,
+) -> Vec<&'static str> {
+    let mut conn = pool.acquire().await.expect("conn");
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::raw_sql(
+        "ALTER TABLE events DISABLE TRIGGER events_append_only;
+         ALTER TABLE ledger_leaves DISABLE TRIGGER ledger_leaves_append_only;
+         ALTER TABLE ledger_hashes DISABLE TRIGGER ledger_hashes_append_only;
+         ALTER TABLE ledger_checkpoints DISABLE TRIGGER ledger_checkpoints_append_only;",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("disable the triggers");
+    sqlx::raw_sql(tamper).execute(&mut *tx).await.expect(tamper);
+    let report = online_on(&mut tx, key, Some(trusted)).await;
+    tx.rollback().await.expect("rollback");
+    let k = kinds(&report);
+    for f in &report.findings {
+        assert!(!f.to_string().is_empty());
+    }
+    k
+}
+
+#[tokio::test]
+async fn each_tampering_as_the_owner_is_caught_with_its_own_finding() {
+    let db = TestDb::new().await;
+    let key = std::sync::Arc::new(LedgerKey::generate("test.invalid/ledger").expect("a key"));
+    let cancel = CancellationToken::new();
+    for i in 0..30 {
+        let mut conn = db.pool.acquire().await.expect("conn");
+        insert_event(&mut conn, &format!("e{i}")).await;
+    }
+    let task = tokio::spawn(sealer(&db, &key, &cancel).run());
+    let size = settled(&db.pool).await;
+    assert_eq!(size, 30);
+    // The sealer stops, so that the log holds still while it is tampered.
+    cancel.cancel();
+    task.await.expect("the sealer stops");
+    let vk = key_of(&key);
+    let note: String =
+        sqlx::query_scalar("SELECT note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .expect("a checkpoint");
+    let trusted = vk.open(&note).expect("signed");
+
+    // Pristine: verifies, also against the checkpoint kept.
+    let report = online_on(
+        &mut db.pool.acquire().await.expect("conn"),
+        &vk,
+        Some(&trusted),
+    )
+    .await;
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(report.sealed, 30);
+
+    let pos = |n: i64| {
+        format!("(SELECT global_position FROM events ORDER BY transaction_id, global_position OFFSET {n} LIMIT 1)")
+    };
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!("UPDATE events SET payload = '{{\"n\": 1.1}}' WHERE global_position = {}", pos(5)),
+            vec!["payload-edited"],
+        ),
+        (
+            format!("UPDATE events SET metadata = '{{\"actor_id\": \"someone else\"}}' WHERE global_position = {}", pos(6)),
+            vec!["metadata-edited"],
+        ),
+        (
+            format!("UPDATE events SET event_type = 'Forged' WHERE global_position = {}", pos(7)),
+            vec!["field-edited"],
+        ),
+        (
+            // A row slipped in among sealed ones: it takes an old transaction's id.
+            format!(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, transaction_id)
+                 SELECT 'T', 'forged', 1, 'Happened', '1', '{{}}', '{{}}', transaction_id FROM events WHERE global_position = {}",
+                pos(3)
+            ),
+            vec!["inserted"],
+        ),
+        (format!("DELETE FROM events WHERE global_position = {}", pos(10)), vec!["deleted"]),
+        (
+            // Two events swap their places in the log.
+            format!(
+                "WITH a AS (SELECT global_position AS p, transaction_id AS t FROM events WHERE global_position = {}),
+                      b AS (SELECT global_position AS p, transaction_id AS t FROM events WHERE global_position = {})
+                 UPDATE events e SET transaction_id = CASE WHEN e.global_position = a.p THEN b.t ELSE a.t END
+                   FROM a, b WHERE e.global_position IN (a.p, b.p)",
+                pos(2),
+                pos(12)
+            ),
+            vec!["reordered"],
+        ),
+        (
+            format!("DELETE FROM events WHERE global_position >= {}", pos(25)),
+            vec!["truncated"],
+        ),
+        (
+            // The tail gone from the ledger and its checkpoints too: only the
+            // checkpoint the auditor kept tells.
+            format!(
+                "DELETE FROM events WHERE global_position >= {p};
+                 DELETE FROM ledger_leaves WHERE seq >= 25;
+                 DELETE FROM ledger_checkpoints WHERE size > 25;",
+                p = pos(25)
+            ),
+            vec!["truncated"],
+        ),
+        (
+            "UPDATE ledger_checkpoints SET note = replace(note, E'\\n' || size || E'\\n', E'\\n' || (size + 1) || E'\\n')
+              WHERE size = (SELECT max(size) FROM ledger_checkpoints)"
+                .to_owned(),
+            vec!["bad-signature"],
+        ),
+    ];
+    for (sql, want) in &cases {
+        assert_eq!(&tampered(&db.pool, &vk, &trusted, sql).await, want, "{sql}");
+    }
+    // A checkpoint of another history at the same size, signed by the same
+    // key (a split view): the log is not an extension of it.
+    let fork = vk.open(&key.sign(size, another_root())).expect("signed");
+    let report = online_on(
+        &mut db.pool.acquire().await.expect("conn"),
+        &vk,
+        Some(&fork),
+    )
+    .await;
+    assert_eq!(kinds(&report), ["inconsistent-with-trusted"]);
+    // And after all that, nothing was left changed.
+    let report = online_on(
+        &mut db.pool.acquire().await.expect("conn"),
+        &vk,
+        Some(&trusted),
+    )
+    .await;
+    assert!(report.ok(), "{:?}", report.findings);
+}
+
+/// A root of no tree this log ever had.
+fn another_root() -> Hash {
+    Hash(rand::random())
+}
+
+#[tokio::test]
+async fn the_sealer_refuses_to_sign_a_tree_inconsistent_with_its_last_checkpoint() {
+    let db = TestDb::new().await;
+    let key = std::sync::Arc::new(LedgerKey::generate("test.invalid/ledger").expect("a key"));
+    for i in 0..5 {
+        let mut conn = db.pool.acquire().await.expect("conn");
+        insert_event(&mut conn, &format!("e{i}")).await;
+    }
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(sealer(&db, &key, &cancel).run());
+    assert_eq!(settled(&db.pool).await, 5);
+    cancel.cancel();
+    task.await.expect("stops");
+    // Someone with the database's keys signs a checkpoint of size 6 over
+    // another history, before event 6 is sealed.
+    let mut conn = db.pool.acquire().await.expect("conn");
+    insert_event(&mut conn, "e5").await;
+    insert_event(&mut conn, "e6").await;
+    let forged_root = another_root();
+    sqlx::query("INSERT INTO ledger_checkpoints (size, root, note) VALUES (6, $1, $2)")
+        .bind(&forged_root.0[..])
+        .bind(key.sign(6, forged_root))
+        .execute(&db.pool)
+        .await
+        .expect("forge");
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(sealer(&db, &key, &cancel).run());
+    wait_until("events 6 and 7 sealed", Duration::from_secs(10), || async {
+        scalar(&db.pool, "SELECT count(*) FROM ledger_leaves").await == 7
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        scalar(&db.pool, "SELECT max(size) FROM ledger_checkpoints").await,
+        6,
+        "no checkpoint signed over the inconsistent one"
+    );
+    cancel.cancel();
+    task.await.expect("stops");
+}
+
+#[tokio::test]
+async fn another_process_takes_over_sealing_when_the_holder_is_killed() {
+    let db = TestDb::new().await;
+    let data_dir =
+        std::env::temp_dir().join(format!("lectern-ledger-fo-{}", Uuid::new_v4().simple()));
+    let pool = db.pool.clone();
+    let mut first = ServerProcess::start(&db, &data_dir).await;
+    // Events through the first process, sealed and signed by it.
+    let client = reqwest::Client::new();
+    let register_on = |addr: std::net::SocketAddr| {
+        let client = client.clone();
+        async move {
+            let email = format!("fo-{}@example.com", Uuid::new_v4().simple());
+            let r = client
+                .post(format!("http://{addr}/api/v1/auth/register"))
+                .json(
+                    &serde_json::json!({"email": email, "password": lectern_tests::PASSWORD,
+                                          "display_name": "F", "role": "student"}),
+                )
+                .send()
+                .await
+                .expect("register");
+            assert_eq!(r.status(), 201);
+        }
+    };
+    for _ in 0..3 {
+        register_on(first.addr).await;
+    }
+    wait_until(
+        "the first process seals",
+        Duration::from_secs(30),
+        || async { scalar(&pool, "SELECT count(*) FROM ledger_checkpoints").await > 0 },
+    )
+    .await;
+    let before: i64 = scalar(&pool, "SELECT max(size) FROM ledger_checkpoints").await;
+    // The standby, with the same data directory (so the same key).
+    let second = ServerProcess::start(&db, &data_dir).await;
+    first.kill9();
+    for _ in 0..3 {
+        register_on(second.addr).await;
+    }
+    // The checkpoint interval is 30 s by default; the standby signs what it
+    // sealed once it took over and the interval passed.
+    wait_until(
+        "the second process seals everything",
+        Duration::from_secs(60),
+        || async {
+            scalar(&pool, "SELECT count(*) FROM events").await
+                == scalar(&pool, "SELECT count(*) FROM ledger_leaves").await
+                && scalar(&pool, "SELECT max(size) FROM ledger_checkpoints").await
+                    == scalar(&pool, "SELECT count(*) FROM ledger_leaves").await
+        },
+    )
+    .await;
+    let after: i64 = scalar(&pool, "SELECT max(size) FROM ledger_checkpoints").await;
+    assert!(after > before);
+    // One tree across the handover: the offline verifier, through the real
+    // CLI, with the published key and the checkpoint from before kept as
+    // trusted.
+    let bundle = data_dir.join("bundle");
+    let out = Command::new(lectern_bin())
+        .args(["audit", "export", "--out"])
+        .arg(&bundle)
+        .env("DATABASE_URL", &db.url)
+        .env("LECTERN_LOG", "warn")
+        .output()
+        .expect("export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trusted = data_dir
+        .join("ledger/checkpoints")
+        .join(lectern_ledger::bundle::checkpoint_file(before as u64));
+    let out = Command::new(lectern_bin())
+        .args(["audit", "verify", "--bundle"])
+        .arg(&bundle)
+        .arg("--pubkey")
+        .arg(data_dir.join("ledger/ledger.pub"))
+        .arg("--trusted")
+        .arg(&trusted)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "consistent with the trusted checkpoint of size {before}"
+        )),
+        "{stdout}"
+    );
+    drop(second);
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+#[tokio::test]
+async fn the_cli_exports_a_bundle_that_verifies_offline_and_names_an_edit() {
+    let db = TestDb::new().await;
+    let key = std::sync::Arc::new(LedgerKey::generate("test.invalid/ledger").expect("a key"));
+    for i in 0..12 {
+        let mut conn = db.pool.acquire().await.expect("conn");
+        insert_event(&mut conn, &format!("e{i}")).await;
+    }
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(sealer(&db, &key, &cancel).run());
+    settled(&db.pool).await;
+    cancel.cancel();
+    task.await.expect("stops");
+    let dir = std::env::temp_dir().join(format!("lectern-bundle-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pubkey = dir.join("auditor.pub");
+    std::fs::write(&pubkey, key.public_text()).expect("key");
+    let export_to = |out: &std::path::Path, from: u64| {
+        Command::new(lectern_bin())
+            .args(["audit", "export", "--from", &from.to_string(), "--out"])
+            .arg(out)
+            .env("DATABASE_URL", &db.url)
+            .env("LECTERN_LOG", "warn")
+            .output()
+            .expect("export")
+    };
+    let verify = |bundle: &std::path::Path| {
+        Command::new(lectern_bin())
+            .args(["audit", "verify", "--bundle"])
+            .arg(bundle)
+            .arg("--pubkey")
+            .arg(&pubkey)
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("verify")
+    };
+    let out = export_to(&dir.join("whole"), 0);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = std::fs::read_to_string(dir.join("whole/events.jsonl")).expect("events");
+    assert_eq!(lines.lines().count(), 12);
+    // The exact jsonb text travels: 1.10 stays 1.10.
+    assert!(lines.contains(r#""payload":"{\"n\": 1.10}""#), "{lines}");
+    let out = verify(&dir.join("whole"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("verified: 12 sealed events"));
+
+    // A partial bundle from seq 5 verifies against the same checkpoints.
+    let out = export_to(&dir.join("part"), 5);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("part/events.jsonl"))
+            .expect("events")
+            .lines()
+            .count(),
+        7
+    );
+    let out = verify(&dir.join("part"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An edit of the bundle file itself: its own exit status and message.
+    let edited = lines.replacen(r#"{\"n\": 1.10}"#, r#"{\"n\": 2.10}"#, 1);
+    std::fs::write(dir.join("whole/events.jsonl"), edited).expect("edit");
+    let out = verify(&dir.join("whole"));
+    assert_eq!(out.status.code(), Some(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("payload-edited: seq 0"), "{stderr}");
+    // No database was needed; a key that is not the ledger's fails every
+    // checkpoint.
+    let other = LedgerKey::generate("test.invalid/ledger").expect("a key");
+    std::fs::write(&pubkey, other.public_text()).expect("key");
+    let out = verify(&dir.join("part"));
+    assert_eq!(out.status.code(), Some(17));
+    let _ = std::fs::remove_dir_all(dir);
+}
