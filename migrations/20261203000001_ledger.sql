@@ -69,3 +69,37 @@ CREATE TRIGGER ledger_checkpoints_no_truncate BEFORE TRUNCATE ON ledger_checkpoi
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
 CREATE TRIGGER ledger_keys_append_only BEFORE UPDATE OR DELETE ON ledger_keys
     FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();
+
+-- Time travel (GET /api/v1/audit/streams/{type}/{id}/state): every snapshot
+-- the store takes is also kept here, append-only, so that the state at a
+-- version folds from the nearest snapshot at or below it rather than from
+-- the first event. `snapshots` keeps only the newest per aggregate.
+CREATE TABLE snapshot_history (
+    aggregate_type text        NOT NULL,
+    aggregate_id   text        NOT NULL,
+    version        bigint      NOT NULL CHECK (version >= 1),
+    payload        jsonb       NOT NULL,
+    taken_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (aggregate_type, aggregate_id, version)
+);
+
+INSERT INTO snapshot_history (aggregate_type, aggregate_id, version, payload, taken_at)
+SELECT aggregate_type, aggregate_id, last_sequence, payload, taken_at
+  FROM snapshots WHERE last_sequence >= 1;
+
+CREATE FUNCTION snapshots_keep_history() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO snapshot_history (aggregate_type, aggregate_id, version, payload)
+    VALUES (NEW.aggregate_type, NEW.aggregate_id, NEW.last_sequence, NEW.payload)
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER snapshots_keep_history
+    AFTER INSERT OR UPDATE ON snapshots
+    FOR EACH ROW WHEN (NEW.last_sequence >= 1) EXECUTE FUNCTION snapshots_keep_history();
+
+CREATE TRIGGER snapshot_history_append_only BEFORE UPDATE OR DELETE ON snapshot_history
+    FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();

@@ -15,6 +15,7 @@ pub mod classroom;
 mod committer;
 mod cqrs_store;
 pub mod error;
+pub mod history;
 pub mod identity;
 pub mod pool;
 pub mod presence;

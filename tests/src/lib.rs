@@ -500,3 +500,64 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Time travel on every stream of `pool`: the state at each sampled version,
+/// folded from the newest kept snapshot at or below it, must equal a fresh
+/// replay of events 1..N by the aggregate's own `apply`. Samples every
+/// version of a short stream, and of a long one its ends and both sides of
+/// every multiple of each snapshot interval in use (50, 100, 500, 1000).
+/// Answers the aggregate types checked and those where a snapshot was used.
+pub async fn assert_history_replays(
+    pool: &PgPool,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    use lectern_commands::history::{state_at, AGGREGATE_TYPES};
+    let streams: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, max(sequence) FROM events GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("the streams");
+    let mut checked = std::collections::BTreeSet::new();
+    let mut from_snapshots = std::collections::BTreeSet::new();
+    for (ty, id, last) in streams {
+        if !AGGREGATE_TYPES.contains(&ty.as_str()) {
+            continue;
+        }
+        let last = u64::try_from(last).expect("a version");
+        let mut versions: std::collections::BTreeSet<u64> = if last <= 40 {
+            (1..=last).collect()
+        } else {
+            [1, 2, last - 1, last].into()
+        };
+        for every in [50u64, 100, 500, 1000] {
+            for k in 1..=last / every {
+                for v in [k * every - 1, k * every, k * every + 1] {
+                    if (1..=last).contains(&v) {
+                        versions.insert(v);
+                    }
+                }
+            }
+        }
+        for v in versions {
+            let kept = state_at(pool, &ty, &id, v, true)
+                .await
+                .expect("time travel")
+                .expect("a fold for the type");
+            let fresh = state_at(pool, &ty, &id, v, false)
+                .await
+                .expect("a replay")
+                .expect("a fold for the type");
+            assert_eq!(kept.version, v, "{ty}/{id} at {v}");
+            assert_eq!(fresh.snapshot_version, 0);
+            assert_eq!(kept.state, fresh.state, "{ty}/{id} at version {v}");
+            if kept.snapshot_version > 0 {
+                from_snapshots.insert(ty.clone());
+            }
+        }
+        checked.insert(ty);
+    }
+    (checked, from_snapshots)
+}

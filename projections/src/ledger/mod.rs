@@ -234,6 +234,28 @@ pub async fn public_keys<'e>(db: impl PgExecutor<'e>) -> Result<Vec<String>, Led
     )
 }
 
+/// The last version of a stream among the first `size` leaves (its events
+/// in that prefix of the feed are exactly versions 1 to it: a stream's
+/// versions commit in order).
+pub async fn stream_version_within<'e>(
+    db: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    size: u64,
+) -> Result<Option<u64>, LedgerError> {
+    let v = sqlx::query_scalar!(
+        r#"SELECT e.sequence FROM events e JOIN ledger_leaves l ON l.global_position = e.global_position
+            WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND l.seq < $3
+            ORDER BY e.sequence DESC LIMIT 1"#,
+        aggregate_type,
+        aggregate_id,
+        size as i64
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(v.map(|v| v as u64))
+}
+
 /// A sealed event as the audit API serves it.
 #[derive(Debug, Clone)]
 pub struct SealedEvent {

@@ -142,6 +142,12 @@ const MATRIX: &[(&str, &str, Body, [u16; 6])] = &[
         Body::None,
         [401, 404, 404, 403, 403, 403],
     ),
+    (
+        "GET",
+        "/api/v1/audit/streams/{aggregate_type}/{aggregate_id}/state",
+        Body::None,
+        [401, 404, 404, 403, 403, 403],
+    ),
     ("GET", "/api/v1/audit/checkpoint", Body::None, HISTORY),
     ("GET", "/api/v1/audit/checkpoints", Body::None, HISTORY),
     ("GET", "/api/v1/audit/proofs/inclusion", Body::None, HISTORY),
@@ -354,6 +360,8 @@ fn path_for(template: &str, ctx: &Ctx) -> String {
         format!("{path}?seq=0&size=1")
     } else if template == "/api/v1/audit/proofs/consistency" {
         format!("{path}?from=1&to=1")
+    } else if template.ends_with("/state") {
+        format!("{path}?version=1")
     } else if template == "/api/v1/me" || template == "/api/v1/me/sessions" {
         format!(
             "{path}?consistent_with={}",

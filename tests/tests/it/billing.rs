@@ -506,6 +506,13 @@ async fn webhooks_pay_an_invoice_in_parts_then_refund_it() {
     .await
     .expect("revenue");
     assert_eq!((invoiced, paid_total, refunded_total), (1500, 1500, 300));
+    // Time travel: each invoice and Stripe event state of the history equals
+    // a fresh replay.
+    let (checked, _) = lectern_tests::assert_history_replays(&app.db.pool).await;
+    assert!(
+        checked.contains("Invoice") && checked.contains("StripeEvent"),
+        "{checked:?}"
+    );
 }
 
 #[tokio::test]

@@ -911,3 +911,230 @@ async fn the_cli_exports_a_bundle_that_verifies_offline_and_names_an_edit() {
     assert_eq!(out.status.code(), Some(17));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn time_travel_folds_from_kept_snapshots_to_what_a_full_replay_gives() {
+    use lectern_domain::access::RecordAuditRead;
+    use lectern_domain::classroom::values::MessageText;
+    use lectern_domain::classroom::Actor;
+    use lectern_domain::identity::Password;
+    use lectern_domain::EventMetadata;
+    use lectern_tests::classroom::{ack, draw, live_board, op};
+    use serde_json::json;
+
+    let app = app_signing_every_second(None).await;
+    let (_, auditor) = app.user("auditor").await;
+    let live = live_board(&app).await;
+    let meta = EventMetadata::system("test");
+    // Board: 1,100 operations (a snapshot every 1,000, in the background).
+    for b in 0..11u64 {
+        let ops = (0..100u64)
+            .map(|i| {
+                op(
+                    "t",
+                    &format!("{b}-{i}"),
+                    b * 100 + i + 1,
+                    "add",
+                    &format!("e{b}-{i}"),
+                    json!({"x": i}),
+                )
+            })
+            .collect();
+        let (status, _) = draw(&app, &live.tutor, live.board, ops).await;
+        assert_eq!(status, 200);
+    }
+    // Channel: 510 messages (a snapshot every 500).
+    let tutor: Uuid = json_of(app.get("/api/v1/me", &live.tutor.access_token).await).await["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("the tutor's id");
+    for i in 0..510 {
+        app.state
+            .classroom
+            .send(
+                live.board,
+                Actor {
+                    user_id: tutor,
+                    own_only: true,
+                },
+                format!("m{i}"),
+                MessageText::parse("hello").expect("text"),
+                &meta,
+            )
+            .await
+            .expect("sent");
+    }
+    // Inbox: the student acknowledges what was delivered.
+    for (up_to, status) in [(10, "delivered"), (20, "read")] {
+        let r = ack(&app, live.board, &live.student, up_to, status).await;
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    // User: 55 logins (a snapshot every 50); AccessLog: 110 reads (every 100).
+    let email = format!("tt-{}@example.com", Uuid::new_v4().simple());
+    app.register(&email, "student").await;
+    let password = Password::parse(lectern_tests::PASSWORD).expect("password");
+    for _ in 0..55 {
+        app.state
+            .identity
+            .login(&email, &password, "dev", &meta)
+            .await
+            .expect("login");
+    }
+    for i in 0..110 {
+        let read = RecordAuditRead {
+            action: "audit.read".into(),
+            method: "GET".into(),
+            path: "/api/v1/audit/feed".into(),
+            query: format!("after={i}"),
+        };
+        app.state
+            .identity
+            .record_audit_read("user:tt", read, &meta)
+            .await
+            .expect("recorded");
+    }
+    wait_until("the board's snapshot", Duration::from_secs(20), || async {
+        scalar(
+            &app.db.pool,
+            "SELECT count(*) FROM snapshot_history WHERE aggregate_type = 'Board'",
+        )
+        .await
+            > 0
+    })
+    .await;
+
+    let (checked, from_snapshots) = lectern_tests::assert_history_replays(&app.db.pool).await;
+    for ty in [
+        "User",
+        "EmailClaim",
+        "AccessLog",
+        "Lesson",
+        "Board",
+        "Channel",
+        "Inbox",
+    ] {
+        assert!(checked.contains(ty), "{ty} checked: {checked:?}");
+    }
+    for ty in ["User", "AccessLog", "Board", "Channel"] {
+        assert!(
+            from_snapshots.contains(ty),
+            "{ty} folded from a snapshot: {from_snapshots:?}"
+        );
+    }
+
+    // Over HTTP: the board after op 1,001 folds one event onto the snapshot.
+    let board = live.board;
+    let versions = scalar(
+        &app.db.pool,
+        &format!("SELECT max(sequence) FROM events WHERE aggregate_type = 'Board' AND aggregate_id = '{board}'"),
+    )
+    .await as u64;
+    let snap = scalar(
+        &app.db.pool,
+        &format!("SELECT max(version) FROM snapshot_history WHERE aggregate_type = 'Board' AND aggregate_id = '{board}'"),
+    )
+    .await as u64;
+    assert!(snap >= 1000 && versions > snap);
+    let r = app
+        .get(
+            &format!(
+                "/api/v1/audit/streams/Board/{board}/state?version={}",
+                snap + 1
+            ),
+            &auditor.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let got = json_of(r).await;
+    assert_eq!(got["version"], snap + 1);
+    assert_eq!(got["from_snapshot"], snap);
+    assert_eq!(got["events_folded"], 1);
+    let fresh = lectern_commands::history::state_at(
+        &app.db.pool,
+        "Board",
+        &board.to_string(),
+        snap + 1,
+        false,
+    )
+    .await
+    .expect("replay")
+    .expect("a fold");
+    assert_eq!(got["state"], fresh.state);
+    for (query, status, code) in [
+        (
+            format!("version={}", versions + 1),
+            404,
+            "version_not_found",
+        ),
+        ("version=0".to_owned(), 422, "validation_failed"),
+        (
+            "version=1&at=2026-01-01T00:00:00Z".to_owned(),
+            422,
+            "validation_failed",
+        ),
+        (String::new(), 422, "validation_failed"),
+        ("at=2000-01-01T00:00:00Z".to_owned(), 404, "no_checkpoint"),
+    ] {
+        let r = app
+            .get(
+                &format!("/api/v1/audit/streams/Board/{board}/state?{query}"),
+                &auditor.access_token,
+            )
+            .await;
+        assert_eq!(r.status(), status, "{query}");
+        assert_eq!(json_of(r).await["code"], code, "{query}");
+    }
+    let r = app
+        .get(
+            "/api/v1/audit/streams/Nothing/x/state?version=1",
+            &auditor.access_token,
+        )
+        .await;
+    assert_eq!(json_of(r).await["code"], "unknown_aggregate_type");
+
+    // As of a time: the last checkpoint signed by then, and only the events
+    // it covers, however many come later; the same answer every time.
+    settled(&app.db.pool).await;
+    let then = chrono::Utc::now();
+    let covered = scalar(&app.db.pool, "SELECT max(size) FROM ledger_checkpoints").await;
+    let (status, _) = draw(
+        &app,
+        &live.tutor,
+        board,
+        vec![op("t", "late", 5000, "add", "late", json!({}))],
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_until("a later checkpoint", Duration::from_secs(20), || async {
+        scalar(&app.db.pool, "SELECT max(size) FROM ledger_checkpoints").await > covered
+    })
+    .await;
+    let path = format!(
+        "/api/v1/audit/streams/Board/{board}/state?at={}",
+        then.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    );
+    let first = json_of(app.get(&path, &auditor.access_token).await).await;
+    assert_eq!(first["checkpoint"]["size"], covered);
+    assert_eq!(
+        first["version"], versions,
+        "the late operation is not in it"
+    );
+    let key = public_key(&app.db.pool).await;
+    let cp = key
+        .open(first["checkpoint"]["note"].as_str().expect("note"))
+        .expect("signed");
+    assert_eq!(cp.size, covered as u64);
+    let fresh = lectern_commands::history::state_at(
+        &app.db.pool,
+        "Board",
+        &board.to_string(),
+        versions,
+        false,
+    )
+    .await
+    .expect("replay")
+    .expect("a fold");
+    assert_eq!(first["state"], fresh.state);
+    let again = json_of(app.get(&path, &auditor.access_token).await).await;
+    assert_eq!(first, again);
+}

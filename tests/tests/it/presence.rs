@@ -119,6 +119,9 @@ async fn heartbeats_keep_an_http_client_present_until_its_ttl_and_ghost_threshol
     )
     .await;
     assert_eq!(back["status"], "away");
+    // Time travel: each presence state of the history equals a fresh replay.
+    let (checked, _) = lectern_tests::assert_history_replays(&app.db.pool).await;
+    assert!(checked.contains("Presence"), "{checked:?}");
 }
 
 #[tokio::test]

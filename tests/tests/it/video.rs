@@ -158,6 +158,9 @@ async fn one_device_plays_at_a_time_and_a_second_is_refused_by_default() {
     .await
     .expect("the end");
     assert_eq!(stored, (16_000, student_id.to_string()));
+    // Time travel: each playback state of the history equals a fresh replay.
+    let (checked, _) = lectern_tests::assert_history_replays(&app.db.pool).await;
+    assert!(checked.contains("Playback"), "{checked:?}");
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(feed))
         .routes(routes!(stream_events))
+        .routes(routes!(stream_state))
         .routes(routes!(checkpoint))
         .routes(routes!(checkpoints))
         .routes(routes!(inclusion))
@@ -246,6 +247,138 @@ async fn stream_exists(state: &AppState, aggregate_type: &str, id: &str) -> Resu
     )
     .fetch_one(&state.read_pool)
     .await?)
+}
+
+/// Which state: after a version, or as of a time.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StateQuery {
+    /// The state after this event of the stream (its version, from 1).
+    version: Option<u64>,
+    /// The state as of the last checkpoint signed at or before this time
+    /// (RFC 3339): the stream's events among that checkpoint's leaves.
+    at: Option<DateTime<Utc>>,
+}
+
+/// An aggregate's state at a point of its history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateView {
+    aggregate_type: String,
+    aggregate_id: String,
+    /// The last event folded into the state.
+    version: u64,
+    /// The state, as the aggregate serialises it, folded by its own `apply`.
+    #[schema(value_type = Object)]
+    state: serde_json::Value,
+    /// The kept snapshot the fold started from; absent when it started from
+    /// the first event.
+    from_snapshot: Option<u64>,
+    /// Events folded after the snapshot.
+    events_folded: u64,
+    /// With `at`: the signed checkpoint the answer is as of. The same
+    /// question gets the same answer forever, and the checkpoint proves
+    /// which events it covers.
+    checkpoint: Option<CheckpointView>,
+}
+
+/// Time travel: the aggregate's state after event `version`, or as of the
+/// last checkpoint signed at or before `at`. Replayed with today's code.
+#[utoipa::path(get, path = "/api/v1/audit/streams/{aggregate_type}/{aggregate_id}/state",
+    tag = "audit", security(("bearer" = [])),
+    params(("aggregate_type" = String, Path, description = "The aggregate type, such as `Lesson`"),
+           ("aggregate_id" = String, Path, description = "The stream's id"), StateQuery),
+    responses((status = 200, body = StateView), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+async fn stream_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Path((aggregate_type, aggregate_id)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<StateQuery>,
+) -> Result<Json<StateView>, Problem> {
+    caller.authorize(&state, Action::AuditRead).await?;
+    crate::extract::check_time_param("at", q.at)?;
+    match (q.version, q.at) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(Problem::invalid(
+                "/version",
+                "give exactly one of version and at",
+            ))
+        }
+        (Some(0), None) => return Err(Problem::invalid("/version", "versions start at 1")),
+        _ => {}
+    }
+    if !lectern_commands::history::AGGREGATE_TYPES.contains(&aggregate_type.as_str()) {
+        return Err(Problem::new(
+            Code::UNKNOWN_AGGREGATE_TYPE,
+            format!(
+                "No aggregate type {aggregate_type:?}; known: {}.",
+                lectern_commands::history::AGGREGATE_TYPES.join(", ")
+            ),
+        ));
+    }
+    record_read(&state, &caller, &uri).await?;
+    let (target, checkpoint) = match (q.version, q.at) {
+        (Some(v), _) => (v, None),
+        (None, Some(at)) => {
+            let Some(cp) = store::checkpoint_at(&state.read_pool, at).await? else {
+                return Err(Problem::new(
+                    Code::NO_CHECKPOINT,
+                    format!("No checkpoint was signed at or before {at}."),
+                ));
+            };
+            let version = store::stream_version_within(
+                &state.read_pool,
+                &aggregate_type,
+                &aggregate_id,
+                cp.size,
+            )
+            .await?;
+            let Some(version) = version else {
+                return Err(Problem::new(
+                    Code::STREAM_NOT_FOUND,
+                    format!(
+                        "Stream {aggregate_type}/{aggregate_id} had no events in the checkpoint of size {} signed at {}.",
+                        cp.size, cp.signed_at
+                    ),
+                ));
+            };
+            (version, Some(cp))
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    let found = lectern_commands::history::state_at(
+        &state.read_pool,
+        &aggregate_type,
+        &aggregate_id,
+        target,
+        true,
+    )
+    .await?
+    .ok_or_else(|| Problem::internal("an aggregate type in the list without a fold"))?;
+    if found.version == 0 {
+        return Err(Problem::new(
+            Code::STREAM_NOT_FOUND,
+            format!("No events in stream {aggregate_type}/{aggregate_id}."),
+        ));
+    }
+    if found.version < target {
+        return Err(Problem::new(
+            Code::VERSION_NOT_FOUND,
+            format!(
+                "Stream {aggregate_type}/{aggregate_id} ends at version {}.",
+                found.version
+            ),
+        ));
+    }
+    Ok(Json(StateView {
+        aggregate_type,
+        aggregate_id,
+        version: found.version,
+        state: found.state,
+        from_snapshot: (found.snapshot_version > 0).then_some(found.snapshot_version),
+        events_folded: found.version - found.snapshot_version,
+        checkpoint: checkpoint.map(Into::into),
+    }))
 }
 
 /// The latest signed checkpoint, as a C2SP signed note (`text/plain`):

@@ -31,12 +31,19 @@ impl Code {
     pub const STREAM_NOT_FOUND: Code = Code::new("stream_not_found", StatusCode::NOT_FOUND);
     /// A sequence number or tree size beyond what is sealed.
     pub const BEYOND_LEDGER: Code = Code::new("beyond_ledger", StatusCode::UNPROCESSABLE_ENTITY);
+    /// The stream ends before that version.
+    pub const VERSION_NOT_FOUND: Code = Code::new("version_not_found", StatusCode::NOT_FOUND);
+    /// No aggregate of that type exists.
+    pub const UNKNOWN_AGGREGATE_TYPE: Code =
+        Code::new("unknown_aggregate_type", StatusCode::NOT_FOUND);
 
     /// Every audit code.
     pub const AUDIT: &'static [Code] = &[
         Self::NO_CHECKPOINT,
         Self::STREAM_NOT_FOUND,
         Self::BEYOND_LEDGER,
+        Self::VERSION_NOT_FOUND,
+        Self::UNKNOWN_AGGREGATE_TYPE,
     ];
 }
 
