@@ -24,8 +24,8 @@ pub fn keygen(origin: &str, public_out: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write a bundle of the ledger from leaf `from` into `out`.
-pub async fn export(pool: &PgPool, out: &Path, from: u64) -> anyhow::Result<()> {
+/// Write a bundle of the ledger from leaf `from` into `out`; what it wrote.
+pub async fn export(pool: &PgPool, out: &Path, from: u64) -> anyhow::Result<export::Exported> {
     std::fs::create_dir_all(out.join(bundle::CHECKPOINTS_DIR))
         .with_context(|| format!("cannot create {}", out.display()))?;
     let events_path = out.join(bundle::EVENTS_FILE);
@@ -63,13 +63,7 @@ pub async fn export(pool: &PgPool, out: &Path, from: u64) -> anyhow::Result<()> 
             serde_json::to_string_pretty(prefix)?,
         )?;
     }
-    println!(
-        "wrote {}: {} events from seq {from}, {} checkpoints",
-        out.display(),
-        exported.lines,
-        exported.checkpoints.len()
-    );
-    Ok(())
+    Ok(exported)
 }
 
 fn trusted_key(path: &Path) -> anyhow::Result<TrustedKey> {

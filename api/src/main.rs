@@ -186,7 +186,14 @@ async fn audit(config: &DatabaseConfig, cmd: AuditCommand) -> anyhow::Result<()>
         }
         AuditCommand::Export { out, from } => {
             with_database(config, async |db| {
-                audit_cli::export(&db.pool, &out, from).await
+                let exported = audit_cli::export(&db.pool, &out, from).await?;
+                println!(
+                    "wrote {}: {} events from seq {from}, {} checkpoints",
+                    out.display(),
+                    exported.lines,
+                    exported.checkpoints.len()
+                );
+                Ok(())
             })
             .await
         }

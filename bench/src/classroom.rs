@@ -291,6 +291,39 @@ pub(crate) async fn live_lesson(
     Ok(id)
 }
 
+/// Draw `ops` operations on `board` as `tutor`, 100 per command: the first
+/// thousand add elements, the rest move them.
+pub(crate) async fn fill_board(
+    state: &AppState,
+    board: Uuid,
+    tutor: Uuid,
+    ops: usize,
+    meta: &EventMetadata,
+) -> anyhow::Result<()> {
+    let mut n = 0;
+    while n < ops {
+        let batch: Vec<OpRequest> = (0..100.min(ops - n))
+            .map(|k| {
+                let i = n + k;
+                OpRequest {
+                    client_id: format!("filler-{}", i % 30),
+                    op_id: i.to_string(),
+                    lamport: i as u64,
+                    kind: if i < 1000 { OpKind::Add } else { OpKind::Move },
+                    element_id: Some(format!("el-{}", i % 1000)),
+                    data: OpData::parse(json!({"x": i})).expect("a small object is valid op data"),
+                }
+            })
+            .collect();
+        n += batch.len();
+        state
+            .classroom
+            .draw(board, Actor::unrestricted(tutor), batch, meta)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn settle(pool: &PgPool) -> anyhow::Result<()> {
     lectern_bench::drill::verify::settle(pool, Duration::from_secs(600)).await
 }
@@ -397,27 +430,7 @@ pub async fn run_classroom(pool: PgPool, opts: &ClassroomBench) -> anyhow::Resul
     let fresh = live_lesson(&srv.state, tutor, &[]).await?;
     let long = live_lesson(&srv.state, tutor, &[]).await?;
     let meta = EventMetadata::system(&run);
-    let mut n = 0;
-    while n < opts.board_ops {
-        let ops: Vec<OpRequest> = (0..100.min(opts.board_ops - n))
-            .map(|k| {
-                let i = n + k;
-                OpRequest {
-                    client_id: format!("filler-{}", i % 30),
-                    op_id: i.to_string(),
-                    lamport: i as u64,
-                    kind: if i < 1000 { OpKind::Add } else { OpKind::Move },
-                    element_id: Some(format!("el-{}", i % 1000)),
-                    data: OpData::parse(json!({"x": i})).expect("a small object is valid op data"),
-                }
-            })
-            .collect();
-        n += ops.len();
-        srv.state
-            .classroom
-            .draw(long, Actor::unrestricted(tutor), ops, &meta)
-            .await?;
-    }
+    fill_board(&srv.state, long, tutor, opts.board_ops, &meta).await?;
     let cold = server(&pool, keyring()?, &cancel).await?;
     settle(&pool).await?;
     let (mut fresh_lat, mut long_lat) = (Vec::new(), Vec::new());

@@ -6,6 +6,7 @@
 
 mod auth;
 mod classroom;
+mod ledger;
 mod reads;
 mod realtime;
 mod webhooks;
@@ -57,6 +58,10 @@ enum BenchCommand {
     /// bare signature-verifying route, the lag until the invoice's read
     /// model shows each payment, and closed-loop capacity.
     Webhooks(webhooks::WebhooksBench),
+    /// The verifiable ledger: the write side with and without the sealer,
+    /// time travel on a long board, the sealer on a backlog, and offline
+    /// verification of the exported bundle.
+    Ledger(ledger::LedgerBench),
     /// A reliability drill: real `lectern serve` processes on a private,
     /// durable PostgreSQL of the drill's own (DATABASE_URL is not used).
     #[command(subcommand)]
@@ -114,6 +119,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             on_database(&cli.database, pool_size, |pool| async move {
                 Ok(serde_json::to_string(
                     &webhooks::run_webhooks(pool, &opts).await?,
+                )?)
+            })
+            .await?
+        }
+        BenchCommand::Ledger(opts) => {
+            let pool_size = opts.clients as u32 + 8;
+            on_database(&cli.database, pool_size, |pool| async move {
+                Ok(serde_json::to_string(
+                    &ledger::run_ledger(pool, &opts).await?,
                 )?)
             })
             .await?

@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
 use lectern_domain::{EventMetadata, Position};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgExecutor, PgPool, Row};
@@ -98,21 +99,23 @@ SELECT 1, sequence, event_type, event_version, payload
        ELSE 0 END
  ORDER BY kind, sequence";
 
-/// The state at a version: the newest kept snapshot at or below it, then the
-/// events after it up to the version.
-const LOAD_AT: &str = "
-WITH snap AS (
-    SELECT version, payload FROM snapshot_history
-     WHERE aggregate_type = $1 AND aggregate_id = $2 AND version <= $3 AND $4
-     ORDER BY version DESC LIMIT 1
-)
-SELECT 0 AS kind, version AS sequence, '' AS event_type, '' AS event_version, payload FROM snap
-UNION ALL
-SELECT 1, sequence, event_type, event_version, payload
+/// The newest kept snapshot at or below a version.
+const KEPT_SNAPSHOT_AT: &str = "
+SELECT version FROM snapshot_history
+ WHERE aggregate_type = $1 AND aggregate_id = $2 AND version <= $3
+ ORDER BY version DESC LIMIT 1";
+
+/// A kept snapshot, in `LOAD`'s shape.
+const KEPT_SNAPSHOT: &str = "
+SELECT 0 AS kind, version AS sequence, '' AS event_type, '' AS event_version, payload
+  FROM snapshot_history WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $3";
+
+/// Events `$3 < sequence <= $4`, in `LOAD`'s shape.
+const EVENTS_BETWEEN: &str = "
+SELECT 1 AS kind, sequence, event_type, event_version, payload
   FROM events
- WHERE aggregate_type = $1 AND aggregate_id = $2
-   AND sequence > coalesce((SELECT version FROM snap), 0) AND sequence <= $3
- ORDER BY kind, sequence";
+ WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence <= $4
+ ORDER BY sequence";
 
 const LOAD_EVENTS: &str = "
 SELECT event_id, aggregate_id, sequence, transaction_id::text::bigint AS tx, global_position,
@@ -308,13 +311,43 @@ where
         version: u64,
         use_snapshots: bool,
     ) -> Result<Loaded<A>, StoreError> {
-        let rows = sqlx::query(LOAD_AT)
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .bind(i64::try_from(version).unwrap_or(i64::MAX))
-            .bind(use_snapshots)
-            .fetch_all(&self.pool)
-            .await?;
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        let snapshot: Option<i64> = if use_snapshots {
+            sqlx::query_scalar(KEPT_SNAPSHOT_AT)
+                .bind(A::TYPE)
+                .bind(aggregate_id)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?
+        } else {
+            None
+        };
+        // The snapshot and the events after it on two connections at once:
+        // PostgreSQL renders both as text, and a large snapshot costs as
+        // much as the events do.
+        let from = snapshot.unwrap_or(0);
+        let (mut rows, events) = tokio::try_join!(
+            async {
+                match snapshot {
+                    Some(v) => {
+                        sqlx::query(KEPT_SNAPSHOT)
+                            .bind(A::TYPE)
+                            .bind(aggregate_id)
+                            .bind(v)
+                            .fetch_all(&self.pool)
+                            .await
+                    }
+                    None => Ok(Vec::new()),
+                }
+            },
+            sqlx::query(EVENTS_BETWEEN)
+                .bind(A::TYPE)
+                .bind(aggregate_id)
+                .bind(from)
+                .bind(version)
+                .fetch_all(&self.pool),
+        )?;
+        rows.extend(events);
         self.fold(aggregate_id, rows)
     }
 
@@ -351,17 +384,23 @@ where
         for row in rows {
             let kind: i32 = row.try_get("kind")?;
             let sequence = u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0);
-            let payload: Value = row.try_get("payload")?;
+            // Straight from the stored text into the state or the event: no
+            // intermediate `Value` (a shape that no longer fits is still a
+            // serialization error, which `load` falls back on).
             if kind == 0 {
-                loaded.aggregate = serde_json::from_value(payload)?;
+                let raw = row.try_get::<Json<Box<RawValue>>, _>("payload")?.0;
+                loaded.aggregate = serde_json::from_str(raw.get())?;
                 loaded.snapshot_version = sequence;
+            } else if self.upcasters.is_empty() {
+                let raw = row.try_get::<Json<Box<RawValue>>, _>("payload")?.0;
+                loaded.aggregate.apply(serde_json::from_str(raw.get())?);
             } else {
                 let event = self.decode_event(
                     aggregate_id,
                     sequence,
                     row.try_get("event_type")?,
                     row.try_get("event_version")?,
-                    payload,
+                    row.try_get("payload")?,
                 )?;
                 loaded.aggregate.apply(event);
             }

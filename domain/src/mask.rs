@@ -89,6 +89,23 @@ pub fn json(value: &Value) -> Value {
     }
 }
 
+/// Whether [`json`] would change `value`: the same walk, without building a
+/// copy (the audit API serves most values as stored).
+pub fn needs_masking(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.iter().any(|(k, v)| {
+            if is_secret_key(k) && !v.is_null() {
+                v.as_str() != Some(REDACTED)
+            } else {
+                needs_masking(v)
+            }
+        }),
+        Value::Array(items) => items.iter().any(needs_masking),
+        Value::String(s) => (looks_like_email(s) || looks_like_phone(s)) && text(s) != *s,
+        _ => false,
+    }
+}
+
 /// `s` with an email or phone number masked; other text unchanged.
 pub fn text(s: &str) -> String {
     if looks_like_email(s) {
@@ -104,6 +121,22 @@ pub fn text(s: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn needs_masking_says_whether_masking_changes_anything() {
+        for v in [
+            json!({"a": 1, "b": [true, null, "text"], "c": {"d": 1.5}}),
+            json!({"password_hash": "$argon2id$..."}),
+            json!({"password_hash": null, "x": "y"}),
+            json!({"token": "[redacted]"}),
+            json!({"nested": [{"email": "jane@example.com"}]}),
+            json!({"to": "j***e@e***.com"}),
+            json!(["+380501234567"]),
+            json!("plain"),
+        ] {
+            assert_eq!(needs_masking(&v), json(&v) != v, "{v}");
+        }
+    }
 
     #[test]
     fn emails_and_phones_are_masked_as_design_says() {

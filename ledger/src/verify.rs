@@ -238,10 +238,10 @@ pub struct Verifier {
     tree: MemoryTree,
     next_seq: u64,
     last_position: Option<(u64, i64)>,
-    /// Unsealed events seen since the last sealed one.
-    unsealed: Vec<(String, String)>,
-    /// Leaves without events seen since the last event.
-    missing: Vec<(u64, String)>,
+    /// Unsealed events seen since the last sealed one: position, event id.
+    unsealed: Vec<((u64, i64), uuid::Uuid)>,
+    /// Leaves without events seen since the last event: seq, position.
+    missing: Vec<(u64, (u64, i64))>,
     line: u64,
     buf: Vec<u8>,
     report: Report,
@@ -270,80 +270,82 @@ impl Verifier {
 
     /// Feed one line of `events.jsonl`.
     pub fn push_text(&mut self, text: &str) {
-        self.line += 1;
-        match serde_json::from_str::<Line<'_>>(text) {
-            Ok(line) => self.push_parsed(line),
-            Err(e) => {
-                let line = self.line;
-                self.report.add(Finding::Malformed {
-                    line,
-                    reason: e.to_string(),
-                });
-            }
-        }
+        let facts = LineFacts::of_text(text, &mut self.buf);
+        self.push_facts(facts);
     }
 
-    /// Feed one parsed line (counted as the next line).
+    /// Feed one parsed line.
     pub fn push(&mut self, line: Line<'_>) {
-        self.line += 1;
-        self.push_parsed(line);
+        let facts = LineFacts::of(&line, &mut self.buf);
+        self.push_facts(facts);
     }
 
-    fn push_parsed(&mut self, line: Line<'_>) {
-        self.report.lines += 1;
-        let position = match (&line.event, &line.sealed) {
-            (Some(e), _) => (e.transaction_id, e.global_position),
-            (None, Some(s)) => (s.transaction_id, s.global_position),
-            (None, None) => {
-                let line = self.line;
-                self.report.add(Finding::Malformed {
-                    line,
-                    reason: "neither an event nor a sealed leaf".into(),
-                });
-                return;
-            }
+    /// Feed what the next line says (see [`LineFacts`]).
+    pub fn push_facts(&mut self, facts: LineFacts) {
+        self.line += 1;
+        let line_no = self.line;
+        let malformed = |reason: String| Finding::Malformed {
+            line: line_no,
+            reason,
         };
+        let LineFacts::Line {
+            seq,
+            position,
+            event,
+            sealed,
+        } = facts
+        else {
+            if let LineFacts::Malformed(reason) = facts {
+                self.report.add(malformed(reason));
+            }
+            return;
+        };
+        self.report.lines += 1;
         // Feed order: the exporter writes lines by position; an exporter that
         // does not is caught here.
         if self.last_position.is_some_and(|last| position <= last) {
-            let line = self.line;
-            self.report.add(Finding::Malformed {
-                line,
-                reason: format!(
-                    "position {}.{} is not after the previous line's",
-                    position.0, position.1
-                ),
-            });
+            self.report.add(malformed(format!(
+                "position {}.{} is not after the previous line's",
+                position.0, position.1
+            )));
         }
         self.last_position = Some(position);
-        let pos_text = format!("{}.{}", position.0, position.1);
 
-        match (line.seq, line.event, line.sealed) {
-            (None, Some(e), _) => self.unsealed.push((pos_text, e.event_id.to_string())),
+        match (seq, event, sealed) {
+            (None, Some(e), _) => self.unsealed.push((position, e.event_id)),
             (Some(seq), None, Some(sealed)) => {
                 self.check_order(seq);
-                self.missing.push((seq, pos_text));
+                self.missing.push((seq, position));
                 // The leaf as recorded keeps the tree's shape, so the roots
                 // do not add findings about what `Deleted` already says.
                 self.append(sealed.leaf);
             }
-            (Some(seq), Some(e), Some(sealed)) => {
+            (Some(seq), Some(e), Some(_)) => {
                 self.flush_gaps();
                 let in_order = self.check_order(seq);
-                let leaf = e.leaf_hash_with(&mut self.buf);
-                if in_order && leaf != sealed.leaf {
-                    self.report.add(diagnose(seq, &e, &sealed));
+                if in_order {
+                    let event_id = e.event_id.to_string();
+                    match e.differs {
+                        Differs::Nothing => {}
+                        Differs::Payload => {
+                            self.report.add(Finding::PayloadEdited { seq, event_id })
+                        }
+                        Differs::Metadata => {
+                            self.report.add(Finding::MetadataEdited { seq, event_id })
+                        }
+                        Differs::Other => self.report.add(Finding::FieldEdited { seq, event_id }),
+                    }
                 }
-                self.append(leaf);
+                self.append(e.leaf);
             }
             (Some(_), _, None) => {
-                let line = self.line;
-                self.report.add(Finding::Malformed {
-                    line,
-                    reason: "a sequence number without the sealed record".into(),
-                });
+                self.report.add(malformed(
+                    "a sequence number without the sealed record".into(),
+                ));
             }
-            (None, None, _) => unreachable!("handled above"),
+            (None, None, _) => self
+                .report
+                .add(malformed("neither an event nor a sealed leaf".into())),
         }
     }
 
@@ -366,11 +368,18 @@ impl Verifier {
     /// An event line follows: the unsealed events and the missing ones seen
     /// since the last event are not a tail.
     fn flush_gaps(&mut self) {
+        let text = |(t, g): (u64, i64)| format!("{t}.{g}");
         for (position, event_id) in self.unsealed.drain(..) {
-            self.report.add(Finding::Inserted { position, event_id });
+            self.report.add(Finding::Inserted {
+                position: text(position),
+                event_id: event_id.to_string(),
+            });
         }
         for (seq, position) in self.missing.drain(..) {
-            self.report.add(Finding::Deleted { seq, position });
+            self.report.add(Finding::Deleted {
+                seq,
+                position: text(position),
+            });
         }
     }
 
@@ -461,6 +470,88 @@ pub enum BundleError {
     },
 }
 
+/// Lines per batch handed to a worker.
+const BATCH: usize = 2048;
+
+/// Read `file`'s lines on one thread, work out their facts on the others
+/// (parsing and hashing are nearly all of the work), and feed them to `v` in
+/// file order.
+fn examine_in_parallel(file: std::fs::File, v: &mut Verifier) -> std::io::Result<()> {
+    use std::sync::mpsc::sync_channel;
+    use std::sync::{Arc, Mutex};
+
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let (work_tx, work_rx) = sync_channel::<(u64, Vec<String>)>(workers * 2);
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let (done_tx, done_rx) = sync_channel::<(u64, Vec<LineFacts>)>(workers * 2);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> std::io::Result<()> {
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+            let (mut batch, mut n) = (Vec::with_capacity(BATCH), 0u64);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line)? == 0 {
+                    break;
+                }
+                if line.trim().is_empty() {
+                    continue;
+                }
+                batch.push(line);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if work_tx.send((n, full)).is_err() {
+                        return Ok(());
+                    }
+                    n += 1;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = work_tx.send((n, batch));
+            }
+            Ok(())
+        });
+        for _ in 0..workers {
+            let (rx, tx) = (Arc::clone(&work_rx), done_tx.clone());
+            scope.spawn(move || {
+                let mut buf = Vec::with_capacity(4096);
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((n, lines)) = job else { return };
+                    let facts = lines
+                        .iter()
+                        .map(|l| LineFacts::of_text(l.trim_end_matches(['\n', '\r']), &mut buf))
+                        .collect();
+                    if tx.send((n, facts)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        // Batches finish out of order; feed them in order.
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next = 0u64;
+        for (n, facts) in done_rx {
+            pending.insert(n, facts);
+            while let Some(facts) = pending.remove(&next) {
+                for f in facts {
+                    v.push_facts(f);
+                }
+                next += 1;
+            }
+        }
+        reader
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the bundle reader panicked")))
+    })
+}
+
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
     move |source| BundleError::Io {
         path: path.display().to_string(),
@@ -515,31 +606,97 @@ pub fn verify_bundle(
     let mut v = Verifier::new(tree);
     let events = dir.join(bundle::EVENTS_FILE);
     let file = std::fs::File::open(&events).map_err(io_error(&events))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).map_err(io_error(&events))? == 0 {
-            break;
-        }
-        let text = line.trim_end_matches(['\n', '\r']);
-        if !text.is_empty() {
-            v.push_text(text);
-        }
-    }
+    examine_in_parallel(file, &mut v).map_err(io_error(&events))?;
     let checkpoints = read_checkpoints(dir)?;
     Ok(v.finish(&checkpoints, key, trusted))
 }
 
-/// Which part of a sealed event changed.
-fn diagnose(seq: u64, e: &crate::Envelope<'_>, sealed: &Sealed) -> Finding {
-    let event_id = e.event_id.to_string();
-    if text_hash(&e.payload) != sealed.payload {
-        Finding::PayloadEdited { seq, event_id }
-    } else if text_hash(&e.metadata) != sealed.metadata {
-        Finding::MetadataEdited { seq, event_id }
-    } else {
-        Finding::FieldEdited { seq, event_id }
+/// What one line of a bundle says, worked out without the other lines (so
+/// lines can be examined in parallel): its position, and for an event its
+/// recomputed leaf and which part, if any, differs from what was sealed.
+#[derive(Debug, Clone)]
+pub enum LineFacts {
+    /// A line that is not a bundle line.
+    Malformed(String),
+    /// A bundle line.
+    Line {
+        /// Its sequence number, if sealed.
+        seq: Option<u64>,
+        /// The event's position, or the sealed one when the event is gone.
+        position: (u64, i64),
+        /// The event, if present.
+        event: Option<EventFacts>,
+        /// What was sealed, if anything.
+        sealed: Option<Sealed>,
+    },
+}
+
+/// An event's recomputed leaf, against what was sealed.
+#[derive(Debug, Clone)]
+pub struct EventFacts {
+    /// The event id.
+    pub event_id: uuid::Uuid,
+    /// The leaf recomputed from the envelope.
+    pub leaf: Hash,
+    /// Which part differs from what was sealed.
+    pub differs: Differs,
+}
+
+/// Which part of a sealed event differs from what was sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Differs {
+    /// The leaf matches (or nothing was sealed).
+    Nothing,
+    /// The payload.
+    Payload,
+    /// The metadata.
+    Metadata,
+    /// Another column.
+    Other,
+}
+
+impl LineFacts {
+    /// The facts of a line of text.
+    pub fn of_text(text: &str, buf: &mut Vec<u8>) -> Self {
+        match serde_json::from_str::<Line<'_>>(text) {
+            Ok(line) => Self::of(&line, buf),
+            Err(e) => Self::Malformed(e.to_string()),
+        }
+    }
+
+    /// The facts of a parsed line; `buf` is scratch space for the envelope.
+    pub fn of(line: &Line<'_>, buf: &mut Vec<u8>) -> Self {
+        let position = match (&line.event, &line.sealed) {
+            (Some(e), _) => (e.transaction_id, e.global_position),
+            (None, Some(s)) => (s.transaction_id, s.global_position),
+            (None, None) => return Self::Malformed("neither an event nor a sealed leaf".into()),
+        };
+        let event = line.event.as_ref().map(|e| {
+            let leaf = e.leaf_hash_with(buf);
+            let differs = match &line.sealed {
+                Some(s) if s.leaf != leaf => {
+                    if text_hash(&e.payload) != s.payload {
+                        Differs::Payload
+                    } else if text_hash(&e.metadata) != s.metadata {
+                        Differs::Metadata
+                    } else {
+                        Differs::Other
+                    }
+                }
+                _ => Differs::Nothing,
+            };
+            EventFacts {
+                event_id: e.event_id,
+                leaf,
+                differs,
+            }
+        });
+        Self::Line {
+            seq: line.seq,
+            position,
+            event,
+            sealed: line.sealed,
+        }
     }
 }
 

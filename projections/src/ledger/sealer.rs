@@ -4,9 +4,10 @@
 //!
 //! Each batch of events becomes leaves and stored hashes, written in one
 //! transaction on the lock's connection (a sealer that lost its lock has
-//! lost that connection too, so it cannot write). Writers take no new lock
-//! and nothing is hashed in the writing transaction: the only cost to the
-//! write side is the read of the log.
+//! lost that connection too, so it cannot write), committed without waiting
+//! for its WAL flush (see `seal`). Writers take no new lock and nothing is
+//! hashed in the writing transaction; while appends stream in, the sealer
+//! reads the log at most every `min_interval`.
 //!
 //! Every `checkpoint_every` (when the tree grew), or as soon as
 //! `checkpoint_leaves` leaves were sealed since the last one, it signs a
@@ -49,6 +50,11 @@ pub struct SealerConfig {
     pub checkpoint_leaves: u64,
     /// How often a standby tries to take over.
     pub standby_poll: Duration,
+    /// The least time between two reads of the log while it is not behind:
+    /// under a steady stream of appends the sealer writes a few larger
+    /// batches a second rather than one per NOTIFY. It bounds how much the
+    /// sealer adds to the seal lag.
+    pub min_interval: Duration,
     /// Where each checkpoint is also written; `None`: only in the database.
     pub publish_dir: Option<PathBuf>,
 }
@@ -60,6 +66,7 @@ impl Default for SealerConfig {
             checkpoint_every: Duration::from_secs(30),
             checkpoint_leaves: 100_000,
             standby_poll: Duration::from_secs(1),
+            min_interval: Duration::from_millis(100),
             publish_dir: None,
         }
     }
@@ -74,6 +81,9 @@ pub enum SealError {
     /// The ledger tables.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The log reader stopped without saying why.
+    #[error("the sealer's log reader stopped")]
+    ReaderStopped,
 }
 
 /// The sealer of one process.
@@ -156,15 +166,21 @@ impl Sealer {
                 "the last signed checkpoint covers more events than the ledger holds: refusing to sign; the ledger tables were changed outside the sealer"
             );
         }
-        let mut follower = Follower::new(
+        // The log is read ahead on a connection of its own while a batch is
+        // written, so reading and writing overlap; the reader stops with
+        // the session.
+        let (batches, mut next) = tokio::sync::mpsc::channel(2);
+        let stop_reader = self.cancel.child_token();
+        let _stop_reader = stop_reader.clone().drop_guard();
+        tokio::spawn(read_ahead(
+            self.connect.clone(),
             last,
-            Interest::ALL,
-            &self.wakeup,
-            FollowConfig {
-                batch_size: self.config.batch_size,
-                ..FollowConfig::default()
-            },
-        );
+            self.wakeup.clone(),
+            self.config.clone(),
+            stop_reader,
+            batches,
+        ));
+        let mut position = last;
         let mut last_signed = Instant::now()
             .checked_sub(self.config.checkpoint_every)
             .unwrap_or_else(Instant::now);
@@ -174,10 +190,16 @@ impl Sealer {
             metrics::gauge!("lectern_ledger_checkpoint_size").set(s as f64);
         }
         loop {
-            let events = follower.read_text(&mut conn).await?;
-            if let Some(newest) = events.last() {
-                frontier = seal(&mut conn, &frontier, &events).await?;
-                follower.advance(newest.position);
+            let batch: Option<Vec<TextEvent>> = tokio::select! {
+                () = self.cancel.cancelled() => break,
+                b = next.recv() => Some(b.ok_or(SealError::ReaderStopped)??),
+                // Checkpoints and metrics are due while the log is quiet too.
+                () = tokio::time::sleep(Duration::from_millis(250)) => None,
+            };
+            if let Some(newest) = batch.as_ref().and_then(|b| b.last()) {
+                let events = batch.as_deref().unwrap_or_default();
+                frontier = seal(&mut conn, &frontier, events).await?;
+                position = newest.position;
                 metrics::counter!("lectern_ledger_sealed_events_total")
                     .increment(events.len() as u64);
                 metrics::gauge!("lectern_ledger_tree_size").set(frontier.size() as f64);
@@ -193,13 +215,18 @@ impl Sealer {
                 }
                 last_signed = Instant::now();
             }
-            if last_stats.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
-                stats(&mut conn, follower.position()).await?;
+            // The count scans what is left: every few seconds is enough.
+            if last_stats.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                stats(&mut conn, position).await?;
+                // Set again each time: a recorder installed after the
+                // sealer started has not seen the first settings.
+                metrics::gauge!("lectern_ledger_sealer_active").set(1.0);
+                metrics::gauge!("lectern_ledger_signing_halted").set(if halted {
+                    1.0
+                } else {
+                    0.0
+                });
                 last_stats = Some(Instant::now());
-            }
-            let full = events.len() as i64 >= self.config.batch_size;
-            if self.cancel.is_cancelled() || (!full && !follower.wait(&self.cancel).await) {
-                break;
             }
         }
         // Closing the connection releases the lock.
@@ -234,12 +261,9 @@ impl Sealer {
             }
         }
         let note = self.key.sign(size, root);
-        if let Some(dir) = &self.config.publish_dir {
-            if let Err(e) = publish(dir, size, &note) {
-                metrics::counter!("lectern_ledger_publish_failures_total").increment(1);
-                tracing::error!(dir = %dir.display(), error = %e, "cannot publish a ledger checkpoint");
-            }
-        }
+        // A synchronous commit: it also makes durable every batch sealed
+        // before it (those commit asynchronously), so a checkpoint is never
+        // published ahead of what it covers.
         sqlx::query!(
             "INSERT INTO ledger_checkpoints (size, root, note) VALUES ($1, $2, $3)",
             size as i64,
@@ -248,10 +272,73 @@ impl Sealer {
         )
         .execute(&mut *conn)
         .await?;
+        if let Some(dir) = &self.config.publish_dir {
+            if let Err(e) = publish(dir, size, &note) {
+                metrics::counter!("lectern_ledger_publish_failures_total").increment(1);
+                tracing::error!(dir = %dir.display(), error = %e, "cannot publish a ledger checkpoint");
+            }
+        }
         metrics::counter!("lectern_ledger_checkpoints_total").increment(1);
         metrics::gauge!("lectern_ledger_checkpoint_size").set(size as f64);
         tracing::debug!(size, "signed a ledger checkpoint");
         Ok(Some((size, root)))
+    }
+}
+
+/// Follow the log from `after` on a connection of its own, handing each
+/// batch to the sealer's writer in order; an error ends it (and the
+/// session). While the log is not behind it reads at most every
+/// `min_interval`.
+async fn read_ahead(
+    connect: PgConnectOptions,
+    after: Position,
+    wakeup: Wakeup,
+    config: SealerConfig,
+    cancel: CancellationToken,
+    batches: tokio::sync::mpsc::Sender<Result<Vec<TextEvent>, sqlx::Error>>,
+) {
+    let mut conn = match PgConnection::connect_with(&connect).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = batches.send(Err(e)).await;
+            return;
+        }
+    };
+    let mut follower = Follower::new(
+        after,
+        Interest::ALL,
+        &wakeup,
+        FollowConfig {
+            batch_size: config.batch_size,
+            ..FollowConfig::default()
+        },
+    );
+    loop {
+        let read_at = Instant::now();
+        let events = match follower.read_text(&mut conn).await {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = batches.send(Err(e)).await;
+                return;
+            }
+        };
+        let full = events.len() as i64 >= config.batch_size;
+        if let Some(newest) = events.last() {
+            follower.advance(newest.position);
+            if batches.send(Ok(events)).await.is_err() {
+                return;
+            }
+        }
+        if cancel.is_cancelled() || (!full && !follower.wait(&cancel).await) {
+            return;
+        }
+        if !full {
+            let rest = config.min_interval.saturating_sub(read_at.elapsed());
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(rest) => {}
+            }
+        }
     }
 }
 
@@ -295,6 +382,13 @@ async fn seal(
         runs.push(chunk.iter().flat_map(|h| h.0).collect::<Vec<u8>>());
     }
     let mut tx = conn.begin().await?;
+    // Sealed leaves are derived from committed events: a batch lost in a
+    // crash is sealed again, identically (the order below the xmin horizon
+    // is final). So the batch need not wait for its WAL flush; the next
+    // checkpoint's synchronous commit flushes it.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query!(
         "INSERT INTO ledger_leaves (seq, transaction_id, global_position, leaf_hash, payload_hash, metadata_hash)
          SELECT s, t::xid8, g, l, p, m

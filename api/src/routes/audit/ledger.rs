@@ -70,20 +70,43 @@ pub struct LedgerEvent {
     event_type: String,
     event_version: String,
     recorded_at: DateTime<Utc>,
-    /// The payload, exactly as PostgreSQL renders the stored jsonb: the text
-    /// the leaf commits to.
+    /// The payload, exactly as PostgreSQL renders the stored jsonb (the text
+    /// the leaf commits to), unless `masked`.
     #[schema(value_type = Object)]
     payload: Box<RawValue>,
-    /// The metadata (who, from where, why), as stored.
+    /// The metadata (who, from where, why), as stored unless `masked`.
     #[schema(value_type = Object)]
     metadata: Box<RawValue>,
+    /// Secrets (password hashes, tokens, keys) are redacted and emails and
+    /// phone numbers masked, as in the audit log: the payload or metadata
+    /// served is then not the text the leaf commits to. The exact text is in
+    /// an export bundle (`lectern audit export`), which is what verifies.
+    masked: bool,
+}
+
+/// The stored text if masking changes nothing; otherwise the masked JSON.
+fn masked(text: String) -> Result<(Box<RawValue>, bool), Problem> {
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(Problem::internal)?;
+    if !lectern_domain::mask::needs_masking(&value) {
+        return Ok((
+            RawValue::from_string(text).map_err(Problem::internal)?,
+            false,
+        ));
+    }
+    let text =
+        serde_json::to_string(&lectern_domain::mask::json(&value)).map_err(Problem::internal)?;
+    Ok((
+        RawValue::from_string(text).map_err(Problem::internal)?,
+        true,
+    ))
 }
 
 impl TryFrom<SealedEvent> for LedgerEvent {
     type Error = Problem;
 
     fn try_from(e: SealedEvent) -> Result<Self, Problem> {
-        let raw = |text: String| RawValue::from_string(text).map_err(Problem::internal);
+        let (payload, payload_masked) = masked(e.payload)?;
+        let (metadata, metadata_masked) = masked(e.metadata)?;
         Ok(Self {
             seq: e.seq,
             leaf_hash: e.leaf_hash.as_ref().map(hex),
@@ -97,8 +120,9 @@ impl TryFrom<SealedEvent> for LedgerEvent {
             event_type: e.event_type,
             event_version: e.event_version,
             recorded_at: e.recorded_at,
-            payload: raw(e.payload)?,
-            metadata: raw(e.metadata)?,
+            payload,
+            metadata,
+            masked: payload_masked || metadata_masked,
         })
     }
 }
@@ -266,9 +290,13 @@ pub struct StateView {
     aggregate_id: String,
     /// The last event folded into the state.
     version: u64,
-    /// The state, as the aggregate serialises it, folded by its own `apply`.
+    /// The state, as the aggregate serialises it, folded by its own
+    /// `apply`; secrets redacted and personal data masked as in the audit
+    /// log (then `masked`).
     #[schema(value_type = Object)]
     state: serde_json::Value,
+    /// Whether masking changed the state served.
+    masked: bool,
     /// The kept snapshot the fold started from; absent when it started from
     /// the first event.
     from_snapshot: Option<u64>,
@@ -370,11 +398,17 @@ async fn stream_state(
             ),
         ));
     }
+    let masked = lectern_domain::mask::needs_masking(&found.state);
     Ok(Json(StateView {
         aggregate_type,
         aggregate_id,
         version: found.version,
-        state: found.state,
+        masked,
+        state: if masked {
+            lectern_domain::mask::json(&found.state)
+        } else {
+            found.state
+        },
         from_snapshot: (found.snapshot_version > 0).then_some(found.snapshot_version),
         events_folded: found.version - found.snapshot_version,
         checkpoint: checkpoint.map(Into::into),
