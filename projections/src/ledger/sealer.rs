@@ -191,8 +191,14 @@ impl Sealer {
         }
         loop {
             let batch: Option<Vec<TextEvent>> = tokio::select! {
+                biased;
                 () = self.cancel.cancelled() => break,
-                b = next.recv() => Some(b.ok_or(SealError::ReaderStopped)??),
+                b = next.recv() => match b {
+                    Some(b) => Some(b?),
+                    // The reader stops at shutdown too.
+                    None if self.cancel.is_cancelled() => break,
+                    None => return Err(SealError::ReaderStopped),
+                },
                 // Checkpoints and metrics are due while the log is quiet too.
                 () = tokio::time::sleep(Duration::from_millis(250)) => None,
             };

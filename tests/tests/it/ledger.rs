@@ -412,6 +412,14 @@ async fn stream_history_pages_by_version_and_names_a_missing_stream() {
         )
         .await;
     assert_eq!(r.status(), 422);
+    for path in [
+        "/api/v1/audit/streams/User/a%00b/events",
+        "/api/v1/audit/streams/Us%00er/a/state?version=1",
+    ] {
+        let r = app.get(path, &admin.access_token).await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(json_of(r).await["code"], "bad_request");
+    }
 }
 
 /// A sealer of the test's own, on `db`.

@@ -127,6 +127,23 @@ impl TryFrom<SealedEvent> for LedgerEvent {
     }
 }
 
+/// A stream's path parameters: PostgreSQL text cannot hold a NUL, so one
+/// names no stream; 400 rather than a database error.
+fn check_stream(aggregate_type: &str, aggregate_id: &str) -> Result<(), Problem> {
+    for (name, value) in [
+        ("aggregate_type", aggregate_type),
+        ("aggregate_id", aggregate_id),
+    ] {
+        if value.contains('\0') {
+            return Err(Problem::new(
+                Code::BAD_REQUEST,
+                format!("The path parameter {name} holds a NUL character."),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn events(rows: Vec<SealedEvent>) -> Result<Vec<LedgerEvent>, Problem> {
     rows.into_iter().map(LedgerEvent::try_from).collect()
 }
@@ -225,6 +242,7 @@ async fn stream_events(
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Json<StreamPage>, Problem> {
     caller.authorize(&state, Action::AuditRead).await?;
+    check_stream(&aggregate_type, &aggregate_id)?;
     let limit = limit_of(q.limit)?;
     let from = q.from_version.unwrap_or(1);
     let to = q.to_version.unwrap_or(i64::MAX);
@@ -324,6 +342,7 @@ async fn stream_state(
     ApiQuery(q): ApiQuery<StateQuery>,
 ) -> Result<Json<StateView>, Problem> {
     caller.authorize(&state, Action::AuditRead).await?;
+    check_stream(&aggregate_type, &aggregate_id)?;
     crate::extract::check_time_param("at", q.at)?;
     match (q.version, q.at) {
         (Some(_), Some(_)) | (None, None) => {
