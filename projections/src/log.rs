@@ -139,6 +139,30 @@ pub struct TextEvent {
     pub metadata: String,
 }
 
+/// A [`TextEvent`] from a row of a checked query that selects the event's
+/// columns under their own names, the transaction id as `tx` and the payload
+/// and metadata as text.
+macro_rules! text_event {
+    ($r:expr) => {
+        $crate::log::TextEvent {
+            position: lectern_domain::Position {
+                transaction_id: $r.tx,
+                global_position: $r.global_position,
+            },
+            event_id: $r.event_id,
+            aggregate_type: $r.aggregate_type,
+            aggregate_id: $r.aggregate_id,
+            sequence: $r.sequence,
+            event_type: $r.event_type,
+            event_version: $r.event_version,
+            recorded_at: $r.recorded_at,
+            payload: $r.payload,
+            metadata: $r.metadata,
+        }
+    };
+}
+pub(crate) use text_event;
+
 /// The next `limit` events after `after` that can never again be preceded by
 /// a later commit (the same predicate and order as [`read_after`]), with
 /// their payload and metadata as text.
@@ -162,22 +186,5 @@ pub async fn read_text_after(
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| TextEvent {
-            position: Position {
-                transaction_id: r.tx,
-                global_position: r.global_position,
-            },
-            event_id: r.event_id,
-            aggregate_type: r.aggregate_type,
-            aggregate_id: r.aggregate_id,
-            sequence: r.sequence,
-            event_type: r.event_type,
-            event_version: r.event_version,
-            recorded_at: r.recorded_at,
-            payload: r.payload,
-            metadata: r.metadata,
-        })
-        .collect())
+    Ok(rows.into_iter().map(|r| text_event!(r)).collect())
 }

@@ -501,6 +501,23 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Wait until `check` holds, polling every 20 ms; fail the test naming
+/// `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Time travel on every stream of `pool`: the state at each sampled version,
 /// folded from the newest kept snapshot at or below it, must equal a fresh
 /// replay of events 1..N by the aggregate's own `apply`. Samples every

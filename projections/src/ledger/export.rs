@@ -7,17 +7,13 @@
 //! it was sealed at. Everything should be read in one snapshot: callers run
 //! it in a transaction of their own ([`snapshot`]).
 
-use std::borrow::Cow;
-
 use lectern_domain::Position;
 use lectern_ledger::bundle::{Line, Prefix, Sealed};
 use lectern_ledger::tree;
-use lectern_ledger::Envelope;
 use sqlx::{Connection, PgConnection};
 
-use uuid::Uuid;
-
-use super::{hash_of, LedgerError};
+use super::{envelope_of, hash_of, LedgerError};
+use crate::log::{text_event, TextEvent};
 
 /// Events read per query.
 const PAGE: i64 = 10_000;
@@ -42,27 +38,13 @@ struct Row {
     leaf_hash: Option<Vec<u8>>,
     payload_hash: Option<Vec<u8>>,
     metadata_hash: Option<Vec<u8>>,
-    event: Option<EventRow>,
-}
-
-struct EventRow {
-    tx: i64,
-    global_position: i64,
-    event_id: Uuid,
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    recorded_at_us: i64,
-    payload: String,
-    metadata: String,
+    event: Option<TextEvent>,
 }
 
 impl Row {
     fn position(&self) -> (i64, i64) {
         match &self.event {
-            Some(e) => (e.tx, e.global_position),
+            Some(e) => (e.position.transaction_id, e.position.global_position),
             None => (
                 self.sealed_tx.unwrap_or_default(),
                 self.sealed_position.unwrap_or_default(),
@@ -89,19 +71,7 @@ impl Row {
         };
         Ok(Line {
             seq: self.seq.map(|s| s as u64),
-            event: self.event.as_ref().map(|e| Envelope {
-                global_position: e.global_position,
-                transaction_id: e.tx as u64,
-                event_id: e.event_id,
-                aggregate_type: Cow::Borrowed(&e.aggregate_type),
-                aggregate_id: Cow::Borrowed(&e.aggregate_id),
-                sequence: e.sequence,
-                event_type: Cow::Borrowed(&e.event_type),
-                event_version: Cow::Borrowed(&e.event_version),
-                recorded_at_us: e.recorded_at_us,
-                payload: Cow::Borrowed(&e.payload),
-                metadata: Cow::Borrowed(&e.metadata),
-            }),
+            event: self.event.as_ref().map(envelope_of),
             sealed,
         })
     }
@@ -204,19 +174,7 @@ pub async fn export<E>(
                 leaf_hash: r.leaf_hash,
                 payload_hash: r.payload_hash,
                 metadata_hash: r.metadata_hash,
-                event: Some(EventRow {
-                    tx: r.tx,
-                    global_position: r.global_position,
-                    event_id: r.event_id,
-                    aggregate_type: r.aggregate_type,
-                    aggregate_id: r.aggregate_id,
-                    sequence: r.sequence,
-                    event_type: r.event_type,
-                    event_version: r.event_version,
-                    recorded_at_us: r.recorded_at.timestamp_micros(),
-                    payload: r.payload,
-                    metadata: r.metadata,
-                }),
+                event: Some(text_event!(r)),
             })
             .collect();
         for row in &rows {

@@ -12,10 +12,10 @@ use chrono::{DateTime, Utc};
 use lectern_domain::Position;
 use lectern_ledger::tree::{self, Frontier, MapReader};
 use lectern_ledger::Hash;
+pub use sealer::{envelope_of, Sealer, SealerConfig};
 use sqlx::{PgConnection, PgExecutor};
-use uuid::Uuid;
 
-pub use sealer::{Sealer, SealerConfig};
+use crate::log::{text_event, TextEvent};
 
 /// Stored hashes per `ledger_hashes` row at most (32 KiB).
 pub const HASHES_PER_ROW: usize = 1024;
@@ -141,6 +141,27 @@ pub async fn consistency_proof(
     Ok((from_root, to_root, proof))
 }
 
+/// A `ledger_checkpoints` row as read.
+struct StoredCheckpoint {
+    size: i64,
+    root: Vec<u8>,
+    note: String,
+    signed_at: DateTime<Utc>,
+}
+
+impl TryFrom<StoredCheckpoint> for CheckpointRow {
+    type Error = LedgerError;
+
+    fn try_from(r: StoredCheckpoint) -> Result<Self, LedgerError> {
+        Ok(Self {
+            size: r.size as u64,
+            root: hash_of(&r.root)?,
+            note: r.note,
+            signed_at: r.signed_at,
+        })
+    }
+}
+
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone)]
 pub struct CheckpointRow {
@@ -158,19 +179,13 @@ pub struct CheckpointRow {
 pub async fn latest_checkpoint<'e>(
     db: impl PgExecutor<'e>,
 ) -> Result<Option<CheckpointRow>, LedgerError> {
-    let row = sqlx::query!(
+    sqlx::query_as!(
+        StoredCheckpoint,
         "SELECT size, root, note, signed_at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1"
     )
     .fetch_optional(db)
-    .await?;
-    row.map(|r| {
-        Ok(CheckpointRow {
-            size: r.size as u64,
-            root: hash_of(&r.root)?,
-            note: r.note,
-            signed_at: r.signed_at,
-        })
-    })
+    .await?
+    .map(CheckpointRow::try_from)
     .transpose()
 }
 
@@ -179,21 +194,15 @@ pub async fn checkpoint_at<'e>(
     db: impl PgExecutor<'e>,
     at: DateTime<Utc>,
 ) -> Result<Option<CheckpointRow>, LedgerError> {
-    let row = sqlx::query!(
+    sqlx::query_as!(
+        StoredCheckpoint,
         "SELECT size, root, note, signed_at FROM ledger_checkpoints
           WHERE signed_at <= $1 ORDER BY signed_at DESC, size DESC LIMIT 1",
         at
     )
     .fetch_optional(db)
-    .await?;
-    row.map(|r| {
-        Ok(CheckpointRow {
-            size: r.size as u64,
-            root: hash_of(&r.root)?,
-            note: r.note,
-            signed_at: r.signed_at,
-        })
-    })
+    .await?
+    .map(CheckpointRow::try_from)
     .transpose()
 }
 
@@ -203,24 +212,18 @@ pub async fn checkpoints_after<'e>(
     after: u64,
     limit: i64,
 ) -> Result<Vec<CheckpointRow>, LedgerError> {
-    let rows = sqlx::query!(
+    sqlx::query_as!(
+        StoredCheckpoint,
         "SELECT size, root, note, signed_at FROM ledger_checkpoints
           WHERE size > $1 ORDER BY size LIMIT $2",
         after as i64,
         limit
     )
     .fetch_all(db)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(CheckpointRow {
-                size: r.size as u64,
-                root: hash_of(&r.root)?,
-                note: r.note,
-                signed_at: r.signed_at,
-            })
-        })
-        .collect()
+    .await?
+    .into_iter()
+    .map(CheckpointRow::try_from)
+    .collect()
 }
 
 /// The verifier keys that have signed checkpoints, oldest first.
@@ -256,33 +259,15 @@ pub async fn stream_version_within<'e>(
     Ok(v.map(|v| v as u64))
 }
 
-/// A sealed event as the audit API serves it.
+/// An event with its leaf, as the audit API serves it.
 #[derive(Debug, Clone)]
 pub struct SealedEvent {
     /// The leaf index; `None` for an event not sealed yet.
     pub seq: Option<u64>,
     /// The leaf hash; `None` for an event not sealed yet.
     pub leaf_hash: Option<Hash>,
-    /// The position.
-    pub position: Position,
-    /// The event id.
-    pub event_id: Uuid,
-    /// The aggregate type.
-    pub aggregate_type: String,
-    /// The aggregate id.
-    pub aggregate_id: String,
-    /// The stream version.
-    pub sequence: i64,
-    /// The event type.
-    pub event_type: String,
-    /// The payload's schema version.
-    pub event_version: String,
-    /// When it was recorded.
-    pub recorded_at: DateTime<Utc>,
-    /// `payload::text`.
-    pub payload: String,
-    /// `metadata::text`.
-    pub metadata: String,
+    /// The event, its payload and metadata as stored.
+    pub event: TextEvent,
 }
 
 /// Up to `limit` sealed events after leaf `after` (all from 0 when `None`),
@@ -309,19 +294,7 @@ pub async fn feed<'e>(
             Ok(SealedEvent {
                 seq: Some(r.seq as u64),
                 leaf_hash: Some(hash_of(&r.leaf_hash)?),
-                position: Position {
-                    transaction_id: r.tx,
-                    global_position: r.global_position,
-                },
-                event_id: r.event_id,
-                aggregate_type: r.aggregate_type,
-                aggregate_id: r.aggregate_id,
-                sequence: r.sequence,
-                event_type: r.event_type,
-                event_version: r.event_version,
-                recorded_at: r.recorded_at,
-                payload: r.payload,
-                metadata: r.metadata,
+                event: text_event!(r),
             })
         })
         .collect()
@@ -358,19 +331,7 @@ pub async fn stream_events<'e>(
             Ok(SealedEvent {
                 seq: r.seq.map(|s| s as u64),
                 leaf_hash: r.leaf_hash.as_deref().map(hash_of).transpose()?,
-                position: Position {
-                    transaction_id: r.tx,
-                    global_position: r.global_position,
-                },
-                event_id: r.event_id,
-                aggregate_type: r.aggregate_type,
-                aggregate_id: r.aggregate_id,
-                sequence: r.sequence,
-                event_type: r.event_type,
-                event_version: r.event_version,
-                recorded_at: r.recorded_at,
-                payload: r.payload,
-                metadata: r.metadata,
+                event: text_event!(r),
             })
         })
         .collect()

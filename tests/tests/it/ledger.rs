@@ -15,27 +15,12 @@ use lectern_ledger::{parse_hex_hash, tree, Envelope, Hash, LedgerKey, TrustedKey
 use lectern_projections::ledger::{export, Sealer, SealerConfig};
 use lectern_projections::Wakeup;
 use lectern_tests::{
-    json_of, lectern_bin, spawn_app_with, state_for, ServerProcess, TestApp, TestDb,
+    json_of, lectern_bin, spawn_app_with, state_for, wait_until, ServerProcess, TestApp, TestDb,
 };
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn scalar(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
@@ -448,6 +433,23 @@ async fn insert_event(conn: &mut PgConnection, id: &str) {
     .expect("insert an event");
 }
 
+/// A database whose `n` events were sealed and signed by a sealer of the
+/// test's own, stopped again so that the log holds still.
+async fn sealed_db(n: usize) -> (TestDb, std::sync::Arc<LedgerKey>) {
+    let db = TestDb::new().await;
+    let key = std::sync::Arc::new(LedgerKey::generate("test.invalid/ledger").expect("a key"));
+    for i in 0..n {
+        let mut conn = db.pool.acquire().await.expect("conn");
+        insert_event(&mut conn, &format!("e{i}")).await;
+    }
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(sealer(&db, &key, &cancel).run());
+    assert_eq!(settled(&db.pool).await, n as u64);
+    cancel.cancel();
+    task.await.expect("the sealer stops");
+    (db, key)
+}
+
 #[tokio::test]
 async fn out_of_order_commits_are_sealed_in_feed_order_once_each() {
     let db = TestDb::new().await;
@@ -580,19 +582,8 @@ async fn tampered(
 
 #[tokio::test]
 async fn each_tampering_as_the_owner_is_caught_with_its_own_finding() {
-    let db = TestDb::new().await;
-    let key = std::sync::Arc::new(LedgerKey::generate("test.invalid/ledger").expect("a key"));
-    let cancel = CancellationToken::new();
-    for i in 0..30 {
-        let mut conn = db.pool.acquire().await.expect("conn");
-        insert_event(&mut conn, &format!("e{i}")).await;
-    }
-    let task = tokio::spawn(sealer(&db, &key, &cancel).run());
-    let size = settled(&db.pool).await;
-    assert_eq!(size, 30);
-    // The sealer stops, so that the log holds still while it is tampered.
-    cancel.cancel();
-    task.await.expect("the sealer stops");
+    let (db, key) = sealed_db(30).await;
+    let size = 30;
     let vk = key_of(&key);
     let note: String =
         sqlx::query_scalar("SELECT note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
@@ -701,17 +692,7 @@ fn another_root() -> Hash {
 
 #[tokio::test]
 async fn the_sealer_refuses_to_sign_a_tree_inconsistent_with_its_last_checkpoint() {
-    let db = TestDb::new().await;
-    let key = std::sync::Arc::new(LedgerKey::generate("test.invalid/ledger").expect("a key"));
-    for i in 0..5 {
-        let mut conn = db.pool.acquire().await.expect("conn");
-        insert_event(&mut conn, &format!("e{i}")).await;
-    }
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(sealer(&db, &key, &cancel).run());
-    assert_eq!(settled(&db.pool).await, 5);
-    cancel.cancel();
-    task.await.expect("stops");
+    let (db, key) = sealed_db(5).await;
     // Someone with the database's keys signs a checkpoint of size 6 over
     // another history, before event 6 is sealed.
     let mut conn = db.pool.acquire().await.expect("conn");
@@ -843,17 +824,7 @@ async fn another_process_takes_over_sealing_when_the_holder_is_killed() {
 
 #[tokio::test]
 async fn the_cli_exports_a_bundle_that_verifies_offline_and_names_an_edit() {
-    let db = TestDb::new().await;
-    let key = std::sync::Arc::new(LedgerKey::generate("test.invalid/ledger").expect("a key"));
-    for i in 0..12 {
-        let mut conn = db.pool.acquire().await.expect("conn");
-        insert_event(&mut conn, &format!("e{i}")).await;
-    }
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(sealer(&db, &key, &cancel).run());
-    settled(&db.pool).await;
-    cancel.cancel();
-    task.await.expect("stops");
+    let (db, key) = sealed_db(12).await;
     let dir = std::env::temp_dir().join(format!("lectern-bundle-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
     let pubkey = dir.join("auditor.pub");

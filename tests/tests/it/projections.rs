@@ -12,7 +12,7 @@ use lectern_projections::Wakeup;
 use lectern_projections::{
     Interest, LogEvent, Projection, ProjectionError, RunnerHandle, RunnerState, Tables,
 };
-use lectern_tests::TestDb;
+use lectern_tests::{wait_until, TestDb};
 use sqlx::{Connection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -138,21 +138,6 @@ async fn log_order(pool: &PgPool) -> Vec<i64> {
     .fetch_all(pool)
     .await
     .expect("read log")
-}
-
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn wait_state(handle: &RunnerHandle, limit: Duration, pred: impl Fn(&RunnerState) -> bool) {

@@ -104,12 +104,13 @@ fn masked(text: String) -> Result<(Box<RawValue>, bool), Problem> {
 impl TryFrom<SealedEvent> for LedgerEvent {
     type Error = Problem;
 
-    fn try_from(e: SealedEvent) -> Result<Self, Problem> {
+    fn try_from(sealed: SealedEvent) -> Result<Self, Problem> {
+        let e = sealed.event;
         let (payload, payload_masked) = masked(e.payload)?;
         let (metadata, metadata_masked) = masked(e.metadata)?;
         Ok(Self {
-            seq: e.seq,
-            leaf_hash: e.leaf_hash.as_ref().map(hex),
+            seq: sealed.seq,
+            leaf_hash: sealed.leaf_hash.as_ref().map(hex),
             position: e.position.to_string(),
             transaction_id: e.position.transaction_id.to_string(),
             global_position: e.position.global_position,
@@ -272,7 +273,9 @@ async fn stream_events(
         ));
     }
     let next_from_version = match rows.last() {
-        Some(last) if (rows.len() as i64) == limit && last.sequence < to => Some(last.sequence + 1),
+        Some(last) if (rows.len() as i64) == limit && last.event.sequence < to => {
+            Some(last.event.sequence + 1)
+        }
         _ => None,
     };
     Ok(Json(StreamPage {
