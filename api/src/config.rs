@@ -548,8 +548,22 @@ impl LedgerConfig {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            crate::embedded::write_private(path, key.private_text())?;
-            tracing::warn!(path = %path.display(), "LECTERN_LEDGER_KEY is not set: generated a development ledger key");
+            // Written whole to a file of its own, then linked into place
+            // only if no key is there yet: of two processes starting on one
+            // data directory, one key wins and both use it.
+            let tmp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
+            crate::embedded::write_private(&tmp, key.private_text())?;
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "LECTERN_LEDGER_KEY is not set: generated a development ledger key");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot write {}", path.display()))
+                }
+            }
         }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;

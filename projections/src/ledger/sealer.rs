@@ -137,6 +137,7 @@ impl Sealer {
             if locked {
                 break;
             }
+            metrics::gauge!("lectern_ledger_sealer_active").set(0.0);
             tokio::select! {
                 () = self.cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(self.config.standby_poll) => {}

@@ -1154,3 +1154,31 @@ async fn time_travel_folds_from_kept_snapshots_to_what_a_full_replay_gives() {
     let again = json_of(app.get(&path, &auditor.access_token).await).await;
     assert_eq!(first, again);
 }
+
+#[test]
+fn processes_starting_on_one_data_directory_share_one_generated_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lectern-ledger-key-{}", Uuid::new_v4().simple()));
+    let config = LedgerConfig::default().in_data_dir(&dir);
+    let keys: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| config.key().expect("a key").public_text().to_owned()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a thread"))
+            .collect()
+    });
+    assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
+    let file = dir.join("ledger-key");
+    let stored =
+        LedgerKey::parse(&std::fs::read_to_string(&file).expect("the key file")).expect("a key");
+    assert_eq!(stored.public_text(), keys[0]);
+    assert_eq!(
+        std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    // Nothing else was left behind.
+    assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
