@@ -935,7 +935,11 @@ async fn time_travel_folds_from_kept_snapshots_to_what_a_full_replay_gives() {
         assert_eq!(status, 200);
     }
     // Channel: 510 messages (a snapshot every 500).
-    let tutor: Uuid = json_of(app.get("/api/v1/me", &live.tutor.access_token).await).await["id"]
+    let me = format!(
+        "/api/v1/me?consistent_with={}",
+        live.tutor.position.as_deref().expect("a position")
+    );
+    let tutor: Uuid = json_of(app.get(&me, &live.tutor.access_token).await).await["id"]
         .as_str()
         .and_then(|s| s.parse().ok())
         .expect("the tutor's id");
