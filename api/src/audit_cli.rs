@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use lectern_ledger::bundle::{self, Line};
-use lectern_ledger::verify::{Report, Verifier};
+use lectern_ledger::verify::Report;
 use lectern_ledger::{LedgerKey, SignedCheckpoint, TrustedKey};
 use lectern_projections::ledger::export;
 use sqlx::PgPool;
@@ -122,21 +122,9 @@ pub async fn verify_online(
     };
     let trusted = trusted_checkpoint(&key, trusted)?;
     let started = std::time::Instant::now();
-    let mut verifier = Verifier::default();
     let mut tx = export::snapshot(&mut conn).await?;
-    let exported = export::export(&mut tx, 0, |line: Line<'_>| {
-        verifier.push(line);
-        Ok::<(), std::convert::Infallible>(())
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = export::verify(&mut tx, &key, trusted.as_ref()).await?;
     tx.commit().await?;
-    let checkpoints: Vec<(String, String)> = exported
-        .checkpoints
-        .into_iter()
-        .map(|(size, note)| (format!("size {size}"), note))
-        .collect();
-    let report = verifier.finish(&checkpoints, &key, trusted.as_ref());
     Ok(print_report(&report, trusted.as_ref(), started.elapsed()))
 }
 

@@ -10,6 +10,8 @@
 use lectern_domain::Position;
 use lectern_ledger::bundle::{Line, Prefix, Sealed};
 use lectern_ledger::tree;
+use lectern_ledger::verify::{Report, Verifier};
+use lectern_ledger::{SignedCheckpoint, TrustedKey};
 use sqlx::{Connection, PgConnection};
 
 use super::{envelope_of, hash_of, LedgerError};
@@ -210,6 +212,33 @@ pub async fn export<E>(
         .collect();
     out.public_keys = super::public_keys(&mut *tx).await?;
     Ok(out)
+}
+
+/// Verify the log and the ledger as read on `tx` (see [`snapshot`]) with
+/// `key`, and `trusted` if given: the bundle's lines fed straight to the
+/// verifier (`lectern audit verify --online`).
+pub async fn verify(
+    tx: &mut PgConnection,
+    key: &TrustedKey,
+    trusted: Option<&SignedCheckpoint>,
+) -> Result<Report, LedgerError> {
+    let mut verifier = Verifier::default();
+    let exported = export(tx, 0, |line| {
+        verifier.push(line);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .await
+    .map_err(|e| match e {
+        ExportError::Ledger(e) => e,
+        ExportError::NoSuchLeaf(_) => unreachable!("an export from leaf 0 names no leaf"),
+        ExportError::Sink(never) => match never {},
+    })?;
+    let checkpoints: Vec<(String, String)> = exported
+        .checkpoints
+        .into_iter()
+        .map(|(size, note)| (format!("size {size}"), note))
+        .collect();
+    Ok(verifier.finish(&checkpoints, key, trusted))
 }
 
 /// Why an export stopped.

@@ -254,8 +254,7 @@ impl Sealer {
         let (size, root) = (frontier.size(), frontier.root());
         if let Some((old, old_root)) = previous {
             // The proof comes from the stored hashes, as an auditor's would.
-            let (_, _, proof) = super::consistency_proof(conn, old, size).await?;
-            let stored_old = super::root_at(conn, old).await?;
+            let (stored_old, _, proof) = super::consistency_proof(conn, old, size).await?;
             if stored_old != old_root || !tree::check_consistency(&proof, size, root, old, old_root)
             {
                 metrics::gauge!("lectern_ledger_signing_halted").set(1.0);

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lectern_api::config::{LedgerConfig, WorkerConfig};
-use lectern_ledger::verify::{Report, Verifier};
+use lectern_ledger::verify::Report;
 use lectern_ledger::{parse_hex_hash, tree, Envelope, Hash, LedgerKey, TrustedKey};
 use lectern_projections::ledger::{export, Sealer, SealerConfig};
 use lectern_projections::Wakeup;
@@ -530,19 +530,7 @@ async fn online_on(
     key: &TrustedKey,
     trusted: Option<&lectern_ledger::SignedCheckpoint>,
 ) -> Report {
-    let mut verifier = Verifier::default();
-    let exported = export::export(conn, 0, |line| {
-        verifier.push(line);
-        Ok::<(), std::convert::Infallible>(())
-    })
-    .await
-    .expect("export");
-    let notes: Vec<(String, String)> = exported
-        .checkpoints
-        .into_iter()
-        .map(|(s, n)| (s.to_string(), n))
-        .collect();
-    verifier.finish(&notes, key, trusted)
+    export::verify(conn, key, trusted).await.expect("export")
 }
 
 fn kinds(r: &Report) -> Vec<&'static str> {
