@@ -12,6 +12,11 @@ use lectern_projections::runner::{self, RunnerConfig, Runners};
 use lectern_projections::Wakeup;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc rather than glibc's malloc: the server allocates and frees many
+/// small buffers per request on every thread.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lectern: an event-sourced backend for live-tutoring platforms.
 ///
 /// Every command uses DATABASE_URL when it is set. Without it, Lectern starts

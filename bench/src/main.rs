@@ -19,6 +19,11 @@ use clap::{Parser, Subcommand};
 use lectern_api::config::DatabaseConfig;
 use lectern_api::server::{self, Database};
 
+/// mimalloc rather than glibc's malloc: the server allocates and frees many
+/// small buffers per request on every thread.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lectern's benchmarks. Each prints one JSON line.
 ///
 /// They use DATABASE_URL when it is set; without it, the private cluster

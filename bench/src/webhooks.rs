@@ -59,6 +59,10 @@ pub struct WebhooksBench {
     /// HTTP connections (each sends on a schedule of its own).
     #[arg(long, default_value_t = 32)]
     pub clients: usize,
+    /// Run the server without the ledger's sealer (to measure its share;
+    /// `lectern serve` runs it by default, and so does this benchmark).
+    #[arg(long)]
+    pub without_ledger: bool,
 }
 
 /// The figures of one run.
@@ -373,7 +377,9 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     http.billing.stripe_webhook_secrets = SECRET.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let cancel = CancellationToken::new();
     let state = AppState::new(pool.clone(), http, keyring);
-    let workers = Workers::start(&state, &WorkerConfig::default(), &cancel).await?;
+    let mut config = WorkerConfig::default();
+    config.ledger.run_ledger = !opts.without_ledger;
+    let workers = Workers::start(&state, &config, &cancel).await?;
     let server = serve(state.clone(), &cancel).await?;
     let url = format!("{}/api/v1/webhooks/stripe", server.base);
     let relay_url = relay(&cancel).await?;

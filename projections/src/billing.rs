@@ -3,7 +3,9 @@
 //! read them.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use lectern_domain::billing::invoice::{InvoiceEvent, InvoiceStatus};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -235,6 +237,294 @@ impl Projection for BillingProjection {
         }
         Ok(())
     }
+
+    /// Runs of the events a webhook load brings (payments, refunds and
+    /// status changes) are written set-wise: one upsert of their payment
+    /// rows, one update of their invoices (each to its last value, reading
+    /// the totals before it) and one upsert of the revenue they move, the
+    /// same rows as applying them one by one. Every other event is applied
+    /// alone, in its place.
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        t: &Tables,
+        events: &[&LogEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut run = Vec::new();
+        for event in events {
+            match Change::of(event)? {
+                Some(change) => run.push(change),
+                None => {
+                    write_run(conn, t, &mut run).await?;
+                    self.apply(conn, t, event).await?;
+                }
+            }
+        }
+        write_run(conn, t, &mut run).await
+    }
+}
+
+/// An event [`BillingProjection::apply_all`] writes set-wise.
+struct Change {
+    invoice: Uuid,
+    at: DateTime<Utc>,
+    version: i64,
+    what: Changed,
+}
+
+enum Changed {
+    /// A payment row and the total Stripe's cumulative amount sets.
+    Money {
+        kind: &'static str,
+        reference: String,
+        amount: i64,
+        created: i64,
+        reconciled: bool,
+        total: Total,
+        value: i64,
+    },
+    Status(InvoiceStatus),
+}
+
+impl Change {
+    fn of(event: &LogEvent) -> Result<Option<Self>, ProjectionError> {
+        if !matches!(
+            event.event_type.as_str(),
+            "PaymentApplied"
+                | "PaymentReconciled"
+                | "RefundApplied"
+                | "InvoicePaid"
+                | "InvoiceVoided"
+                | "InvoiceMarkedUncollectible"
+        ) {
+            return Ok(None);
+        }
+        let what = match decode::<InvoiceEvent>(event)? {
+            InvoiceEvent::PaymentApplied {
+                payment_ref,
+                amount_received,
+                created,
+                amount_paid,
+            }
+            | InvoiceEvent::PaymentReconciled {
+                payment_ref,
+                amount_received,
+                created,
+                amount_paid,
+            } => Changed::Money {
+                kind: "payment",
+                reference: payment_ref,
+                amount: amount_received,
+                created,
+                reconciled: event.event_type == "PaymentReconciled",
+                total: Total::Paid,
+                value: amount_paid,
+            },
+            InvoiceEvent::RefundApplied {
+                charge_ref,
+                amount_refunded,
+                created,
+                total_refunded,
+                ..
+            } => Changed::Money {
+                kind: "refund",
+                reference: charge_ref,
+                amount: amount_refunded,
+                created,
+                reconciled: false,
+                total: Total::Refunded,
+                value: total_refunded,
+            },
+            InvoiceEvent::InvoicePaid { .. } => Changed::Status(InvoiceStatus::Paid),
+            InvoiceEvent::InvoiceVoided { .. } => Changed::Status(InvoiceStatus::Void),
+            InvoiceEvent::InvoiceMarkedUncollectible { .. } => {
+                Changed::Status(InvoiceStatus::Uncollectible)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Self {
+            invoice: uuid_of(event)?,
+            at: event.recorded_at,
+            version: event.sequence,
+            what,
+        }))
+    }
+}
+
+/// An invoice's row after a run: each field as the run's last event that
+/// sets it left it.
+#[derive(Default)]
+struct Patch {
+    paid: Option<i64>,
+    refunded: Option<i64>,
+    status: Option<&'static str>,
+    at: Option<DateTime<Utc>>,
+    version: i64,
+    /// Whether the run sets a total (so the row must exist, as
+    /// [`total`] requires).
+    totals: bool,
+}
+
+/// Write `run` (and empty it): what applying its events one by one writes.
+async fn write_run(
+    conn: &mut PgConnection,
+    t: &Tables,
+    run: &mut Vec<Change>,
+) -> Result<(), ProjectionError> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    // Payment rows: the last report per (invoice, kind, reference) wins.
+    let mut rows: HashMap<(Uuid, &str, &str), &Change> = HashMap::new();
+    // Invoices, in the order the run first touches them.
+    let mut patches: Vec<(Uuid, Patch)> = Vec::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    for change in run.iter() {
+        let i = *index.entry(change.invoice).or_insert_with(|| {
+            patches.push((change.invoice, Patch::default()));
+            patches.len() - 1
+        });
+        let patch = &mut patches[i].1;
+        (patch.at, patch.version) = (Some(change.at), change.version);
+        match &change.what {
+            Changed::Money {
+                kind,
+                reference,
+                total,
+                value,
+                ..
+            } => {
+                rows.insert((change.invoice, kind, reference), change);
+                patch.totals = true;
+                match total {
+                    Total::Paid => patch.paid = Some(*value),
+                    Total::Refunded => patch.refunded = Some(*value),
+                }
+            }
+            Changed::Status(status) => patch.status = Some(status.as_str()),
+        }
+    }
+    if !rows.is_empty() {
+        let m: Vec<(Uuid, &str, &str, i64, i64, DateTime<Utc>, bool)> = rows
+            .into_values()
+            .filter_map(|c| match &c.what {
+                Changed::Money {
+                    kind,
+                    reference,
+                    amount,
+                    created,
+                    reconciled,
+                    ..
+                } => Some((
+                    c.invoice,
+                    *kind,
+                    reference.as_str(),
+                    *amount,
+                    *created,
+                    c.at,
+                    *reconciled,
+                )),
+                Changed::Status(_) => None,
+            })
+            .collect();
+        sqlx::query(&format!(
+            "INSERT INTO {} (invoice_id, kind, reference, amount, code, stripe_created, recorded_at, reconciled)
+             SELECT id, kind, reference, amount, NULL, created, at, reconciled
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::timestamptz[],
+                           $7::boolean[]) AS u(id, kind, reference, amount, created, at, reconciled)
+             ON CONFLICT (invoice_id, kind, reference) DO UPDATE
+                SET amount = EXCLUDED.amount, code = EXCLUDED.code,
+                    stripe_created = EXCLUDED.stripe_created, recorded_at = EXCLUDED.recorded_at,
+                    reconciled = EXCLUDED.reconciled",
+            t.get(PAYMENTS)
+        ))
+        .bind(m.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.3).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.4).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.5).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.6).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    // The invoices, each updated once; `b` reads the row as it was before.
+    let before: Vec<(Uuid, i64, i64, String)> = sqlx::query_as(&format!(
+        "UPDATE {invoices} i
+            SET amount_paid = coalesce(u.paid, i.amount_paid),
+                amount_refunded = coalesce(u.refunded, i.amount_refunded),
+                status = coalesce(u.status, i.status), updated_at = u.at, version = u.version
+           FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::timestamptz[], $6::int8[])
+                  AS u(id, paid, refunded, status, at, version),
+                {invoices} b
+          WHERE i.id = u.id AND b.id = u.id
+      RETURNING i.id, b.amount_paid, b.amount_refunded, b.currency",
+        invoices = t.get(INVOICES)
+    ))
+    .bind(patches.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(patches.iter().map(|(_, p)| p.paid).collect::<Vec<_>>())
+    .bind(patches.iter().map(|(_, p)| p.refunded).collect::<Vec<_>>())
+    .bind(patches.iter().map(|(_, p)| p.status).collect::<Vec<_>>())
+    .bind(patches.iter().map(|(_, p)| p.at).collect::<Vec<_>>())
+    .bind(patches.iter().map(|(_, p)| p.version).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut before: HashMap<Uuid, (i64, i64, String)> = before
+        .into_iter()
+        .map(|(id, paid, refunded, currency)| (id, (paid, refunded, currency)))
+        .collect();
+    if let Some((id, _)) = patches
+        .iter()
+        .find(|(id, p)| p.totals && !before.contains_key(id))
+    {
+        return Err(ProjectionError::Invalid(format!(
+            "invoice {id} is not in the read model"
+        )));
+    }
+    // Revenue: each total's steps, event by event, summed per day and currency.
+    let mut moved: HashMap<(NaiveDate, String, &'static str), i64> = HashMap::new();
+    for change in run.iter() {
+        let Changed::Money { total, value, .. } = &change.what else {
+            continue;
+        };
+        let Some((paid, refunded, currency)) = before.get_mut(&change.invoice) else {
+            continue;
+        };
+        let (last, column) = match total {
+            Total::Paid => (paid, "paid"),
+            Total::Refunded => (refunded, "refunded"),
+        };
+        let day = change.at.date_naive();
+        *moved.entry((day, currency.clone(), column)).or_default() += *value - *last;
+        *last = *value;
+    }
+    moved.retain(|_, amount| *amount != 0);
+    if !moved.is_empty() {
+        let moved: Vec<_> = moved.into_iter().collect();
+        let amount = |column: &str| -> Vec<i64> {
+            moved
+                .iter()
+                .map(|((_, _, c), a)| if *c == column { *a } else { 0 })
+                .collect()
+        };
+        sqlx::query(&format!(
+            "INSERT INTO {revenue} AS r (day, currency, paid, refunded)
+             SELECT day, currency, sum(paid), sum(refunded)
+               FROM unnest($1::date[], $2::text[], $3::int8[], $4::int8[]) AS u(day, currency, paid, refunded)
+              GROUP BY day, currency
+             ON CONFLICT (day, currency) DO UPDATE
+                SET paid = r.paid + EXCLUDED.paid, refunded = r.refunded + EXCLUDED.refunded",
+            revenue = t.get(REVENUE),
+        ))
+        .bind(moved.iter().map(|((d, _, _), _)| *d).collect::<Vec<_>>())
+        .bind(moved.iter().map(|((_, c, _), _)| c.as_str()).collect::<Vec<_>>())
+        .bind(amount("paid"))
+        .bind(amount("refunded"))
+        .execute(&mut *conn)
+        .await?;
+    }
+    run.clear();
+    Ok(())
 }
 
 /// A running total of an invoice that Stripe's cumulative amounts set.

@@ -84,6 +84,12 @@ pub struct FollowConfig {
     /// right after activity a follower looks again soon rather than waiting
     /// for a notification that may not come.
     pub active_poll: Duration,
+    /// After a read that found events, the least pause before the next read,
+    /// whatever wakes the follower meanwhile: on a busy log a NOTIFY comes
+    /// with nearly every commit, and a follower that reads at each one reads
+    /// a few events at a time, each read a round trip and a transaction. Zero
+    /// (the default) reads again at the first wake-up.
+    pub settle: Duration,
 }
 
 impl Default for FollowConfig {
@@ -92,6 +98,7 @@ impl Default for FollowConfig {
             batch_size: 500,
             idle_poll: Duration::from_millis(500),
             active_poll: Duration::from_millis(20),
+            settle: Duration::ZERO,
         }
     }
 }
@@ -164,8 +171,15 @@ impl Follower {
     }
 
     /// Wait for more events: a NOTIFY, or the poll interval (short right
-    /// after a read that found events). `false` when `cancel` fired.
+    /// after a read that found events, and then at least `settle`). `false`
+    /// when `cancel` fired.
     pub async fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        if self.found && !self.config.settle.is_zero() {
+            return tokio::select! {
+                () = cancel.cancelled() => false,
+                () = tokio::time::sleep(self.config.settle) => true,
+            };
+        }
         let wait = if self.found {
             self.config.active_poll
         } else {

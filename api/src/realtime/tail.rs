@@ -34,6 +34,7 @@ pub async fn run(pool: PgPool, hub: Arc<Hub>, wakeup: Wakeup, cancel: Cancellati
         batch_size: 1000,
         idle_poll: POLL,
         active_poll: Duration::from_millis(5),
+        ..FollowConfig::default()
     };
     let mut log: Option<Follower> = None;
     let mut epoch_at = Instant::now();

@@ -38,13 +38,27 @@ use crate::auth::Auth;
 use crate::config::{HttpConfig, WorkerConfig};
 use crate::problem::Code;
 
-/// What every handler can reach. Cheap to clone: it is all `Arc`s and pools.
+/// What every handler can reach: one `Arc`, so that the clone each request
+/// takes is one reference count, not one per service and pool. Its fields
+/// are [`Shared`]'s.
 ///
 /// Building it starts nothing: the background work that keeps it current
 /// (the revocation watcher, limiter pruning, projections, process managers,
 /// the contexts' workers) is started by [`crate::workers::Workers`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The services, pools and settings behind an [`AppState`].
+#[derive(Clone)]
+pub struct Shared {
     /// The primary database: commands, the log, checkpoints, health.
     pub pool: PgPool,
     /// Where queries served from read models go: a hot-standby replica when
@@ -73,7 +87,7 @@ pub struct AppState {
 impl AppState {
     /// Serve read-model queries from `read_pool` (a streaming replica).
     pub fn with_read_pool(mut self, read_pool: PgPool) -> Self {
-        self.read_pool = read_pool;
+        Arc::make_mut(&mut self.0).read_pool = read_pool;
         self
     }
 
@@ -84,7 +98,7 @@ impl AppState {
         let identity = IdentityService::new(pool.clone()).with_observer(Arc::new(
             move |user, version, event| seen.observe(user, version, event),
         ));
-        Self {
+        Self(Arc::new(Shared {
             identity,
             classroom: ClassroomService::new(&pool),
             realtime: Arc::new(crate::realtime::Hub::new(http.realtime.clone())),
@@ -100,7 +114,7 @@ impl AppState {
             pool,
             http: Arc::new(http),
             auth,
-        }
+        }))
     }
 }
 

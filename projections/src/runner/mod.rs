@@ -18,7 +18,7 @@ pub use checkpoint::{rebuild_requested, request_rebuild};
 pub use lock::try_lock;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lectern_domain::Position;
 use sqlx::postgres::PgConnectOptions;
@@ -46,6 +46,13 @@ pub struct RunnerConfig {
     /// `20261122000004`), so right after activity the runner looks again soon
     /// rather than waiting for a notification that may not come.
     pub active_poll_interval: Duration,
+    /// After a round that applied events, the least pause before the next
+    /// one (see [`FollowConfig::settle`]): under load a runner then applies
+    /// larger batches, at the cost of at most this much more lag.
+    pub settle: Duration,
+    /// How often an active runner looks for a requested rebuild while the
+    /// log keeps it busy (an idle runner looks at every wake-up).
+    pub rebuild_check_interval: Duration,
     /// How often a standby runner tries to take over.
     pub standby_interval: Duration,
     /// The first wait after a failure; it doubles up to `max_backoff`.
@@ -61,6 +68,7 @@ impl RunnerConfig {
             batch_size: self.batch_size,
             idle_poll: self.poll_interval,
             active_poll: self.active_poll_interval,
+            settle: self.settle,
         }
     }
 }
@@ -71,6 +79,8 @@ impl Default for RunnerConfig {
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
             active_poll_interval: Duration::from_millis(20),
+            settle: Duration::from_millis(10),
+            rebuild_check_interval: Duration::from_millis(250),
             standby_interval: Duration::from_millis(500),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
@@ -105,6 +115,9 @@ pub struct RunnerHandle {
     /// Its task.
     pub task: JoinHandle<()>,
 }
+
+/// How often a runner reads the log's head for its lag gauge.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts runners for a set of projections.
 pub struct Runners {
@@ -226,42 +239,66 @@ impl Runner {
         );
         let live = Tables::live(self.projection.tables());
         let mut backoff = self.config.min_backoff;
+        // Whether the checkpoint row says `running` (every committed batch
+        // sets it too), when the rebuild flag and the head were last read,
+        // and whether the last round applied events.
+        let mut marked = false;
+        let mut rebuild_checked: Option<Instant> = None;
+        let mut lag_reported: Option<Instant> = None;
+        let mut busy = false;
         loop {
             if self.cancel.is_cancelled() {
                 return Exit::Cancelled;
             }
-            match rebuild_requested(&mut *conn, name).await {
-                Ok(true) => match self.rebuild(conn).await {
-                    Ok(Some(position)) => {
-                        log.seek(position);
-                        backoff = self.config.min_backoff;
-                        continue;
-                    }
-                    Ok(None) => return Exit::Cancelled,
-                    Err(RunError::Connection(e)) => return Exit::ConnectionLost(e),
-                    // A rebuild that fails starts again from zero next time.
-                    Err(RunError::Apply { event, error, .. }) => {
-                        if let Some(exit) = self.fail(conn, &event, &error, &mut backoff).await {
-                            return exit;
+            let check = !busy
+                || rebuild_checked
+                    .is_none_or(|at| at.elapsed() >= self.config.rebuild_check_interval);
+            if check {
+                rebuild_checked = Some(Instant::now());
+                match rebuild_requested(&mut *conn, name).await {
+                    Ok(true) => {
+                        marked = false;
+                        match self.rebuild(conn).await {
+                            Ok(Some(position)) => {
+                                log.seek(position);
+                                backoff = self.config.min_backoff;
+                                continue;
+                            }
+                            Ok(None) => return Exit::Cancelled,
+                            Err(RunError::Connection(e)) => return Exit::ConnectionLost(e),
+                            // A rebuild that fails starts again from zero next time.
+                            Err(RunError::Apply { event, error, .. }) => {
+                                if let Some(exit) =
+                                    self.fail(conn, &event, &error, &mut backoff).await
+                                {
+                                    return exit;
+                                }
+                                continue;
+                            }
                         }
-                        continue;
                     }
-                },
-                Ok(false) => {}
-                Err(e) => return Exit::ConnectionLost(e),
+                    Ok(false) => {}
+                    Err(e) => return Exit::ConnectionLost(e),
+                }
             }
-            // Drain: batch after batch until the readable log is exhausted.
+            // Drain: batch after batch until the readable log is exhausted (a
+            // batch shorter than the batch size read all there was).
             let mut failed = false;
+            busy = false;
             loop {
                 match apply_batch(conn, &*self.projection, &live, &mut log, true).await {
-                    Ok(1..) => {
+                    Ok(n @ 1..) => {
                         backoff = self.config.min_backoff;
+                        (marked, busy) = (true, true);
                         let checkpoint = log.position();
                         self.state.send_replace(RunnerState::Active(checkpoint));
                         metrics::gauge!("lectern_projection_position", "projection" => name)
                             .set(checkpoint.global_position as f64);
                         if self.cancel.is_cancelled() {
                             return Exit::Cancelled;
+                        }
+                        if (n as i64) < self.config.batch_size {
+                            break;
                         }
                     }
                     Ok(0) => {
@@ -272,7 +309,7 @@ impl Runner {
                     Err(RunError::Apply { event, error, .. }) => {
                         // The follower has moved past what the batch did
                         // commit, so those events are not applied twice.
-                        failed = true;
+                        (failed, marked) = (true, false);
                         if let Some(exit) = self.fail(conn, &event, &error, &mut backoff).await {
                             return exit;
                         }
@@ -282,13 +319,18 @@ impl Runner {
             }
             // A failed runner goes straight back to its batch (fail() waited).
             if !failed {
-                match mark_running(conn, name).await {
-                    Ok(()) => {}
-                    Err(e) => return Exit::ConnectionLost(e),
+                if !marked {
+                    match mark_running(conn, name).await {
+                        Ok(()) => marked = true,
+                        Err(e) => return Exit::ConnectionLost(e),
+                    }
                 }
-                if let Ok(head) = log::head(conn).await {
-                    metrics::gauge!("lectern_projection_lag_events", "projection" => name)
-                        .set((head - log.position().global_position).max(0) as f64);
+                if lag_reported.is_none_or(|at| at.elapsed() >= LAG_REPORT_INTERVAL) {
+                    lag_reported = Some(Instant::now());
+                    if let Ok(head) = log::head(conn).await {
+                        metrics::gauge!("lectern_projection_lag_events", "projection" => name)
+                            .set((head - log.position().global_position).max(0) as f64);
+                    }
                 }
                 if !log.wait(&self.cancel).await {
                     return Exit::Cancelled;

@@ -1235,3 +1235,186 @@ async fn an_enrolment_invoice_is_due_the_configured_time_before_the_lesson_start
     // (The read model keeps microseconds; the event, nanoseconds.)
     assert_eq!((recorded - due).num_microseconds(), Some(0));
 }
+
+/// Every row of the billing projection's tables, as JSON text, in key order.
+async fn billing_rows(conn: &mut sqlx::PgConnection) -> Vec<String> {
+    let mut rows = Vec::new();
+    for sql in [
+        "SELECT row_to_json(x)::text FROM (SELECT * FROM invoices ORDER BY id) x",
+        "SELECT row_to_json(x)::text FROM (SELECT * FROM payments ORDER BY invoice_id, kind, reference) x",
+        "SELECT row_to_json(x)::text FROM (SELECT * FROM analytics.revenue_daily ORDER BY day, currency) x",
+    ] {
+        let more: Vec<String> = sqlx::query_scalar(sql)
+            .fetch_all(&mut *conn)
+            .await
+            .expect("rows");
+        rows.extend(more);
+    }
+    rows
+}
+
+/// The billing projection writes runs of payments, refunds and status
+/// changes set-wise (`apply_all`): the rows must be exactly those of
+/// applying each event alone. The log holds, for one invoice, two reports of
+/// one PaymentIntent (cumulative), a second PaymentIntent that pays it, two
+/// reports of one refunded charge; a second invoice voided, and a third in
+/// another currency paid at once.
+#[tokio::test]
+async fn the_billing_projection_writes_a_batch_as_it_writes_each_event() {
+    use lectern_projections::billing::BillingProjection;
+    use lectern_projections::log::read_after;
+    use lectern_projections::{Interest, Projection, Tables};
+    use sqlx::Connection;
+
+    let db = lectern_tests::TestDb::new().await;
+    let state = lectern_tests::state_for(&db, lectern_api::config::HttpConfig::for_tests());
+    let meta = lectern_domain::EventMetadata::system("test");
+    let (a, b, c) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    let eur = Currency::parse("eur").expect("eur");
+    let usd = Currency::parse("usd").expect("usd");
+    for (id, currency) in [(a, &eur), (b, &eur), (c, &usd)] {
+        let create = InvoiceCommand::Create {
+            payer_id: uuid::Uuid::new_v4(),
+            currency: currency.clone(),
+            lines: vec![Line {
+                lesson_id: uuid::Uuid::new_v4(),
+                description: "Lesson".to_owned(),
+                amount_minor: 1500,
+            }],
+            due_at: chrono::Utc::now() + chrono::Duration::days(1),
+            finalize: true,
+        };
+        state
+            .billing
+            .execute(id, create, &meta)
+            .await
+            .expect("create");
+    }
+    let pay = |payment_ref: &str, amount: i64, currency: &Currency, created: i64| {
+        InvoiceCommand::ApplyPayment {
+            payment_ref: payment_ref.to_owned(),
+            amount_received: amount,
+            currency: currency.clone(),
+            created,
+            reconciled: false,
+        }
+    };
+    let refund = |amount: i64, created: i64| InvoiceCommand::ApplyRefund {
+        charge_ref: "ch_b".to_owned(),
+        payment_ref: Some("pi_b".to_owned()),
+        amount_refunded: amount,
+        currency: eur.clone(),
+        created,
+    };
+    let commands = [
+        (a, pay("pi_a", 300, &eur, 10)),
+        (a, pay("pi_a", 500, &eur, 11)),
+        (
+            b,
+            InvoiceCommand::Void {
+                reason: "reissued".to_owned(),
+            },
+        ),
+        (a, pay("pi_b", 1000, &eur, 12)),
+        (c, pay("pi_c", 1500, &usd, 13)),
+        (a, refund(200, 14)),
+        (a, refund(450, 15)),
+    ];
+    for (id, command) in commands {
+        state
+            .billing
+            .execute(id, command, &meta)
+            .await
+            .expect("command");
+    }
+
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let events = read_after(
+        &mut conn,
+        lectern_domain::Position::ZERO,
+        10_000,
+        Interest::ALL,
+    )
+    .await
+    .expect("log");
+    let invoices: Vec<_> = events
+        .iter()
+        .filter(|e| e.aggregate_type == "Invoice")
+        .collect();
+    let types: Vec<&str> = invoices.iter().map(|e| e.event_type.as_str()).collect();
+    for t in [
+        "PaymentApplied",
+        "InvoicePaid",
+        "RefundApplied",
+        "InvoiceVoided",
+    ] {
+        assert!(types.contains(&t), "the log holds {t}: {types:?}");
+    }
+    let projection = BillingProjection;
+    let tables = Tables::live(projection.tables());
+    let mut tx = conn.begin().await.expect("begin");
+    for event in &invoices {
+        projection
+            .apply(&mut tx, &tables, event)
+            .await
+            .expect("apply");
+    }
+    let one_by_one = billing_rows(&mut tx).await;
+    tx.rollback().await.expect("rollback");
+    let mut tx = conn.begin().await.expect("begin");
+    projection
+        .apply_all(&mut tx, &tables, &invoices)
+        .await
+        .expect("apply_all");
+    let set_wise = billing_rows(&mut tx).await;
+    tx.rollback().await.expect("rollback");
+    assert_eq!(set_wise, one_by_one);
+
+    // And the rows are right, not merely alike.
+    let row = |id: uuid::Uuid| {
+        let prefix = format!("{{\"id\":\"{id}\"");
+        let text = set_wise
+            .iter()
+            .find(|r| r.starts_with(&prefix))
+            .expect("invoice row");
+        serde_json::from_str::<Value>(text).expect("json")
+    };
+    let (ra, rb, rc) = (row(a), row(b), row(c));
+    assert_eq!(
+        (&ra["status"], &ra["amount_paid"], &ra["amount_refunded"]),
+        (&json!("paid"), &json!(1500), &json!(450))
+    );
+    assert_eq!(rb["status"], "void");
+    assert_eq!(
+        (&rc["status"], &rc["amount_paid"]),
+        (&json!("paid"), &json!(1500))
+    );
+    let revenue: Vec<Value> = set_wise
+        .iter()
+        .filter(|r| r.starts_with("{\"day\""))
+        .map(|r| serde_json::from_str(r).expect("json"))
+        .collect();
+    let of = |currency: &str| {
+        revenue
+            .iter()
+            .find(|r| r["currency"] == currency)
+            .cloned()
+            .expect("revenue row")
+    };
+    assert_eq!(
+        (
+            &of("eur")["invoiced"],
+            &of("eur")["paid"],
+            &of("eur")["refunded"]
+        ),
+        (&json!(3000), &json!(1500), &json!(450))
+    );
+    assert_eq!(
+        (&of("usd")["paid"], &of("usd")["refunded"]),
+        (&json!(1500), &json!(0))
+    );
+}
