@@ -365,6 +365,10 @@ struct Patch {
     totals: bool,
 }
 
+/// A `payments` row: invoice, kind, reference, amount, Stripe's `created`,
+/// recorded at, reconciled.
+type PaymentRow<'a> = (Uuid, &'a str, &'a str, i64, i64, DateTime<Utc>, bool);
+
 /// Write `run` (and empty it): what applying its events one by one writes.
 async fn write_run(
     conn: &mut PgConnection,
@@ -405,7 +409,7 @@ async fn write_run(
         }
     }
     if !rows.is_empty() {
-        let m: Vec<(Uuid, &str, &str, i64, i64, DateTime<Utc>, bool)> = rows
+        let m: Vec<PaymentRow<'_>> = rows
             .into_values()
             .filter_map(|c| match &c.what {
                 Changed::Money {

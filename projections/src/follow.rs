@@ -21,7 +21,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{self, LogEvent};
+use crate::log;
 use crate::projection::Interest;
 
 /// The NOTIFY channel the events table's insert trigger signals.
@@ -140,17 +140,16 @@ impl Follower {
         self.interest
     }
 
-    /// The next events after the position, through `conn` (which may be in a
-    /// transaction). The position does not move: call [`Self::advance`] once
-    /// the events have been taken into account, so that a failure reads them
-    /// again.
-    pub async fn read(&mut self, conn: &mut PgConnection) -> Result<Vec<LogEvent>, sqlx::Error> {
+    /// The next events after the position that its interest names, through
+    /// `conn` (which may be in a transaction), and how far the read went.
+    /// The position does not move: call [`Self::advance`] once the events
+    /// have been taken into account, so that a failure reads them again.
+    pub async fn read(&mut self, conn: &mut PgConnection) -> Result<log::Read, sqlx::Error> {
         // A wake-up that arrives from now on is for events this read may miss.
         self.wakeup.borrow_and_update();
-        let events =
-            log::read_after(conn, self.after, self.config.batch_size, self.interest).await?;
-        self.found = !events.is_empty();
-        Ok(events)
+        let read = log::read_after(conn, self.after, self.config.batch_size, self.interest).await?;
+        self.found = read.scanned > 0;
+        Ok(read)
     }
 
     /// [`Self::read`], with each payload and metadata as PostgreSQL's text

@@ -64,46 +64,99 @@ SELECT event_id, transaction_id::text::bigint AS tx, global_position, aggregate_
  ORDER BY transaction_id, global_position
  LIMIT $3";
 
+/// The same `$3` events as [`READ`], of which only those of the aggregate
+/// types `$4` come back, and the last whatever its type (without its payload
+/// unless wanted), so that the reader can move past the others; `scanned`
+/// counts them all.
+const READ_WANTED: &str = "
+SELECT event_id, tx, global_position, aggregate_type, aggregate_id, sequence, event_type,
+       event_version, payload, metadata, recorded_at, wanted, scanned
+  FROM (SELECT e.*, lead(e.global_position) OVER (ORDER BY e.transaction_id, e.global_position) IS NULL AS last,
+               count(*) OVER () AS scanned
+          FROM (SELECT event_id, transaction_id, transaction_id::text::bigint AS tx, global_position,
+                       aggregate_type, aggregate_id, sequence, event_type, event_version,
+                       aggregate_type = ANY($4) AS wanted,
+                       CASE WHEN $5 AND aggregate_type = ANY($4) THEN payload END AS payload,
+                       CASE WHEN $5 AND aggregate_type = ANY($4) THEN metadata END AS metadata,
+                       recorded_at
+                  FROM events
+                 WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY transaction_id, global_position
+                 LIMIT $3) e) x
+ WHERE wanted OR last
+ ORDER BY tx, global_position";
+
+/// One read of the log.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// The events read that the reader's interest names, in log order.
+    pub events: Vec<LogEvent>,
+    /// The position of the last event read, wanted or not: the reader has
+    /// seen everything up to it.
+    pub last: Option<Position>,
+    /// How many events were read, wanted or not.
+    pub scanned: usize,
+}
+
 /// The next `limit` events after `after` that can never again be preceded by
-/// a later commit; only those `interest` names carry their payload and
-/// metadata.
+/// a later commit. Only those `interest` names come back (with their payload
+/// and metadata, when it reads them): a projection of a few aggregate types
+/// is not sent every other event of a busy log, yet moves past them.
 pub async fn read_after(
     conn: &mut PgConnection,
     after: Position,
     limit: i64,
     interest: Interest,
-) -> Result<Vec<LogEvent>, sqlx::Error> {
-    let rows = sqlx::query(READ)
-        .bind(after.transaction_id.to_string())
-        .bind(after.global_position)
-        .bind(limit)
-        .bind(interest.aggregate_types)
-        .bind(interest.body)
-        .fetch_all(conn)
-        .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(LogEvent {
-                event_id: row.try_get("event_id")?,
-                position: Position {
-                    transaction_id: row.try_get("tx")?,
-                    global_position: row.try_get("global_position")?,
-                },
-                aggregate_type: row.try_get("aggregate_type")?,
-                aggregate_id: row.try_get("aggregate_id")?,
-                sequence: row.try_get("sequence")?,
-                event_type: row.try_get("event_type")?,
-                event_version: row.try_get("event_version")?,
-                payload: row
-                    .try_get::<Option<Value>, _>("payload")?
-                    .unwrap_or_default(),
-                metadata: row
-                    .try_get::<Option<Value>, _>("metadata")?
-                    .unwrap_or_default(),
-                recorded_at: row.try_get("recorded_at")?,
-            })
-        })
-        .collect()
+) -> Result<Read, sqlx::Error> {
+    let rows = sqlx::query(if interest.aggregate_types.is_some() {
+        READ_WANTED
+    } else {
+        READ
+    })
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(limit)
+    .bind(interest.aggregate_types)
+    .bind(interest.body)
+    .fetch_all(conn)
+    .await?;
+    let filtered = interest.aggregate_types.is_some();
+    let mut read = Read {
+        events: Vec::with_capacity(rows.len()),
+        last: None,
+        scanned: if filtered { 0 } else { rows.len() },
+    };
+    for row in rows {
+        let position = Position {
+            transaction_id: row.try_get("tx")?,
+            global_position: row.try_get("global_position")?,
+        };
+        read.last = Some(position);
+        if filtered {
+            read.scanned = usize::try_from(row.try_get::<i64, _>("scanned")?).unwrap_or(0);
+            if !row.try_get::<bool, _>("wanted")? {
+                continue;
+            }
+        }
+        read.events.push(LogEvent {
+            event_id: row.try_get("event_id")?,
+            position,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row
+                .try_get::<Option<Value>, _>("payload")?
+                .unwrap_or_default(),
+            metadata: row
+                .try_get::<Option<Value>, _>("metadata")?
+                .unwrap_or_default(),
+            recorded_at: row.try_get("recorded_at")?,
+        });
+    }
+    Ok(read)
 }
 
 /// The highest global position written so far (0 for an empty log).

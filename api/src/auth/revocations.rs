@@ -202,8 +202,9 @@ pub async fn watch(
                     ))
                 }
             };
-            let events = log.read(&mut conn).await?;
-            for event in events
+            let read = log.read(&mut conn).await?;
+            for event in read
+                .events
                 .iter()
                 .filter(|e| revokes(&e.aggregate_type, &e.event_type))
             {
@@ -214,10 +215,10 @@ pub async fn watch(
                     revocations.observe(user, version, &parsed);
                 }
             }
-            if let Some(last) = events.last() {
-                log.advance(last.position);
+            if let Some(last) = read.last {
+                log.advance(last);
             }
-            Ok::<_, sqlx::Error>(events.len())
+            Ok::<_, sqlx::Error>(read.scanned)
         };
         let full = match read.await {
             Ok(n) => n as i64 == config.batch_size,

@@ -54,18 +54,20 @@ pub async fn run(pool: PgPool, hub: Arc<Hub>, wakeup: Wakeup, cancel: Cancellati
                     ))
                 }
             };
-            let events = log.read(&mut conn).await?;
+            let read = log.read(&mut conn).await?;
             drop(conn);
-            for event in &events {
+            for event in &read.events {
                 deliver(&hub, event);
             }
-            if let Some(last) = events.last() {
-                log.advance(last.position);
+            if let Some(last) = read.events.last() {
                 let lag = (chrono::Utc::now() - last.recorded_at).num_milliseconds();
                 metrics::histogram!("lectern_realtime_tail_lag_seconds")
                     .record(lag.max(0) as f64 / 1000.0);
             }
-            Ok::<_, sqlx::Error>(events.len())
+            if let Some(last) = read.last {
+                log.advance(last);
+            }
+            Ok::<_, sqlx::Error>(read.scanned)
         };
         let full = match read.await {
             Ok(n) => n as i64 == config.batch_size,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use lectern_domain::billing::invoice::{Invoice, InvoiceCommand, InvoiceError, InvoiceEvent};
 use lectern_domain::billing::webhook::{Delivery, StripeEvent, StripeEventError, StripeEventEvent};
 use lectern_domain::{EventMetadata, Position};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -69,6 +70,8 @@ impl From<CommandError<InvoiceError>> for BillingError {
 #[derive(Clone)]
 pub struct BillingService {
     pool: PgPool,
+    /// The receipts' own connections (see [`BillingService::receive`]).
+    receipts_pool: PgPool,
     /// The `StripeEvent` streams, appended to beside the inbox rows.
     stripe_events: PgEventStore<StripeEvent>,
     invoices: CommandBus<Invoice>,
@@ -81,8 +84,17 @@ pub struct BillingService {
 impl BillingService {
     /// The service over `pool`.
     pub fn new(pool: &PgPool) -> Self {
+        // Receipts commit one batch at a time: one connection keeps them, a
+        // second stands in while the first reconnects. Opened on first use.
+        let receipts_pool = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .acquire_timeout(crate::pool::ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .connect_lazy_with((*pool.connect_options()).clone());
         Self {
             pool: pool.clone(),
+            receipts_pool,
             stripe_events: PgEventStore::new(pool.clone()),
             invoices: CommandBus::new(
                 PgEventStore::new(pool.clone()),
@@ -126,7 +138,10 @@ impl BillingService {
     /// in the log, in one transaction. Deliveries that arrive together share
     /// it (a group commit: while one transaction commits, the next ones
     /// queue up for the following one), and a delivery that fails fails
-    /// alone: its batch is then kept one delivery at a time.
+    /// alone: its batch is then kept one delivery at a time. They commit on
+    /// connections of their own, so that an answer to Stripe never waits
+    /// behind the pool's other work (the inbox worker loading hundreds of
+    /// invoices at once, projections' queries, reads).
     /// `payload` is the event's JSON text, as Stripe sent it.
     pub async fn receive(
         &self,
@@ -205,7 +220,7 @@ impl BillingService {
         &self,
         items: &[(&Delivery, &str, &EventMetadata)],
     ) -> Result<Vec<Result<Receipt, BillingError>>, BillingError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.receipts_pool.begin().await?;
         let mut seen = std::collections::HashSet::new();
         let first: Vec<bool> = items
             .iter()

@@ -1,6 +1,7 @@
 //! One batch: the events a follower reads, the projection's writes and the
 //! checkpoint, in one transaction, so every event takes effect exactly once.
 
+use lectern_domain::Position;
 use sqlx::{Connection, PgConnection};
 
 use crate::follow::Follower;
@@ -25,30 +26,43 @@ impl From<sqlx::Error> for RunError {
     }
 }
 
+/// How much of the log one batch took.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Batch {
+    /// Events read, wanted or not (0 when nothing is readable yet).
+    pub scanned: usize,
+    /// Events applied: those the projection reads.
+    pub applied: usize,
+}
+
 /// Apply the next batch the follower reads, in one transaction with the
-/// checkpoint, and move the follower past it. Returns how many events the
-/// batch held (0 when nothing is readable yet). With `checkpoint` false (a
-/// rebuild's shadow tables) the live checkpoint is left alone.
+/// checkpoint, and move the follower past it (past the events it does not
+/// read, too). With `checkpoint` false (a rebuild's shadow tables) the live
+/// checkpoint is left alone.
 pub(super) async fn apply_batch(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     tables: &Tables,
     log: &mut Follower,
     checkpoint: bool,
-) -> Result<usize, RunError> {
+) -> Result<Batch, RunError> {
     let interest = log.interest();
     let mut tx = conn.begin().await?;
-    let events = log.read(&mut tx).await?;
-    if events.is_empty() {
+    let read = log.read(&mut tx).await?;
+    let Some(last) = read.last else {
         tx.rollback().await?;
-        return Ok(0);
-    }
-    let wanted: Vec<&LogEvent> = events.iter().filter(|e| interest.wants(e)).collect();
+        return Ok(Batch::default());
+    };
+    let done = Batch {
+        scanned: read.scanned,
+        applied: read.events.len(),
+    };
+    let wanted: Vec<&LogEvent> = read.events.iter().filter(|e| interest.wants(e)).collect();
     match projection.apply_all(&mut tx, tables, &wanted).await {
         Ok(()) => {
-            commit(tx, projection, &events, checkpoint).await?;
-            log.advance(events[events.len() - 1].position);
-            return Ok(events.len());
+            commit(tx, projection, last, done.applied, checkpoint).await?;
+            log.advance(last);
+            return Ok(done);
         }
         Err(error) => {
             let _ = tx.rollback().await;
@@ -57,50 +71,48 @@ pub(super) async fn apply_batch(
     }
     // Find the bad event by applying the batch again one event at a time.
     tx = conn.begin().await?;
-    for (index, event) in events.iter().enumerate() {
-        if !interest.wants(event) {
-            continue;
-        }
+    for (index, event) in wanted.iter().enumerate() {
         if let Err(error) = projection.apply(&mut tx, tables, event).await {
             let _ = tx.rollback().await;
             check_connection(&error)?;
             // Commit the events before the bad one, so the projection stops
             // exactly at it rather than at the start of its batch.
             if index > 0 {
-                let before = &events[..index];
+                let good = &wanted[..index];
                 let mut tx = conn.begin().await?;
-                let good: Vec<&LogEvent> = before.iter().filter(|e| interest.wants(e)).collect();
-                if let Err(error) = projection.apply_all(&mut tx, tables, &good).await {
+                if let Err(error) = projection.apply_all(&mut tx, tables, good).await {
                     let _ = tx.rollback().await;
                     check_connection(&error)?;
                     return Err(RunError::Apply {
-                        event: Box::new(good.first().map_or(event, |e| *e).clone()),
+                        event: Box::new(good[0].clone()),
                         error,
                     });
                 }
-                commit(tx, projection, before, checkpoint).await?;
-                log.advance(before[index - 1].position);
+                let position = good[index - 1].position;
+                commit(tx, projection, position, index, checkpoint).await?;
+                log.advance(position);
             }
             return Err(RunError::Apply {
-                event: Box::new(event.clone()),
+                event: Box::new((*event).clone()),
                 error,
             });
         }
     }
-    commit(tx, projection, &events, checkpoint).await?;
-    log.advance(events[events.len() - 1].position);
-    Ok(events.len())
+    commit(tx, projection, last, done.applied, checkpoint).await?;
+    log.advance(last);
+    Ok(done)
 }
 
-/// Move the checkpoint (unless a rebuild is filling shadow tables) past
-/// `events` and commit their writes with it.
+/// Move the checkpoint (unless a rebuild is filling shadow tables) to
+/// `last`, counting `applied` more events, and commit the batch's writes
+/// with it.
 async fn commit(
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     projection: &dyn Projection,
-    events: &[LogEvent],
+    last: Position,
+    applied: usize,
     checkpoint: bool,
 ) -> Result<(), RunError> {
-    let last = events[events.len() - 1].position;
     if checkpoint {
         sqlx::query!(
             "UPDATE projection_checkpoints
@@ -110,14 +122,14 @@ async fn commit(
             projection.name(),
             last.transaction_id.to_string(),
             last.global_position,
-            events.len() as i64,
+            applied as i64,
         )
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
     metrics::counter!("lectern_projection_events_total", "projection" => projection.name())
-        .increment(events.len() as u64);
+        .increment(applied as u64);
     Ok(())
 }
 

@@ -286,7 +286,10 @@ impl Runner {
             let mut failed = false;
             busy = false;
             loop {
-                match apply_batch(conn, &*self.projection, &live, &mut log, true).await {
+                match apply_batch(conn, &*self.projection, &live, &mut log, true)
+                    .await
+                    .map(|b| b.scanned)
+                {
                     Ok(n @ 1..) => {
                         backoff = self.config.min_backoff;
                         (marked, busy) = (true, true);

@@ -44,10 +44,11 @@ impl Runner {
             if self.cancel.is_cancelled() {
                 return Ok(None);
             }
-            match apply_batch(conn, &*self.projection, &shadow, &mut log, false).await? {
-                0 => break,
-                n => applied += n as i64,
+            let batch = apply_batch(conn, &*self.projection, &shadow, &mut log, false).await?;
+            if batch.scanned == 0 {
+                break;
             }
+            applied += batch.applied as i64;
         }
         let position = log.position();
         let mut tx = conn.begin().await?;

@@ -25,6 +25,8 @@ struct Recorder {
     poison: Option<&'static str>,
     /// Block inside the batch at this event type until the test lets go.
     gate: Option<(&'static str, Arc<Notify>, Arc<Notify>)>,
+    /// Read only these aggregate types (all when `None`).
+    only: Option<&'static [&'static str]>,
 }
 
 impl Recorder {
@@ -34,6 +36,7 @@ impl Recorder {
             table,
             poison: None,
             gate: None,
+            only: None,
         }
     }
 }
@@ -42,6 +45,9 @@ impl Recorder {
 impl Projection for Recorder {
     fn name(&self) -> &'static str {
         self.name
+    }
+    fn interest(&self) -> Interest {
+        self.only.map_or(Interest::ALL, Interest::types)
     }
     fn tables(&self) -> &'static [&'static str] {
         match self.table {
@@ -181,6 +187,7 @@ async fn a_transaction_that_commits_late_is_neither_skipped_nor_duplicated() {
     assert!(read_after(&mut conn, Position::ZERO, 100, Interest::ALL)
         .await
         .expect("read")
+        .events
         .is_empty());
 
     let cancel = CancellationToken::new();
@@ -471,6 +478,113 @@ async fn waiting_for_a_position_returns_once_the_projection_passes_it() {
         .await
         .expect("wait"));
     assert_eq!(applied(&db.pool, "recorded_a").await.len(), 1);
+    cancel.cancel();
+    let _ = handle.task.await;
+}
+
+/// A reader of some aggregate types is sent only their events, with the
+/// position of the last event read whatever its type; a runner of such a
+/// projection applies exactly its events, once, and its checkpoint ends at
+/// the log's last event even when that one is of another type.
+#[tokio::test]
+async fn a_reader_of_some_types_gets_only_theirs_and_moves_past_the_rest() {
+    let db = TestDb::new().await;
+    create_tables(&db.pool).await;
+    // T and U interleaved, the log ending with a U.
+    let types = ["T", "U", "U", "T", "U", "T", "T", "U", "U"];
+    for (i, t) in types.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ($1, $2, 1, 'E', '1.0', '{\"n\": 1}', '{}')",
+        )
+        .bind(*t)
+        .bind(format!("s{i}"))
+        .execute(&db.pool)
+        .await
+        .expect("insert");
+    }
+    let order = log_order(&db.pool).await;
+    // Readable once every transaction older than theirs has ended (other
+    // tests' transactions in the cluster included).
+    wait_until("all readable", Duration::from_secs(10), || async {
+        let mut conn = db.pool.acquire().await.expect("conn");
+        read_after(&mut conn, Position::ZERO, 100, Interest::ALL)
+            .await
+            .expect("read")
+            .scanned
+            == types.len()
+    })
+    .await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let only_t = Interest::types(&["T"]);
+    let read = read_after(&mut conn, Position::ZERO, 100, only_t)
+        .await
+        .expect("read");
+    let wanted: Vec<i64> = order
+        .iter()
+        .zip(types)
+        .filter(|(_, t)| *t == "T")
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(
+        read.events
+            .iter()
+            .map(|e| e.position.global_position)
+            .collect::<Vec<_>>(),
+        wanted
+    );
+    assert!(read
+        .events
+        .iter()
+        .all(|e| e.aggregate_type == "T" && e.payload["n"] == 1));
+    assert_eq!(read.last.map(|p| p.global_position), order.last().copied());
+    assert_eq!(read.scanned, types.len());
+    // A short read: the first three events, one of them a T.
+    let short = read_after(&mut conn, Position::ZERO, 3, only_t)
+        .await
+        .expect("read");
+    assert_eq!(
+        short
+            .events
+            .iter()
+            .map(|e| e.position.global_position)
+            .collect::<Vec<_>>(),
+        vec![order[0]]
+    );
+    assert_eq!(
+        (short.last.map(|p| p.global_position), short.scanned),
+        (Some(order[2]), 3)
+    );
+    // Nothing after the end.
+    let after = read_after(&mut conn, read.last.expect("last"), 100, only_t)
+        .await
+        .expect("read");
+    assert_eq!(
+        (after.events.len(), after.last, after.scanned),
+        (0, None, 0)
+    );
+
+    let cancel = CancellationToken::new();
+    let mut recorder = Recorder::new("only_t", "recorded_a");
+    recorder.only = Some(&["T"]);
+    let handle = runners(&db, &cancel).spawn(Arc::new(recorder));
+    let last = *order.last().expect("events");
+    wait_state(
+        &handle,
+        Duration::from_secs(10),
+        |s| matches!(s, RunnerState::Active(p) if p.global_position == last),
+    )
+    .await;
+    let got = applied(&db.pool, "recorded_a").await;
+    assert_eq!(got.iter().map(|(p, _)| *p).collect::<Vec<_>>(), wanted);
+    assert!(got.iter().all(|(_, n)| *n == 1), "{got:?}");
+    let (position, count): (i64, i64) = sqlx::query_as(
+        "SELECT last_position, events_applied FROM projection_checkpoints WHERE name = 'only_t'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("checkpoint");
+    assert_eq!((position, count), (last, wanted.len() as i64));
     cancel.cancel();
     let _ = handle.task.await;
 }
