@@ -172,6 +172,13 @@ impl BillingService {
     /// matter, as newest wins); how many were claimed.
     pub async fn process_inbox(&self, limit: i64) -> Result<usize, BillingError> {
         let mut tx = self.pool.begin().await?;
+        // The invoice commands commit durably on their own; should a crash
+        // lose this transaction's marks, the rows are applied again, which
+        // changes nothing (newest wins). So this commit need not wait for
+        // the disk.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let rows: Vec<(String, String, Value, i32, String)> = sqlx::query_as(
             "SELECT event_id, event_type, payload, attempts, source FROM stripe_inbox
               WHERE status = 'pending' AND next_attempt_at <= now()

@@ -205,6 +205,14 @@ impl Runner {
             let attempt = async {
                 let mut conn = PgConnection::connect_with(&self.connect).await?;
                 if try_lock(&mut conn, name).await? {
+                    // A batch is derived data committed with its checkpoint:
+                    // should a crash lose the last batches, both go, and the
+                    // runner applies those events again. So its commits need
+                    // not wait for the WAL to reach the disk, and do not
+                    // queue behind (or hold up) commands' commits that must.
+                    sqlx::query("SET synchronous_commit = off")
+                        .execute(&mut conn)
+                        .await?;
                     Ok(Some(conn))
                 } else {
                     let _ = conn.close().await;
