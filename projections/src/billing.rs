@@ -45,6 +45,11 @@ impl Projection for BillingProjection {
         t: &Tables,
         event: &LogEvent,
     ) -> Result<(), ProjectionError> {
+        // Payments, refunds and status changes: the one way they are written,
+        // a run of one here.
+        if let Some(change) = Change::of(event)? {
+            return write_run(conn, t, &mut vec![change]).await;
+        }
         let id = uuid_of(event)?;
         let at = event.recorded_at;
         let version = event.sequence;
@@ -106,15 +111,6 @@ impl Projection for BillingProjection {
                     .await?;
                 revenue(conn, t, id, at, "invoiced", amount_due).await?;
             }
-            InvoiceEvent::InvoiceVoided { .. } => {
-                status(conn, t, id, at, version, InvoiceStatus::Void).await?;
-            }
-            InvoiceEvent::InvoiceMarkedUncollectible { .. } => {
-                status(conn, t, id, at, version, InvoiceStatus::Uncollectible).await?;
-            }
-            InvoiceEvent::InvoicePaid { .. } => {
-                status(conn, t, id, at, version, InvoiceStatus::Paid).await?;
-            }
             InvoiceEvent::InvoiceBecameOverdue { .. } => {
                 sqlx::query(&touch("overdue = true"))
                     .bind(id)
@@ -160,33 +156,6 @@ impl Projection for BillingProjection {
                 )
                 .await?;
             }
-            InvoiceEvent::PaymentApplied {
-                payment_ref,
-                amount_received,
-                created,
-                amount_paid,
-            }
-            | InvoiceEvent::PaymentReconciled {
-                payment_ref,
-                amount_received,
-                created,
-                amount_paid,
-            } => {
-                payment(
-                    conn,
-                    t,
-                    id,
-                    "payment",
-                    &payment_ref,
-                    Some(amount_received),
-                    None,
-                    Some(created),
-                    at,
-                    event.event_type == "PaymentReconciled",
-                )
-                .await?;
-                total(conn, t, id, at, version, Total::Paid, amount_paid).await?;
-            }
             InvoiceEvent::ReconciliationDiscrepancyFound {
                 payment_ref,
                 field,
@@ -212,28 +181,13 @@ impl Projection for BillingProjection {
                 .execute(&mut *conn)
                 .await?;
             }
-            InvoiceEvent::RefundApplied {
-                charge_ref,
-                amount_refunded,
-                created,
-                total_refunded,
-                ..
-            } => {
-                payment(
-                    conn,
-                    t,
-                    id,
-                    "refund",
-                    &charge_ref,
-                    Some(amount_refunded),
-                    None,
-                    Some(created),
-                    at,
-                    false,
-                )
-                .await?;
-                total(conn, t, id, at, version, Total::Refunded, total_refunded).await?;
-            }
+            // Written by `write_run` (see above).
+            InvoiceEvent::PaymentApplied { .. }
+            | InvoiceEvent::PaymentReconciled { .. }
+            | InvoiceEvent::RefundApplied { .. }
+            | InvoiceEvent::InvoicePaid { .. }
+            | InvoiceEvent::InvoiceVoided { .. }
+            | InvoiceEvent::InvoiceMarkedUncollectible { .. } => {}
         }
         Ok(())
     }
@@ -536,58 +490,6 @@ async fn write_run(
 enum Total {
     Paid,
     Refunded,
-}
-
-/// Set the invoice's `total` to `value` and add the difference to the day's
-/// revenue, in one statement that reads the old value as it updates it.
-async fn total(
-    conn: &mut PgConnection,
-    t: &Tables,
-    id: Uuid,
-    at: DateTime<Utc>,
-    version: i64,
-    total: Total,
-    value: i64,
-) -> Result<(), ProjectionError> {
-    let (column, revenue_column) = match total {
-        Total::Paid => ("amount_paid", "paid"),
-        Total::Refunded => ("amount_refunded", "refunded"),
-    };
-    let before: i64 = sqlx::query_scalar(&format!(
-        "UPDATE {invoices} i SET {column} = $4, updated_at = $2, version = $3
-           FROM (SELECT {column} AS before FROM {invoices} WHERE id = $1) b
-          WHERE i.id = $1
-      RETURNING b.before",
-        invoices = t.get(INVOICES)
-    ))
-    .bind(id)
-    .bind(at)
-    .bind(version)
-    .bind(value)
-    .fetch_one(&mut *conn)
-    .await?;
-    revenue(conn, t, id, at, revenue_column, value - before).await
-}
-
-async fn status(
-    conn: &mut PgConnection,
-    t: &Tables,
-    id: Uuid,
-    at: DateTime<Utc>,
-    version: i64,
-    status: InvoiceStatus,
-) -> Result<(), ProjectionError> {
-    sqlx::query(&format!(
-        "UPDATE {} SET status = $4, updated_at = $2, version = $3 WHERE id = $1",
-        t.get(INVOICES)
-    ))
-    .bind(id)
-    .bind(at)
-    .bind(version)
-    .bind(status.as_str())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The newest report of one kind for one reference.

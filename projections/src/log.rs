@@ -49,9 +49,10 @@ impl LogEvent {
     }
 }
 
-/// `$4`: the aggregate types whose payload and metadata are wanted (NULL for
-/// all); `$5`: whether any payload is wanted at all. Other events come back
-/// without them (as JSON null): the reader still sees every position.
+/// Every event: `$4`, the aggregate types whose payload and metadata are
+/// wanted (NULL for all: [`read_after`] sends a reader of some types to
+/// [`READ_WANTED`] instead); `$5`, whether any payload is wanted at all
+/// (without, payload and metadata come back as JSON null).
 const READ: &str = "
 SELECT event_id, transaction_id::text::bigint AS tx, global_position, aggregate_type, aggregate_id,
        sequence, event_type, event_version,
