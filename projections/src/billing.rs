@@ -314,8 +314,8 @@ struct Patch {
     status: Option<&'static str>,
     at: Option<DateTime<Utc>>,
     version: i64,
-    /// Whether the run sets a total (so the row must exist, as
-    /// [`total`] requires).
+    /// Whether the run sets a total: the row must then exist (a payment for
+    /// an invoice the read model lacks is an error, never dropped).
     totals: bool,
 }
 
@@ -333,7 +333,7 @@ async fn write_run(
         return Ok(());
     }
     // Payment rows: the last report per (invoice, kind, reference) wins.
-    let mut rows: HashMap<(Uuid, &str, &str), &Change> = HashMap::new();
+    let mut rows: HashMap<(Uuid, &str, &str), PaymentRow<'_>> = HashMap::new();
     // Invoices, in the order the run first touches them.
     let mut patches: Vec<(Uuid, Patch)> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
@@ -348,11 +348,22 @@ async fn write_run(
             Changed::Money {
                 kind,
                 reference,
+                amount,
+                created,
+                reconciled,
                 total,
                 value,
-                ..
             } => {
-                rows.insert((change.invoice, kind, reference), change);
+                let row = (
+                    change.invoice,
+                    *kind,
+                    reference.as_str(),
+                    *amount,
+                    *created,
+                    change.at,
+                    *reconciled,
+                );
+                rows.insert((change.invoice, kind, reference), row);
                 patch.totals = true;
                 match total {
                     Total::Paid => patch.paid = Some(*value),
@@ -363,28 +374,7 @@ async fn write_run(
         }
     }
     if !rows.is_empty() {
-        let m: Vec<PaymentRow<'_>> = rows
-            .into_values()
-            .filter_map(|c| match &c.what {
-                Changed::Money {
-                    kind,
-                    reference,
-                    amount,
-                    created,
-                    reconciled,
-                    ..
-                } => Some((
-                    c.invoice,
-                    *kind,
-                    reference.as_str(),
-                    *amount,
-                    *created,
-                    c.at,
-                    *reconciled,
-                )),
-                Changed::Status(_) => None,
-            })
-            .collect();
+        let m: Vec<PaymentRow<'_>> = rows.into_values().collect();
         sqlx::query(&format!(
             "INSERT INTO {} (invoice_id, kind, reference, amount, code, stripe_created, recorded_at, reconciled)
              SELECT id, kind, reference, amount, NULL, created, at, reconciled
