@@ -138,6 +138,68 @@ async fn fifty_concurrent_deliveries_of_one_event_have_one_effect() {
     assert_eq!(inbox_rows(&app).await, 1);
 }
 
+/// Two processes receiving the same events at once, in opposite orders
+/// (Stripe redelivering while the first deliveries commit): each process
+/// keeps its deliveries in batches of its own, and every event is still kept
+/// once, every delivery answered.
+#[tokio::test]
+async fn two_processes_receiving_the_same_events_in_opposite_orders_keep_each_once() {
+    use lectern_commands::billing::BillingService;
+    use lectern_domain::billing::webhook::Delivery;
+    use lectern_domain::EventMetadata;
+
+    let app = spawn_app().await;
+    let processes = [
+        BillingService::new(&app.db.pool),
+        BillingService::new(&app.db.pool),
+    ];
+    let ids: Vec<String> = (0..300).map(|i| format!("evt_1Twice{i:03}")).collect();
+    let mut tasks = Vec::new();
+    for (p, billing) in processes.iter().enumerate() {
+        let order: Vec<&String> = if p == 0 {
+            ids.iter().collect()
+        } else {
+            ids.iter().rev().collect()
+        };
+        for id in order {
+            let (billing, id) = (billing.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                let delivery = Delivery {
+                    id: id.clone(),
+                    event_type: "payment_intent.succeeded".to_owned(),
+                    created: now(),
+                    api_version: None,
+                    object_id: Some(format!("pi_{id}")),
+                    livemode: false,
+                    reconciled: false,
+                };
+                let payload = json!({"id": id, "type": "payment_intent.succeeded"}).to_string();
+                let receipt = billing
+                    .receive(delivery, payload, &EventMetadata::system(""))
+                    .await
+                    .expect("every delivery is answered");
+                (id, receipt.duplicate)
+            }));
+        }
+    }
+    let mut first = std::collections::HashMap::new();
+    for t in tasks {
+        let (id, duplicate) = t.await.expect("a delivery");
+        *first.entry(id).or_insert(0) += usize::from(!duplicate);
+    }
+    assert_eq!(first.len(), 300);
+    assert!(
+        first.values().all(|n| *n == 1),
+        "each event has exactly one first delivery"
+    );
+    assert_eq!(inbox_rows(&app).await, 300);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE aggregate_type = 'StripeEvent'")
+            .await,
+        300
+    );
+}
+
 #[tokio::test]
 async fn bad_signatures_are_refused_recorded_and_nothing_is_stored() {
     let app = spawn_app().await;
