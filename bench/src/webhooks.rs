@@ -312,15 +312,19 @@ async fn open_invoices(state: &AppState, n: usize) -> anyhow::Result<Vec<Uuid>> 
 }
 
 /// Wait (at most two minutes) until the inbox has nothing pending and every
-/// projection and process manager has caught up with the log, so that a run
-/// does not pay for the work the one before it left behind.
+/// projection and process manager has caught up with the log (no event after
+/// its checkpoint in the log's (transaction, position) order, in which the
+/// last event need not have the highest position), so that a run does not pay
+/// for the work the one before it left behind.
 async fn settle(pool: &PgPool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         let settled: bool = sqlx::query_scalar(
             "SELECT NOT EXISTS (SELECT 1 FROM stripe_inbox WHERE status = 'pending')
-                AND (SELECT coalesce(min(last_position), 0) FROM projection_checkpoints)
-                    >= (SELECT coalesce(max(global_position), 0) FROM events)",
+                AND NOT EXISTS (SELECT 1 FROM projection_checkpoints c
+                                 WHERE EXISTS (SELECT 1 FROM events e
+                                                WHERE (e.transaction_id, e.global_position)
+                                                    > (c.last_tx, c.last_position)))",
         )
         .fetch_one(pool)
         .await?;
