@@ -20,7 +20,7 @@ pub mod runner;
 pub mod status;
 pub mod video;
 
-pub use follow::{FollowConfig, Follower, Wakeup, EVENTS_CHANNEL};
+pub use follow::{FollowConfig, Follower, Tail, Vouch, Wakeup, EVENTS_CHANNEL};
 pub use log::LogEvent;
 pub use process::{ProcessManager, ReactionError, Reactor};
 pub use projection::{Interest, Projection, ProjectionError, Tables};

@@ -160,6 +160,40 @@ pub async fn read_after(
     Ok(read)
 }
 
+/// The positions and aggregate types of the next `limit` events after
+/// `after` that can never again be preceded by a later commit (the same
+/// predicate and order as [`read_after`]): what a [`crate::follow::Tail`]
+/// reads.
+pub async fn read_headers_after(
+    conn: &mut PgConnection,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<(Position, String)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT transaction_id::text::bigint AS "tx!", global_position, aggregate_type
+             FROM events
+            WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+              AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY transaction_id, global_position
+            LIMIT $3"#,
+        after.transaction_id.to_string(),
+        after.global_position,
+        limit,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let position = Position {
+                transaction_id: r.tx,
+                global_position: r.global_position,
+            };
+            (position, r.aggregate_type)
+        })
+        .collect())
+}
+
 /// The highest global position written so far (0 for an empty log).
 pub async fn head(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")

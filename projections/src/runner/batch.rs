@@ -39,6 +39,13 @@ pub(super) struct Batch {
 /// checkpoint, and move the follower past it (past the events it does not
 /// read, too). With `checkpoint` false (a rebuild's shadow tables) the live
 /// checkpoint is left alone.
+///
+/// The read itself needs no transaction: the events it returns can never
+/// change, and only this runner (holding the projection's lock) moves the
+/// checkpoint. So a read that finds nothing costs one round trip, and a
+/// batch with no event the projection reads opens no transaction either:
+/// the follower moves past it in memory and the caller saves the
+/// checkpoint later ([`Batch::applied`] is 0).
 pub(super) async fn apply_batch(
     conn: &mut PgConnection,
     projection: &dyn Projection,
@@ -47,17 +54,20 @@ pub(super) async fn apply_batch(
     checkpoint: bool,
 ) -> Result<Batch, RunError> {
     let interest = log.interest();
-    let mut tx = conn.begin().await?;
-    let read = log.read(&mut tx).await?;
+    let read = log.read(&mut *conn).await?;
     let Some(last) = read.last else {
-        tx.rollback().await?;
         return Ok(Batch::default());
     };
+    let wanted: Vec<&LogEvent> = read.events.iter().filter(|e| interest.wants(e)).collect();
     let done = Batch {
         scanned: read.scanned,
-        applied: read.events.len(),
+        applied: wanted.len(),
     };
-    let wanted: Vec<&LogEvent> = read.events.iter().filter(|e| interest.wants(e)).collect();
+    if wanted.is_empty() {
+        log.advance(last);
+        return Ok(done);
+    }
+    let mut tx = conn.begin().await?;
     match projection.apply_all(&mut tx, tables, &wanted).await {
         Ok(()) => {
             commit(tx, projection, last, done.applied, checkpoint).await?;

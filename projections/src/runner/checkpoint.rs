@@ -4,7 +4,7 @@
 use lectern_domain::Position;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
-use crate::follow::EVENTS_CHANNEL;
+use crate::follow::{EVENTS_CHANNEL, REBUILD_PAYLOAD};
 
 pub(super) async fn load_checkpoint(
     conn: &mut PgConnection,
@@ -38,6 +38,27 @@ pub async fn rebuild_requested<'c>(
     .fetch_optional(conn)
     .await
     .map(|r| r.unwrap_or(false))
+}
+
+/// Move `name`'s checkpoint to `position` with no events applied: the
+/// runner has read past events its projection does not read.
+pub(super) async fn save_position(
+    conn: &mut PgConnection,
+    name: &str,
+    position: Position,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE projection_checkpoints
+            SET last_tx = $2::text::xid8, last_position = $3, status = 'running',
+                last_error = NULL, failing_position = NULL, updated_at = now()
+          WHERE name = $1",
+        name,
+        position.transaction_id.to_string(),
+        position.global_position,
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 pub(super) async fn mark_running(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
@@ -82,7 +103,7 @@ pub async fn request_rebuild(pool: &PgPool, name: &str) -> Result<(), sqlx::Erro
     )
     .execute(pool)
     .await?;
-    sqlx::query!("SELECT pg_notify($1, '')", EVENTS_CHANNEL)
+    sqlx::query!("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, REBUILD_PAYLOAD)
         .execute(pool)
         .await?;
     Ok(())

@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::follow::{FollowConfig, Follower, Wakeup};
 use crate::log::{self, LogEvent};
 use crate::projection::{Projection, ProjectionError, Tables};
-use batch::{apply_batch, RunError};
-use checkpoint::{load_checkpoint, mark_running, record_failure};
+use batch::{apply_batch, Batch, RunError};
+use checkpoint::{load_checkpoint, mark_running, record_failure, save_position};
 use lock::unlock;
 
 /// Tuning of the runners.
@@ -50,9 +50,15 @@ pub struct RunnerConfig {
     /// one (see [`FollowConfig::settle`]): under load a runner then applies
     /// larger batches, at the cost of at most this much more lag.
     pub settle: Duration,
-    /// How often an active runner looks for a requested rebuild while the
-    /// log keeps it busy (an idle runner looks at every wake-up).
+    /// How often an active runner looks for a requested rebuild (a request
+    /// also wakes it, so an idle runner starts within this and its poll).
     pub rebuild_check_interval: Duration,
+    /// How long a runner that reads past events its projection does not read
+    /// may keep its new position in memory only (a batch that applies events
+    /// saves it with them). The checkpoint, and so a `consistent_with` wait
+    /// for a position among those events, trails by at most this; a crash
+    /// in between only makes the runner read those events again.
+    pub checkpoint_interval: Duration,
     /// How often a standby runner tries to take over.
     pub standby_interval: Duration,
     /// The first wait after a failure; it doubles up to `max_backoff`.
@@ -81,6 +87,7 @@ impl Default for RunnerConfig {
             active_poll_interval: Duration::from_millis(20),
             settle: Duration::from_millis(10),
             rebuild_check_interval: Duration::from_millis(250),
+            checkpoint_interval: Duration::from_millis(100),
             standby_interval: Duration::from_millis(500),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
@@ -248,20 +255,19 @@ impl Runner {
         let live = Tables::live(self.projection.tables());
         let mut backoff = self.config.min_backoff;
         // Whether the checkpoint row says `running` (every committed batch
-        // sets it too), when the rebuild flag and the head were last read,
-        // and whether the last round applied events.
+        // sets it too), the position it holds (`None`: not known here) and
+        // when that was written, and when the rebuild flag and the head were
+        // last read.
         let mut marked = false;
+        let mut saved = Some(checkpoint);
+        let mut saved_at = Instant::now();
         let mut rebuild_checked: Option<Instant> = None;
         let mut lag_reported: Option<Instant> = None;
-        let mut busy = false;
         loop {
             if self.cancel.is_cancelled() {
                 return Exit::Cancelled;
             }
-            let check = !busy
-                || rebuild_checked
-                    .is_none_or(|at| at.elapsed() >= self.config.rebuild_check_interval);
-            if check {
+            if rebuild_checked.is_none_or(|at| at.elapsed() >= self.config.rebuild_check_interval) {
                 rebuild_checked = Some(Instant::now());
                 match rebuild_requested(&mut *conn, name).await {
                     Ok(true) => {
@@ -269,6 +275,7 @@ impl Runner {
                         match self.rebuild(conn).await {
                             Ok(Some(position)) => {
                                 log.seek(position);
+                                (saved, saved_at) = (Some(position), Instant::now());
                                 backoff = self.config.min_backoff;
                                 continue;
                             }
@@ -292,16 +299,25 @@ impl Runner {
             // Drain: batch after batch until the readable log is exhausted (a
             // batch shorter than the batch size read all there was).
             let mut failed = false;
-            busy = false;
             loop {
-                match apply_batch(conn, &*self.projection, &live, &mut log, true)
-                    .await
-                    .map(|b| b.scanned)
-                {
-                    Ok(n @ 1..) => {
+                match apply_batch(conn, &*self.projection, &live, &mut log, true).await {
+                    Ok(Batch {
+                        scanned: n @ 1..,
+                        applied,
+                    }) => {
                         backoff = self.config.min_backoff;
-                        (marked, busy) = (true, true);
                         let checkpoint = log.position();
+                        // A batch that applied events saved the checkpoint
+                        // with them; one that only read past others saves it
+                        // now and then (and once the log is drained, below).
+                        if applied > 0 {
+                            (saved, saved_at, marked) = (Some(checkpoint), Instant::now(), true);
+                        } else if saved_at.elapsed() >= self.config.checkpoint_interval {
+                            if let Err(e) = save_position(conn, name, checkpoint).await {
+                                return Exit::ConnectionLost(e);
+                            }
+                            (saved, saved_at, marked) = (Some(checkpoint), Instant::now(), true);
+                        }
                         self.state.send_replace(RunnerState::Active(checkpoint));
                         metrics::gauge!("lectern_projection_position", "projection" => name)
                             .set(checkpoint.global_position as f64);
@@ -312,15 +328,30 @@ impl Runner {
                             break;
                         }
                     }
-                    Ok(0) => {
-                        self.state.send_replace(RunnerState::Active(log.position()));
+                    Ok(_) => {
+                        // Nothing more is readable: save where the runner
+                        // has read to, so that the checkpoint shows it
+                        // caught up (and `consistent_with` waits end), at
+                        // most once an interval (the wait below ends in time).
+                        let checkpoint = log.position();
+                        if saved != Some(checkpoint)
+                            && saved_at.elapsed() >= self.config.checkpoint_interval
+                        {
+                            if let Err(e) = save_position(conn, name, checkpoint).await {
+                                return Exit::ConnectionLost(e);
+                            }
+                            (saved, saved_at, marked) = (Some(checkpoint), Instant::now(), true);
+                        }
+                        self.state.send_replace(RunnerState::Active(checkpoint));
                         break;
                     }
                     Err(RunError::Connection(e)) => return Exit::ConnectionLost(e),
                     Err(RunError::Apply { event, error, .. }) => {
                         // The follower has moved past what the batch did
                         // commit, so those events are not applied twice.
-                        (failed, marked) = (true, false);
+                        // Whether that moved the saved checkpoint is not
+                        // known here: the next save writes it whatever it is.
+                        (failed, marked, saved) = (true, false, None);
                         if let Some(exit) = self.fail(conn, &event, &error, &mut backoff).await {
                             return exit;
                         }
@@ -343,7 +374,20 @@ impl Runner {
                             .set((head - log.position().global_position).max(0) as f64);
                     }
                 }
-                if !log.wait(&self.cancel).await {
+                // A position not yet saved is saved once its interval has
+                // passed, whether or not the log wakes the runner first.
+                let woken = if saved == Some(log.position()) {
+                    log.wait(&self.cancel).await
+                } else {
+                    let due = self
+                        .config
+                        .checkpoint_interval
+                        .saturating_sub(saved_at.elapsed());
+                    tokio::time::timeout(due, log.wait(&self.cancel))
+                        .await
+                        .unwrap_or(true)
+                };
+                if !woken {
                     return Exit::Cancelled;
                 }
             }

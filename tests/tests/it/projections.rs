@@ -8,10 +8,10 @@ use async_trait::async_trait;
 use lectern_domain::Position;
 use lectern_projections::log::read_after;
 use lectern_projections::runner::{self, RunnerConfig, Runners};
-use lectern_projections::Wakeup;
 use lectern_projections::{
     Interest, LogEvent, Projection, ProjectionError, RunnerHandle, RunnerState, Tables,
 };
+use lectern_projections::{Vouch, Wakeup};
 use lectern_tests::{wait_until, TestDb};
 use sqlx::{Connection, PgPool};
 use tokio::sync::Notify;
@@ -585,6 +585,123 @@ async fn a_reader_of_some_types_gets_only_theirs_and_moves_past_the_rest() {
     .await
     .expect("checkpoint");
     assert_eq!((position, count), (last, wanted.len() as i64));
+    cancel.cancel();
+    let _ = handle.task.await;
+}
+
+#[tokio::test]
+async fn a_runner_woken_by_the_log_tail_applies_its_types_once_while_others_flood_the_log() {
+    let db = TestDb::new().await;
+    create_tables(&db.pool).await;
+    let cancel = CancellationToken::new();
+    let wakeup = Wakeup::listen(&db.pool, cancel.clone())
+        .await
+        .expect("listen");
+    let mut recorder = Recorder::new("tailed", "recorded_a");
+    recorder.only = Some(&["T"]);
+    let handle = Runners {
+        wakeup: wakeup.clone(),
+        ..runners(&db, &cancel)
+    }
+    .spawn(Arc::new(recorder));
+    let insert = |pool: PgPool, aggregate: &'static str, id: String| async move {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ($1, $2, 1, 'E', '1.0', '{}', '{}')",
+        )
+        .bind(aggregate)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .expect("insert");
+    };
+    // A T whose transaction commits after everything below: the tail must
+    // not move past it while it is pending.
+    let mut late = db.pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('T', 'late', 1, 'E', '1.0', '{}', '{}')",
+    )
+    .execute(&mut *late)
+    .await
+    .expect("insert late");
+    // Four writers at once: 400 events, one in ten a T.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let pool = db.pool.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let aggregate = if i % 10 == 3 { "T" } else { "U" };
+                    insert(pool.clone(), aggregate, format!("w{w}-{i}")).await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    late.commit().await.expect("commit late");
+    // And a last stretch of U only, which the runner moves past unread.
+    for i in 0..50 {
+        insert(db.pool.clone(), "U", format!("tail-{i}")).await;
+    }
+    let order = log_order(&db.pool).await;
+    let last = *order.last().expect("events");
+    let wanted: Vec<i64> = sqlx::query_scalar(
+        "SELECT global_position FROM events WHERE aggregate_type = 'T'
+          ORDER BY transaction_id, global_position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("wanted");
+    assert_eq!(wanted.len(), 41);
+    wait_state(
+        &handle,
+        Duration::from_secs(20),
+        |s| matches!(s, RunnerState::Active(p) if p.global_position == last),
+    )
+    .await;
+    let got = applied(&db.pool, "recorded_a").await;
+    assert_eq!(got.iter().map(|(p, _)| *p).collect::<Vec<_>>(), wanted);
+    assert!(got.iter().all(|(_, n)| *n == 1), "{got:?}");
+    // The checkpoint is saved within its interval of the runner's position.
+    wait_until("checkpoint saved", Duration::from_secs(5), || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT last_position, events_applied FROM projection_checkpoints WHERE name = 'tailed'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("checkpoint")
+            == (last, 41)
+    })
+    .await;
+    // What the tail vouches for: the stretch after the last T holds none,
+    // a reader of every type must read, and so must one from before the
+    // tail started.
+    let last_t: (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events WHERE aggregate_type = 'T'
+          ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("last T");
+    let last_t = Position {
+        transaction_id: last_t.0,
+        global_position: last_t.1,
+    };
+    let only_t = Interest::types(&["T"]);
+    wait_until("the tail at the head", Duration::from_secs(5), || async {
+        matches!(wakeup.tail().vouch(last_t, only_t), Vouch::Skip(p) if p.global_position == last)
+    })
+    .await;
+    let tail = wakeup.tail();
+    assert_eq!(tail.vouch(last_t, Interest::ALL), Vouch::Read);
+    assert_eq!(tail.vouch(Position::ZERO, only_t), Vouch::Read);
+    let before_last_t = Position {
+        global_position: last_t.global_position - 1,
+        ..last_t
+    };
+    assert_eq!(tail.vouch(before_last_t, only_t), Vouch::Read);
     cancel.cancel();
     let _ = handle.task.await;
 }
