@@ -351,18 +351,33 @@ struct Receipts {
 /// promptly.
 fn receipts_thread() -> &'static tokio::runtime::Handle {
     static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("the receipts' runtime starts");
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("lectern-receipts".to_owned())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .expect("the receipts' thread starts");
-        handle
-    })
+    HANDLE.get_or_init(|| thread_of_its_own("lectern-receipts"))
+}
+
+/// The inbox worker's thread (see [`BillingService::process_inbox`]), one
+/// per process, started on first use: applying a batch folds and decides up
+/// to hundreds of invoices between two awaits, which on the API's runtime
+/// holds up the requests queued on the same worker thread (webhooks among
+/// them); on a thread of its own the OS shares the cores out fairly instead.
+/// The invoices' command queues it starts run there too.
+pub fn inbox_thread() -> &'static tokio::runtime::Handle {
+    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| thread_of_its_own("lectern-inbox"))
+}
+
+/// A current-thread runtime on a thread named `name`, for the life of the
+/// process.
+fn thread_of_its_own(name: &str) -> tokio::runtime::Handle {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime starts");
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .expect("a thread starts");
+    handle
 }
 
 impl From<StripeEventError> for BillingError {

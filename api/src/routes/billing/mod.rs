@@ -146,8 +146,16 @@ const INBOX_BATCH: i64 = 256;
 
 /// The inbox worker: applies kept Stripe deliveries as soon as this
 /// process keeps one (and every 200 ms, for those kept by others), and
-/// every 30 s records invoices that became overdue.
+/// every 30 s records invoices that became overdue; on the inbox's thread
+/// (see [`lectern_commands::billing::inbox_thread`]).
 pub async fn work(state: AppState, cancel: CancellationToken) {
+    let run = lectern_commands::billing::inbox_thread().spawn(work_here(state, cancel));
+    if let Err(e) = run.await {
+        tracing::error!(error = %e, "the Stripe inbox worker panicked");
+    }
+}
+
+async fn work_here(state: AppState, cancel: CancellationToken) {
     let billing = state.billing.clone();
     let mut overdue_at = tokio::time::Instant::now();
     loop {
