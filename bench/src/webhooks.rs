@@ -4,7 +4,11 @@
 //! Stripe inbox worker) receives `payment_intent.succeeded` events, each
 //! signed as Stripe signs and each paying an open invoice of its own. Three
 //! runs, each `--seconds` long, on the same connections, each once the
-//! inbox and every projection have caught up with what came before:
+//! inbox and every projection have caught up with what came before, and each
+//! after `--warmup` seconds of sending the same way that are not measured
+//! (the connections, threads and statements the first requests set up, and
+//! the change from idle to load, belong to a process's first second, not to
+//! its steady state; the open loop's warm-up figures are reported beside):
 //!
 //! - **Lectern, open loop** (the target's measure): `--rate` webhooks/s
 //!   offered on a fixed schedule; a request's latency counts from its
@@ -59,6 +63,10 @@ pub struct WebhooksBench {
     /// HTTP connections (each sends on a schedule of its own).
     #[arg(long, default_value_t = 32)]
     pub clients: usize,
+    /// Seconds of sending before each run that are not measured (the run
+    /// follows on the same connections without a pause).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
     /// Run the server without the ledger's sealer (to measure its share;
     /// `lectern serve` runs it by default, and so does this benchmark).
     #[arg(long)]
@@ -84,7 +92,10 @@ pub struct WebhooksResult {
     rate: u64,
     seconds: u64,
     clients: usize,
+    warmup_seconds: u64,
     lectern: Run,
+    /// The open loop's warm-up, not measured in `lectern`.
+    lectern_warmup: Run,
     relay: Run,
     capacity: Run,
     /// Send → the invoice's read model shows it paid.
@@ -132,22 +143,23 @@ fn deliveries(invoices: &[Uuid], n: usize, run: &str) -> Vec<Delivery> {
 /// Webhooks sent, in the order they were sent: each invoice, and when.
 type Pending = Arc<Mutex<Vec<(Uuid, Instant)>>>;
 
-/// Send `deliveries` to `url` for `seconds` over `clients` connections:
-/// closed loop when `interval` is `None`, else each connection sends one
-/// request per `interval`, staggered. Sorted latencies (ms), errors, and
-/// the seconds it took.
+/// Send `deliveries` to `url` for `warmup` then `seconds` seconds over
+/// `clients` connections: closed loop when `interval` is `None`, else each
+/// connection sends one request per `interval`, staggered. The run measured
+/// (requests sent after the warm-up) and the warm-up's.
 async fn load(
     url: &str,
     deliveries: &Arc<Vec<Delivery>>,
     clients: usize,
-    seconds: u64,
+    (warmup, seconds): (u64, u64),
     interval: Option<Duration>,
     pending: Option<&Pending>,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<(Run, Run)> {
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
+    let measured = started + Duration::from_secs(warmup);
+    let deadline = measured + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (client, deliveries, next) =
@@ -155,6 +167,7 @@ async fn load(
         let (url, pending) = (url.to_owned(), pending.cloned());
         tasks.push(tokio::spawn(async move {
             let (mut samples, mut errors) = (Vec::new(), 0usize);
+            let (mut early, mut early_errors) = (Vec::new(), 0usize);
             let mut due = interval.map(|i| started + i.mul_f64(c as f64 / clients as f64));
             while due.unwrap_or_else(Instant::now) < deadline {
                 if let Some(at) = due {
@@ -180,28 +193,45 @@ async fn load(
                     .await?;
                 let ok = r.status().is_success();
                 let _ = r.bytes().await?;
-                samples.push(t.elapsed().as_secs_f64() * 1000.0);
-                errors += usize::from(!ok);
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                if t < measured {
+                    early.push(ms);
+                    early_errors += usize::from(!ok);
+                } else {
+                    samples.push(ms);
+                    errors += usize::from(!ok);
+                }
             }
-            Ok::<_, anyhow::Error>((samples, errors))
+            Ok::<_, anyhow::Error>(((samples, errors), (early, early_errors)))
         }));
     }
     let (mut latencies, mut errors) = (Vec::new(), 0);
+    let (mut warming, mut warm_errors) = (Vec::new(), 0);
     for t in tasks {
-        let (s, e) = t.await??;
+        let ((s, e), (w, we)) = t.await??;
         latencies.extend(s);
         errors += e;
+        warming.extend(w);
+        warm_errors += we;
     }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = measured.elapsed().as_secs_f64();
+    Ok((
+        run(latencies, secs, errors),
+        run(warming, warmup as f64, warm_errors),
+    ))
+}
+
+/// The figures of `latencies` (ms), sent over `secs` seconds.
+fn run(mut latencies: Vec<f64>, secs: f64, errors: usize) -> Run {
     latencies.sort_by(f64::total_cmp);
-    Ok(Run {
+    Run {
         requests: latencies.len(),
-        per_sec: round3(latencies.len() as f64 / secs),
+        per_sec: round3(latencies.len() as f64 / secs.max(0.001)),
         p50_ms: round3(percentile(&latencies, 0.5)),
         p99_ms: round3(percentile(&latencies, 0.99)),
         max_ms: round3(latencies.last().copied().unwrap_or_default()),
         errors,
-    })
+    }
 }
 
 /// Watch the `invoices` read model until every webhook sent is seen and
@@ -388,7 +418,7 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     let url = format!("{}/api/v1/webhooks/stripe", server.base);
     let relay_url = relay(&cancel).await?;
 
-    let n = (opts.rate * opts.seconds) as usize + opts.clients;
+    let n = (opts.rate * (opts.warmup + opts.seconds)) as usize + opts.clients;
     let began = Instant::now();
     let invoices = open_invoices(&state, n).await?;
     settle(&pool).await?;
@@ -403,11 +433,11 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     let pending: Pending = Arc::default();
     let done = CancellationToken::new();
     let watcher = tokio::spawn(watch(pool.clone(), Arc::clone(&pending), done.clone()));
-    let lectern = load(
+    let (lectern, lectern_warmup) = load(
         &url,
         &paying,
         opts.clients,
-        opts.seconds,
+        (opts.warmup, opts.seconds),
         Some(interval),
         Some(&pending),
     )
@@ -421,11 +451,11 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
         began.elapsed().as_secs_f64()
     );
     // The limit, at the same rate, with the same requests.
-    let relay = load(
+    let (relay, _) = load(
         &relay_url,
         &paying,
         opts.clients,
-        opts.seconds,
+        (opts.warmup, opts.seconds),
         Some(interval),
         None,
     )
@@ -438,7 +468,15 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
         "{:.1} s: the closed-loop run starts",
         began.elapsed().as_secs_f64()
     );
-    let capacity = load(&url, &more, opts.clients, opts.seconds, None, None).await?;
+    let (capacity, _) = load(
+        &url,
+        &more,
+        opts.clients,
+        (opts.warmup, opts.seconds),
+        None,
+        None,
+    )
+    .await?;
 
     cancel.cancel();
     workers.join().await;
@@ -447,8 +485,10 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
         rate: opts.rate,
         seconds: opts.seconds,
         clients: opts.clients,
+        warmup_seconds: opts.warmup,
         p99_ratio: round3(lectern.p99_ms / relay.p99_ms.max(0.001)),
         lectern,
+        lectern_warmup,
         relay,
         capacity,
         effect_p50_ms: round3(percentile(&lags, 0.5)),
