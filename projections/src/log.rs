@@ -96,7 +96,9 @@ pub struct Read {
     /// The position of the last event read, wanted or not: the reader has
     /// seen everything up to it.
     pub last: Option<Position>,
-    /// How many events were read, wanted or not.
+    /// How many events were read, wanted or not (1 for a stretch the
+    /// process's log tail vouched for, which [`crate::Follower::read`]
+    /// moves past without reading it).
     pub scanned: usize,
 }
 
