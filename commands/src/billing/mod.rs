@@ -354,8 +354,8 @@ fn receipts_thread() -> &'static tokio::runtime::Handle {
     HANDLE.get_or_init(|| thread_of_its_own("lectern-receipts"))
 }
 
-/// The inbox worker's thread (see [`BillingService::process_inbox`]), one
-/// per process, started on first use: applying a batch folds and decides up
+/// The thread the API's inbox worker calls [`BillingService::process_inbox`]
+/// from, one per process, started on first use: applying a batch folds and decides up
 /// to hundreds of invoices between two awaits, which on the API's runtime
 /// holds up the requests queued on the same worker thread (webhooks among
 /// them); on a thread of its own the OS shares the cores out fairly instead.
