@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use lectern_domain::Position;
 use lectern_ledger::tree::{self, Frontier, MapReader};
 use lectern_ledger::Hash;
-pub use sealer::{envelope_of, Sealer, SealerConfig};
+pub use sealer::{envelope_of, unsealed, Sealer, SealerConfig, Unsealed, UNSEALED_COUNTED};
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::log::{text_event, TextEvent};

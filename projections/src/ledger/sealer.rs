@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use lectern_domain::Position;
 use lectern_ledger::tree::{self, Frontier};
 use lectern_ledger::{bundle, Envelope, Hash, LedgerKey};
@@ -437,17 +437,55 @@ pub fn envelope_of(e: &TextEvent) -> Envelope<'_> {
     }
 }
 
-/// The unsealed events and the age of the oldest, as metrics.
-async fn stats(conn: &mut PgConnection, after: Position) -> Result<(), SealError> {
+/// The unsealed events [`unsealed`] counts at most.
+pub const UNSEALED_COUNTED: i64 = 10_000;
+
+/// The events after a sealer's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsealed {
+    /// How many, up to `counted`.
+    pub events: i64,
+    /// When the first of them in the log's order was recorded.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// The events after `after` in the log's order (counted up to `counted`),
+/// and when the first of them was recorded. Both walk the log's
+/// `(transaction_id, global_position)` index from `after`, so they cost what
+/// is unsealed, not the log's size. (A plain `count(*)` of the range was
+/// planned once for any position: a parallel scan of the whole table, which
+/// held both cores of a 2-core host for 60-160 ms every five seconds, seen
+/// as stalls in `lectern-bench webhooks`.)
+pub async fn unsealed(
+    conn: &mut PgConnection,
+    after: Position,
+    counted: i64,
+) -> Result<Unsealed, sqlx::Error> {
     let row = sqlx::query!(
-        r#"SELECT count(*) AS "n!", min(recorded_at) AS oldest FROM events
-            WHERE (transaction_id, global_position) > ($1::text::xid8, $2)"#,
+        r#"SELECT (SELECT count(*) FROM (SELECT 1 FROM events
+                                          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                                          ORDER BY transaction_id, global_position
+                                          LIMIT $3) AS unsealed) AS "n!",
+                  (SELECT recorded_at FROM events
+                    WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                    ORDER BY transaction_id, global_position
+                    LIMIT 1) AS oldest"#,
         after.transaction_id.to_string(),
         after.global_position,
+        counted,
     )
     .fetch_one(conn)
     .await?;
-    metrics::gauge!("lectern_ledger_unsealed_events").set(row.n as f64);
+    Ok(Unsealed {
+        events: row.n,
+        oldest: row.oldest,
+    })
+}
+
+/// The unsealed events and the age of the first of them, as metrics.
+async fn stats(conn: &mut PgConnection, after: Position) -> Result<(), SealError> {
+    let row = unsealed(conn, after, UNSEALED_COUNTED).await?;
+    metrics::gauge!("lectern_ledger_unsealed_events").set(row.events as f64);
     let lag = row.oldest.map_or(0.0, |t| {
         (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
     });

@@ -10,9 +10,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use lectern_api::config::{LedgerConfig, WorkerConfig};
+use lectern_domain::Position;
 use lectern_ledger::verify::Report;
 use lectern_ledger::{parse_hex_hash, tree, Envelope, Hash, LedgerKey, TrustedKey};
-use lectern_projections::ledger::{export, Sealer, SealerConfig};
+use lectern_projections::ledger::{
+    export, unsealed, Sealer, SealerConfig, Unsealed, UNSEALED_COUNTED,
+};
 use lectern_projections::Wakeup;
 use lectern_tests::{
     json_of, lectern_bin, spawn_app_with, state_for, wait_until, ServerProcess, TestApp, TestDb,
@@ -511,6 +514,91 @@ async fn out_of_order_commits_are_sealed_in_feed_order_once_each() {
     assert_eq!(report.sealed, 201);
     cancel.cancel();
     task.await.expect("the sealer stops");
+}
+
+/// The sealer's gauges: the events after a position in the log's order
+/// (transaction, then position: a transaction that took its id first and
+/// its position last comes first), counted up to a cap, and when the first
+/// of them was recorded.
+#[tokio::test]
+async fn unsealed_counts_the_events_after_a_position_in_log_order() {
+    let db = TestDb::new().await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    // A takes its transaction id first and its position last.
+    let mut a = db.pool.acquire().await.expect("conn");
+    let mut a_tx = a.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *a_tx)
+        .await
+        .expect("an id for A");
+    for i in 0..5 {
+        insert_event(&mut conn, &format!("e{i}")).await;
+    }
+    insert_event(&mut a_tx, "a").await;
+    a_tx.commit().await.expect("commit A");
+    let log: Vec<(String, i64, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT transaction_id::text, global_position, aggregate_id, recorded_at FROM events
+          ORDER BY transaction_id, global_position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("log");
+    assert_eq!(log.len(), 6);
+    assert_eq!(log[0].2, "a", "A is first in the log");
+    assert!(
+        log[1..].iter().all(|e| e.1 < log[0].1),
+        "though its position is the highest"
+    );
+    let at = |i: usize| Position {
+        transaction_id: log[i].0.parse().expect("a transaction id"),
+        global_position: log[i].1,
+    };
+
+    let all = unsealed(&mut conn, Position::ZERO, UNSEALED_COUNTED)
+        .await
+        .expect("unsealed");
+    assert_eq!(
+        all,
+        Unsealed {
+            events: 6,
+            oldest: Some(log[0].3)
+        }
+    );
+    // Past A: the five with lower positions are all still to come.
+    let past_a = unsealed(&mut conn, at(0), UNSEALED_COUNTED)
+        .await
+        .expect("unsealed");
+    assert_eq!(
+        past_a,
+        Unsealed {
+            events: 5,
+            oldest: Some(log[1].3)
+        }
+    );
+    let past_third = unsealed(&mut conn, at(2), UNSEALED_COUNTED)
+        .await
+        .expect("unsealed");
+    assert_eq!(
+        past_third,
+        Unsealed {
+            events: 3,
+            oldest: Some(log[3].3)
+        }
+    );
+    let past_last = unsealed(&mut conn, at(5), UNSEALED_COUNTED)
+        .await
+        .expect("unsealed");
+    assert_eq!(
+        past_last,
+        Unsealed {
+            events: 0,
+            oldest: None
+        }
+    );
+    let capped = unsealed(&mut conn, Position::ZERO, 4)
+        .await
+        .expect("unsealed");
+    assert_eq!(capped.events, 4, "counted up to the cap");
 }
 
 fn key_of(key: &LedgerKey) -> TrustedKey {
