@@ -20,6 +20,11 @@
 //!   200: no store, no inbox, no log.
 //! - **Lectern, closed loop** (capacity): each connection sends its next
 //!   webhook as soon as the last is answered.
+//!
+//! Beside the open loop's figures it reports the p99 of each of its seconds
+//! and, on Linux, the host's page-cache writeback bursts during it (the
+//! kernel writing back PostgreSQL's data files, which holds up the WAL's
+//! flushes on a shared disk: see docs/DEPLOYMENT.md).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,6 +101,11 @@ pub struct WebhooksResult {
     lectern: Run,
     /// The open loop's warm-up, not measured in `lectern`.
     lectern_warmup: Run,
+    /// The open loop's p99 (ms) of the requests scheduled in each second.
+    lectern_p99_by_second: Vec<f64>,
+    /// Page-cache writeback bursts during the open loop (Linux only; `None`
+    /// where `/proc/meminfo` cannot be read).
+    writeback_bursts: Option<Vec<Burst>>,
     relay: Run,
     capacity: Run,
     /// Send → the invoice's read model shows it paid.
@@ -105,6 +115,55 @@ pub struct WebhooksResult {
     effects_seen: usize,
     effects_missing: usize,
     p99_ratio: f64,
+}
+
+/// A drop of the host's dirty page cache (`Dirty` in `/proc/meminfo`) of at
+/// least [`BURST_MB`] between two looks 50 ms apart: the kernel writing back
+/// what PostgreSQL's data files accumulated (a table or index grows by
+/// pages PostgreSQL 15 writes as zeros, later flushed all at once per file),
+/// during which the WAL's flushes, and so every commit, wait for the disk.
+#[derive(Debug, Serialize)]
+pub struct Burst {
+    /// Seconds into the measured run (negative: in the warm-up).
+    at_s: f64,
+    /// Megabytes written back.
+    mb: f64,
+}
+
+/// The smallest drop counted as a burst.
+const BURST_MB: f64 = 16.0;
+
+/// The host's dirty page cache in MB, where it can be read.
+fn dirty_mb() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Dirty:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Look at the dirty page cache every 50 ms until `done`: each burst, timed
+/// from `measured`.
+async fn watch_writeback(measured: Instant, done: CancellationToken) -> Option<Vec<Burst>> {
+    let mut last = dirty_mb()?;
+    let mut bursts = Vec::new();
+    while !done.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = dirty_mb()?;
+        if last - now >= BURST_MB {
+            let at = Instant::now();
+            let at_s = if at >= measured {
+                at.duration_since(measured).as_secs_f64()
+            } else {
+                -measured.duration_since(at).as_secs_f64()
+            };
+            bursts.push(Burst {
+                at_s: round3(at_s),
+                mb: round3(last - now),
+            });
+        }
+        last = now;
+    }
+    Some(bursts)
 }
 
 /// A signed delivery and the invoice it pays.
@@ -146,7 +205,8 @@ type Pending = Arc<Mutex<Vec<(Uuid, Instant)>>>;
 /// Send `deliveries` to `url` for `warmup` then `seconds` seconds over
 /// `clients` connections: closed loop when `interval` is `None`, else each
 /// connection sends one request per `interval`, staggered. The run measured
-/// (requests sent after the warm-up) and the warm-up's.
+/// (requests sent after the warm-up), the warm-up's, and the measured run's
+/// p99 of the requests scheduled in each of its seconds.
 async fn load(
     url: &str,
     deliveries: &Arc<Vec<Delivery>>,
@@ -154,7 +214,7 @@ async fn load(
     (warmup, seconds): (u64, u64),
     interval: Option<Duration>,
     pending: Option<&Pending>,
-) -> anyhow::Result<(Run, Run)> {
+) -> anyhow::Result<(Run, Run, Vec<f64>)> {
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -198,26 +258,40 @@ async fn load(
                     early.push(ms);
                     early_errors += usize::from(!ok);
                 } else {
-                    samples.push(ms);
+                    samples.push((t.duration_since(measured).as_secs(), ms));
                     errors += usize::from(!ok);
                 }
             }
             Ok::<_, anyhow::Error>(((samples, errors), (early, early_errors)))
         }));
     }
-    let (mut latencies, mut errors) = (Vec::new(), 0);
+    let (mut timed, mut errors) = (Vec::new(), 0);
     let (mut warming, mut warm_errors) = (Vec::new(), 0);
     for t in tasks {
         let ((s, e), (w, we)) = t.await??;
-        latencies.extend(s);
+        timed.extend(s);
         errors += e;
         warming.extend(w);
         warm_errors += we;
     }
     let secs = measured.elapsed().as_secs_f64();
+    let mut by_second = vec![Vec::new(); seconds as usize];
+    for (second, ms) in &timed {
+        if let Some(v) = by_second.get_mut(*second as usize) {
+            v.push(*ms);
+        }
+    }
+    let p99_by_second = by_second
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            round3(percentile(&v, 0.99))
+        })
+        .collect();
     Ok((
-        run(latencies, secs, errors),
+        run(timed.into_iter().map(|(_, ms)| ms).collect(), secs, errors),
         run(warming, warmup as f64, warm_errors),
+        p99_by_second,
     ))
 }
 
@@ -433,7 +507,11 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     let pending: Pending = Arc::default();
     let done = CancellationToken::new();
     let watcher = tokio::spawn(watch(pool.clone(), Arc::clone(&pending), done.clone()));
-    let (lectern, lectern_warmup) = load(
+    let writeback = tokio::spawn(watch_writeback(
+        Instant::now() + Duration::from_secs(opts.warmup),
+        done.clone(),
+    ));
+    let (lectern, lectern_warmup, lectern_p99_by_second) = load(
         &url,
         &paying,
         opts.clients,
@@ -444,6 +522,7 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     .await?;
     done.cancel();
     let (lags, effects_missing) = watcher.await??;
+    let writeback_bursts = writeback.await?;
 
     settle(&pool).await?;
     eprintln!(
@@ -451,7 +530,7 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
         began.elapsed().as_secs_f64()
     );
     // The limit, at the same rate, with the same requests.
-    let (relay, _) = load(
+    let (relay, _, _) = load(
         &relay_url,
         &paying,
         opts.clients,
@@ -468,7 +547,7 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
         "{:.1} s: the closed-loop run starts",
         began.elapsed().as_secs_f64()
     );
-    let (capacity, _) = load(
+    let (capacity, _, _) = load(
         &url,
         &more,
         opts.clients,
@@ -489,6 +568,8 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
         p99_ratio: round3(lectern.p99_ms / relay.p99_ms.max(0.001)),
         lectern,
         lectern_warmup,
+        lectern_p99_by_second,
+        writeback_bursts,
         relay,
         capacity,
         effect_p50_ms: round3(percentile(&lags, 0.5)),
