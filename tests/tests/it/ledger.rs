@@ -554,47 +554,24 @@ async fn unsealed_counts_the_events_after_a_position_in_log_order() {
         global_position: log[i].1,
     };
 
-    let all = unsealed(&mut conn, Position::ZERO, UNSEALED_COUNTED)
-        .await
-        .expect("unsealed");
-    assert_eq!(
-        all,
-        Unsealed {
-            events: 6,
-            oldest: Some(log[0].3)
-        }
-    );
-    // Past A: the five with lower positions are all still to come.
-    let past_a = unsealed(&mut conn, at(0), UNSEALED_COUNTED)
-        .await
-        .expect("unsealed");
-    assert_eq!(
-        past_a,
-        Unsealed {
-            events: 5,
-            oldest: Some(log[1].3)
-        }
-    );
-    let past_third = unsealed(&mut conn, at(2), UNSEALED_COUNTED)
-        .await
-        .expect("unsealed");
-    assert_eq!(
-        past_third,
-        Unsealed {
-            events: 3,
-            oldest: Some(log[3].3)
-        }
-    );
-    let past_last = unsealed(&mut conn, at(5), UNSEALED_COUNTED)
-        .await
-        .expect("unsealed");
-    assert_eq!(
-        past_last,
-        Unsealed {
-            events: 0,
-            oldest: None
-        }
-    );
+    // From the start; past A (the five with lower positions are all still
+    // to come); past the third; past the last.
+    let cases = [
+        (Position::ZERO, 6, Some(0)),
+        (at(0), 5, Some(1)),
+        (at(2), 3, Some(3)),
+        (at(5), 0, None),
+    ];
+    for (after, events, first) in cases {
+        let found = unsealed(&mut conn, after, UNSEALED_COUNTED)
+            .await
+            .expect("unsealed");
+        let expected = Unsealed {
+            events,
+            oldest: first.map(|i: usize| log[i].3),
+        };
+        assert_eq!(found, expected, "after {after}");
+    }
     let capped = unsealed(&mut conn, Position::ZERO, 4)
         .await
         .expect("unsealed");
