@@ -2,9 +2,13 @@
 //!
 //! A server in the benchmark's process (with its projection runners and the
 //! Stripe inbox worker) receives `payment_intent.succeeded` events, each
-//! signed as Stripe signs and each paying an open invoice of its own. Three
-//! runs, each `--seconds` long, on the same connections, each once the
-//! inbox and every projection have caught up with what came before, and each
+//! signed as Stripe signs and each paying an open invoice of its own. The
+//! invoices are opened through a billing service of their own, so the
+//! server holds none of them in memory: each webhook's invoice is loaded from
+//! the store, as it is when a payment comes long after the invoice was
+//! opened or in another process. Three runs, each `--seconds` long, on the
+//! same connections, each once the inbox, every projection and the ledger's
+//! sealer have caught up with what came before, and each
 //! after `--warmup` seconds of sending the same way that are not measured
 //! (the connections, threads and statements the first requests set up, and
 //! the change from idle to load, belong to a process's first second, not to
@@ -40,6 +44,7 @@ use lectern_api::routes::billing::signature::{sign, verify, Secrets};
 use lectern_api::workers::Workers;
 use lectern_api::AppState;
 use lectern_bench::stats::{percentile, round3};
+use lectern_commands::billing::BillingService;
 use lectern_domain::billing::invoice::{InvoiceCommand, Line};
 use lectern_domain::classroom::values::Currency;
 use lectern_domain::EventMetadata;
@@ -360,14 +365,16 @@ async fn watch(
     Ok((lags, waiting.len()))
 }
 
-/// Open invoices of 15.00 EUR, `n` of them, written through the service by
-/// 16 tasks; once the read model holds them all.
-async fn open_invoices(state: &AppState, n: usize) -> anyhow::Result<Vec<Uuid>> {
+/// Open invoices of 15.00 EUR, `n` of them, written by 16 tasks through a
+/// billing service of their own (not the server's, whose command bus so
+/// holds none of them); once the read model holds them all.
+async fn open_invoices(pool: &PgPool, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    let billing = BillingService::new(pool);
     let ids: Arc<Vec<Uuid>> = Arc::new((0..n).map(|_| Uuid::new_v4()).collect());
     let eur = Currency::parse("eur")?;
     let mut tasks = Vec::new();
     for w in 0..16 {
-        let (billing, ids, eur) = (state.billing.clone(), Arc::clone(&ids), eur.clone());
+        let (billing, ids, eur) = (billing.clone(), Arc::clone(&ids), eur.clone());
         tasks.push(tokio::spawn(async move {
             let meta = EventMetadata::system("bench");
             for id in ids.iter().skip(w).step_by(16) {
@@ -401,7 +408,7 @@ async fn open_invoices(state: &AppState, n: usize) -> anyhow::Result<Vec<Uuid>> 
             "SELECT count(*) FROM invoices WHERE id = ANY($1) AND status = 'open'",
         )
         .bind(&tails)
-        .fetch_one(&state.pool)
+        .fetch_one(pool)
         .await?;
         if open as usize == tails.len() {
             break;
@@ -416,14 +423,15 @@ async fn open_invoices(state: &AppState, n: usize) -> anyhow::Result<Vec<Uuid>> 
 }
 
 /// Wait (at most two minutes) until the inbox has nothing pending and every
-/// projection and process manager has caught up with the log (no event after
-/// its checkpoint in the log's (transaction, position) order, in which the
-/// last event need not have the highest position), so that a run does not pay
-/// for the work the one before it left behind.
-async fn settle(pool: &PgPool) -> anyhow::Result<()> {
+/// projection and process manager, and with `ledger` the sealer, has caught
+/// up with the log (no event after its checkpoint, or the last leaf, in the
+/// log's (transaction, position) order, in which the last event need not have
+/// the highest position), so that a run does not pay for the work the one
+/// before it left behind.
+async fn settle(pool: &PgPool, ledger: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let settled: bool = sqlx::query_scalar(
+        let mut settled: bool = sqlx::query_scalar(
             "SELECT NOT EXISTS (SELECT 1 FROM stripe_inbox WHERE status = 'pending')
                 AND NOT EXISTS (SELECT 1 FROM projection_checkpoints c
                                  WHERE EXISTS (SELECT 1 FROM events e
@@ -432,6 +440,24 @@ async fn settle(pool: &PgPool) -> anyhow::Result<()> {
         )
         .fetch_one(pool)
         .await?;
+        if settled && ledger {
+            // The sealer too: no event after its last leaf.
+            let sealed: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT transaction_id::text::bigint, global_position FROM ledger_leaves
+                  ORDER BY seq DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?;
+            let (tx, position) = sealed.unwrap_or((0, 0));
+            settled = !sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM events
+                                 WHERE (transaction_id, global_position) > ($1::text::xid8, $2))",
+            )
+            .bind(tx.to_string())
+            .bind(position)
+            .fetch_one(pool)
+            .await?;
+        }
         if settled {
             return Ok(());
         }
@@ -494,8 +520,8 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
 
     let n = (opts.rate * (opts.warmup + opts.seconds)) as usize + opts.clients;
     let began = Instant::now();
-    let invoices = open_invoices(&state, n).await?;
-    settle(&pool).await?;
+    let invoices = open_invoices(&pool, n).await?;
+    settle(&pool, !opts.without_ledger).await?;
     eprintln!(
         "{n} open invoices in {:.1} s; the open-loop run starts",
         began.elapsed().as_secs_f64()
@@ -524,7 +550,7 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     let (lags, effects_missing) = watcher.await??;
     let writeback_bursts = writeback.await?;
 
-    settle(&pool).await?;
+    settle(&pool, !opts.without_ledger).await?;
     eprintln!(
         "{:.1} s: the bare check starts",
         began.elapsed().as_secs_f64()
@@ -542,7 +568,7 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
 
     // Capacity: as fast as the connections go, new events on the same invoices.
     let more = Arc::new(deliveries(&invoices, n * 4, "closed"));
-    settle(&pool).await?;
+    settle(&pool, !opts.without_ledger).await?;
     eprintln!(
         "{:.1} s: the closed-loop run starts",
         began.elapsed().as_secs_f64()

@@ -7,6 +7,10 @@
 //! statement. Across processes the events table's primary key refuses a stale
 //! writer; the worker then reloads, re-runs the batch, and after
 //! [`DispatchConfig::max_retries`] gives up with [`CommandError::Conflict`].
+//! A worker loads its state through the aggregate type's loader
+//! (`loader.rs`), so that workers starting at once share a query, and
+//! appends through its committer (`committer.rs`), so that they share a
+//! statement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::committer::Committer;
 use crate::error::{CommandError, StoreError};
+use crate::loader::Loader;
 use crate::store::{Loaded, NewEvent, PgEventStore, RecordedEvent};
 
 /// Tuning of an [`CommandBus`].
@@ -83,6 +88,7 @@ struct Inner<A: Aggregate> {
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Job<A>>>>,
     /// Started on first use, inside the runtime.
     committer: OnceLock<Committer<A>>,
+    loader: Arc<Loader<A>>,
 }
 
 /// Runs commands against aggregates of type `A`.
@@ -109,6 +115,7 @@ where
     pub fn new(store: PgEventStore<A>, services: A::Services, config: DispatchConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                loader: Loader::new(store.clone()),
                 store,
                 services,
                 config,
@@ -306,7 +313,7 @@ where
             let fresh = self.state.is_none();
             let base = match self.state.take() {
                 Some(state) => state,
-                None => match self.inner.store.load(&self.aggregate_id).await {
+                None => match self.inner.loader.load(&self.aggregate_id).await {
                     Ok(state) => state,
                     Err(e) => return self.fail(batch, e),
                 },

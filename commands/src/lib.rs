@@ -17,6 +17,7 @@ mod cqrs_store;
 pub mod error;
 pub mod history;
 pub mod identity;
+mod loader;
 pub mod pool;
 pub mod presence;
 pub mod store;

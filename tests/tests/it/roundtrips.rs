@@ -210,3 +210,82 @@ async fn a_command_costs_two_round_trips_and_one_when_cached() {
         .expect("count");
     assert_eq!(stored, 24);
 }
+
+#[tokio::test]
+async fn aggregates_that_start_at_once_share_their_loads() {
+    let db = TestDb::new().await;
+    let meta = EventMetadata::system("roundtrips");
+    // 100 aggregates with 1 to 5 events each, written by a bus of their own
+    // (snapshots every 3, so some load from a snapshot and a tail).
+    let writer = CommandBus::new(
+        PgEventStore::<Tally>::new(db.pool.clone()).with_snapshots(3),
+        (),
+        DispatchConfig::default(),
+    );
+    let ids: Vec<String> = (0..100).map(|i| format!("start-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        for k in 0..=i % 5 {
+            writer
+                .execute(
+                    id,
+                    Add {
+                        tag: format!("t{k}"),
+                        count: 1,
+                    },
+                    meta.clone(),
+                )
+                .await
+                .expect("committed");
+        }
+    }
+    // A new bus, through the counting proxy, that holds none of them: one
+    // command on each, all at once.
+    let counts = Arc::new(Counts::default());
+    let url = counting_proxy(&db, Arc::clone(&counts)).await;
+    let pool = lectern_commands::pool::connect(&url, 4)
+        .await
+        .expect("connect through the proxy");
+    // (Snapshots are read whatever the interval; one of 100 keeps the appends
+    // from writing any, each of which would be a statement of its own.)
+    let bus = CommandBus::new(
+        PgEventStore::<Tally>::new(pool.clone()).with_snapshots(100),
+        (),
+        DispatchConfig::default(),
+    );
+    let before = counts.now();
+    let committed = futures::future::join_all(ids.iter().map(|id| {
+        bus.execute(
+            id,
+            Add {
+                tag: "last".into(),
+                count: 1,
+            },
+            meta.clone(),
+        )
+    }))
+    .await;
+    let after = counts.now();
+    for (i, result) in committed.into_iter().enumerate() {
+        let committed = result.expect("committed");
+        assert_eq!(committed.version, (i % 5) as u64 + 2, "{}", ids[i]);
+    }
+    // Loaded one by one, the loads alone would be 100 round trips; shared,
+    // the loads and the appends together take a handful.
+    let trips = after[0] - before[0];
+    assert!(trips <= 12, "{trips} round trips for 100 loads and appends");
+    // Each aggregate's state was its own: its stored tags in order.
+    let store = PgEventStore::<Tally>::new(db.pool.clone());
+    for (i, id) in ids.iter().enumerate() {
+        let mut expected: Vec<String> = (0..=i % 5).map(|k| format!("t{k}")).collect();
+        expected.push("last".into());
+        assert_eq!(
+            store
+                .load_from_events(id)
+                .await
+                .expect("load")
+                .aggregate
+                .tags,
+            expected
+        );
+    }
+}

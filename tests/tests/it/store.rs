@@ -154,6 +154,63 @@ async fn snapshot_loads_equal_a_full_replay_across_many_intervals() {
 }
 
 #[tokio::test]
+async fn load_many_equals_each_aggregate_loaded_alone() {
+    let db = TestDb::new().await;
+    let store = PgEventStore::<Tally>::new(db.pool.clone()).with_snapshots(3);
+    let dispatch = CommandBus::new(store.clone(), (), DispatchConfig::default());
+    // Streams of 1 to 8 commands (1 to 4 events each): some with a snapshot
+    // and a tail, some without one.
+    let ids: Vec<String> = (0..12).map(|i| format!("many-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        for (tag, count) in plan(i % 8 + 1) {
+            dispatch
+                .execute(id, add(tag, count), meta("Add"))
+                .await
+                .expect("commit");
+        }
+    }
+    // One whose snapshot no longer deserialises, and one with no events.
+    let broken = sqlx::query(
+        "UPDATE snapshots SET payload = '{\"nonsense\": 1}'
+          WHERE aggregate_type = 'Tally' AND aggregate_id = 'many-7'",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("break a snapshot");
+    assert_eq!(broken.rows_affected(), 1);
+    let mut asked: Vec<&str> = ids.iter().map(String::as_str).rev().collect();
+    asked.insert(5, "never-written");
+
+    let many = store.load_many(&asked).await.expect("load many");
+    assert_eq!(many.len(), asked.len());
+    for (id, loaded) in asked.iter().zip(&many) {
+        let replayed = store.load_from_events(id).await.expect("replay");
+        assert_eq!(loaded.aggregate, replayed.aggregate, "{id}");
+        let stored = stored_sequences(&db.pool, "Tally", id).await;
+        assert_eq!(
+            loaded.version as i64,
+            stored.last().copied().unwrap_or(0),
+            "{id}"
+        );
+        let alone = store.load(id).await.expect("load");
+        assert_eq!(loaded.snapshot_version, alone.snapshot_version, "{id}");
+    }
+    // The broken snapshot was read past (its aggregate came from its events),
+    // the others were used.
+    let broken_at = asked.iter().position(|a| *a == "many-7").expect("asked");
+    assert_eq!(many[broken_at].snapshot_version, 0);
+    assert!(many.iter().any(|l| l.snapshot_version > 0));
+    let new_at = asked
+        .iter()
+        .position(|a| *a == "never-written")
+        .expect("asked");
+    assert_eq!(
+        (many[new_at].version, many[new_at].aggregate.events),
+        (0, 0)
+    );
+}
+
+#[tokio::test]
 async fn background_snapshots_land_and_load_equal_a_full_replay() {
     let db = TestDb::new().await;
     let store = PgEventStore::<Tally>::new(db.pool.clone())
