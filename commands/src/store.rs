@@ -283,7 +283,8 @@ where
 
     /// The current state of each of `aggregate_ids`, in that order, as
     /// [`PgEventStore::load`] would give it, in one query. An aggregate whose
-    /// snapshot no longer deserialises is loaded again alone, from its events.
+    /// snapshot no longer deserialises, or that is asked for twice, is loaded
+    /// again alone.
     pub async fn load_many(&self, aggregate_ids: &[&str]) -> Result<Vec<Loaded<A>>, StoreError> {
         let use_snapshot = self.snapshot_every.is_some();
         let rows = sqlx::query(LOAD_MANY)
@@ -300,7 +301,13 @@ where
                 .push(row);
         }
         let mut loaded = Vec::with_capacity(aggregate_ids.len());
+        let mut folded = std::collections::HashSet::new();
         for id in aggregate_ids {
+            if !folded.insert(*id) {
+                // Asked twice: its rows went to the first.
+                loaded.push(self.load(id).await?);
+                continue;
+            }
             let rows = by_id.remove(*id).unwrap_or_default();
             loaded.push(match self.fold(id, rows) {
                 Err(StoreError::Serialization(_)) if use_snapshot => self.load(id).await?,

@@ -180,6 +180,7 @@ async fn load_many_equals_each_aggregate_loaded_alone() {
     assert_eq!(broken.rows_affected(), 1);
     let mut asked: Vec<&str> = ids.iter().map(String::as_str).rev().collect();
     asked.insert(5, "never-written");
+    asked.push("many-3");
 
     let many = store.load_many(&asked).await.expect("load many");
     assert_eq!(many.len(), asked.len());
