@@ -442,21 +442,12 @@ async fn settle(pool: &PgPool, ledger: bool) -> anyhow::Result<()> {
         .await?;
         if settled && ledger {
             // The sealer too: no event after its last leaf.
-            let sealed: Option<(i64, i64)> = sqlx::query_as(
-                "SELECT transaction_id::text::bigint, global_position FROM ledger_leaves
-                  ORDER BY seq DESC LIMIT 1",
-            )
-            .fetch_optional(pool)
-            .await?;
-            let (tx, position) = sealed.unwrap_or((0, 0));
-            settled = !sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM events
-                                 WHERE (transaction_id, global_position) > ($1::text::xid8, $2))",
-            )
-            .bind(tx.to_string())
-            .bind(position)
-            .fetch_one(pool)
-            .await?;
+            let mut conn = pool.acquire().await?;
+            let (_, sealed) = lectern_projections::ledger::head(&mut conn).await?;
+            settled = lectern_projections::ledger::unsealed(&mut conn, sealed, 1)
+                .await?
+                .events
+                == 0;
         }
         if settled {
             return Ok(());
