@@ -8,8 +8,8 @@
 //! the store, as it is when a payment comes long after the invoice was
 //! opened or in another process. Three runs, each `--seconds` long, on the
 //! same connections, each once the inbox, every projection and the ledger's
-//! sealer have caught up with what came before, and each
-//! after `--warmup` seconds of sending the same way that are not measured
+//! sealer have caught up with what came before and a `CHECKPOINT` has
+//! written it out, and each after `--warmup` seconds of sending the same way that are not measured
 //! (the connections, threads and statements the first requests set up, and
 //! the change from idle to load, belong to a process's first second, not to
 //! its steady state; the open loop's warm-up figures are reported beside):
@@ -426,8 +426,8 @@ async fn open_invoices(pool: &PgPool, n: usize) -> anyhow::Result<Vec<Uuid>> {
 /// projection and process manager, and with `ledger` the sealer, has caught
 /// up with the log (no event after its checkpoint, or the last leaf, in the
 /// log's (transaction, position) order, in which the last event need not have
-/// the highest position), so that a run does not pay for the work the one
-/// before it left behind.
+/// the highest position), then take a [`checkpoint`], so that a run does not
+/// pay for the work the one before it left behind.
 async fn settle(pool: &PgPool, ledger: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
@@ -450,11 +450,25 @@ async fn settle(pool: &PgPool, ledger: bool) -> anyhow::Result<()> {
                 == 0;
         }
         if settled {
-            return Ok(());
+            return checkpoint(pool).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("the projections did not settle within two minutes; going on");
+    checkpoint(pool).await
+}
+
+/// Write out what the work before a run left in the data files: PostgreSQL
+/// leaves its writes in the page cache, and the kernel writes each file back
+/// 30 s after it was first dirtied, in one burst that holds up the WAL's
+/// flushes on a shared disk (docs/DEPLOYMENT.md). Without it, the seconds-long
+/// seeding of the invoices (writes at several times the run's own rate)
+/// lands in the run as bursts of hundreds of MB. Needs the `pg_checkpoint`
+/// role (or a superuser); without it the run goes on, and says so.
+async fn checkpoint(pool: &PgPool) -> anyhow::Result<()> {
+    if let Err(e) = sqlx::query("CHECKPOINT").execute(pool).await {
+        eprintln!("CHECKPOINT before the run failed ({e}); going on without it");
+    }
     Ok(())
 }
 

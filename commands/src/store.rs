@@ -183,12 +183,33 @@ ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
        payload = EXCLUDED.payload, taken_at = now()
  WHERE snapshots.last_sequence < EXCLUDED.last_sequence";
 
-/// Several streams' events in one statement: all of them or none.
-const APPEND_STREAMS: &str = "
+/// Several streams' events in one statement: all of them or none. Written
+/// by [`append_streams_sql`]; the streams' rows are `u`, and a `WHERE` on
+/// them goes between the two parts.
+const APPEND_STREAMS: [&str; 2] = [
+    "
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
 SELECT $1, u.id, u.seq, u.et, u.ev, u.p, u.m
-  FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) AS u(id, seq, et, ev, p, m)
-RETURNING aggregate_id, sequence, event_id, global_position, transaction_id::text::bigint AS tx, recorded_at";
+  FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) AS u(id, seq, et, ev, p, m)",
+    "
+RETURNING aggregate_id, sequence, event_id, global_position, transaction_id::text::bigint AS tx, recorded_at",
+];
+
+/// The statement that appends [`StreamColumns`] (bound as `$1` to `$7`):
+/// `with` before it (a `WITH` clause whose parameters start at `$8`, or
+/// nothing), and `only` as the condition a stream's rows `u` must meet to be
+/// appended (or nothing, for all of them).
+pub(crate) fn append_streams_sql(with: &str, only: &str) -> String {
+    let condition = if only.is_empty() {
+        String::new()
+    } else {
+        format!("\n WHERE {only}")
+    };
+    format!(
+        "{with}{}{condition}{}",
+        APPEND_STREAMS[0], APPEND_STREAMS[1]
+    )
+}
 
 impl<A> PgEventStore<A>
 where
@@ -678,44 +699,28 @@ impl<A: Aggregate> PgEventStore<A> {
         db: impl PgExecutor<'c>,
         streams: &[StreamAppend<'_, A::Event>],
     ) -> Result<Vec<Vec<RecordedEvent<A::Event>>>, StoreError> {
-        let (mut ids, mut sequences, mut types, mut versions, mut payloads, mut metadata) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        // Rows go in aggregate-id order, so two writers whose statements
-        // touch the same aggregates take their index locks in the same order
-        // and wait for each other instead of deadlocking.
-        let mut order: Vec<&StreamAppend<'_, A::Event>> = streams.iter().collect();
-        order.sort_by_key(|s| s.aggregate_id);
-        for s in order {
-            for (i, e) in s.events.iter().enumerate() {
-                ids.push(s.aggregate_id.to_owned());
-                sequences.push(to_i64(s.expected_version + 1 + i as u64));
-                types.push(e.payload.event_type());
-                versions.push(e.payload.event_version());
-                payloads.push(Json(e.payload));
-                metadata.push(Json(e.metadata.to_map()));
-            }
-        }
-        if ids.is_empty() {
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| append_streams_sql("", ""));
+        let columns = StreamColumns::new(A::TYPE, streams);
+        if columns.is_empty() {
             return Ok(streams.iter().map(|_| Vec::new()).collect());
         }
-        let rows = sqlx::query(APPEND_STREAMS)
-            .bind(A::TYPE)
-            .bind(&ids)
-            .bind(&sequences)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(&metadata)
-            .fetch_all(db)
-            .await?;
+        let rows = columns.bind(sqlx::query(&SQL)).fetch_all(db).await?;
+        Self::recorded_streams(streams, rows, true)
+    }
+
+    /// Each stream's recorded events, in input order, from the rows a
+    /// statement of [`append_streams_sql`] returned. With `every`, a stream
+    /// that has no rows is an error; without it, a stream the statement's
+    /// condition skipped has no events, and one with only some of its
+    /// events is still an error.
+    pub(crate) fn recorded_streams(
+        streams: &[StreamAppend<'_, A::Event>],
+        rows: Vec<sqlx::postgres::PgRow>,
+        every: bool,
+    ) -> Result<Vec<Vec<RecordedEvent<A::Event>>>, StoreError> {
         metrics::counter!("lectern_events_appended_total", "aggregate" => A::TYPE)
-            .increment(ids.len() as u64);
+            .increment(rows.len() as u64);
         let mut stored = HashMap::new();
         for row in rows {
             let id: String = row.try_get("aggregate_id")?;
@@ -733,6 +738,11 @@ impl<A: Aggregate> PgEventStore<A> {
         streams
             .iter()
             .map(|s| {
+                let skipped = !every
+                    && !stored.contains_key(&(s.aggregate_id.to_owned(), s.expected_version + 1));
+                if skipped {
+                    return Ok(Vec::new());
+                }
                 s.events
                     .iter()
                     .enumerate()
@@ -755,6 +765,73 @@ impl<A: Aggregate> PgEventStore<A> {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// The rows of a multi-stream append, as the parameters `$1` to `$7` of
+/// [`append_streams_sql`]'s statement.
+pub(crate) struct StreamColumns<'a, E> {
+    aggregate_type: &'static str,
+    ids: Vec<&'a str>,
+    sequences: Vec<i64>,
+    types: Vec<String>,
+    versions: Vec<String>,
+    payloads: Vec<Json<&'a E>>,
+    metadata: Vec<Json<HashMap<String, String>>>,
+}
+
+impl<'a, E: DomainEvent> StreamColumns<'a, E> {
+    /// The rows of `streams`, in aggregate-id order: two writers whose
+    /// statements touch the same aggregates then take their index locks in
+    /// the same order and wait for each other instead of deadlocking.
+    pub(crate) fn new(aggregate_type: &'static str, streams: &'a [StreamAppend<'a, E>]) -> Self {
+        let mut columns = Self {
+            aggregate_type,
+            ids: Vec::new(),
+            sequences: Vec::new(),
+            types: Vec::new(),
+            versions: Vec::new(),
+            payloads: Vec::new(),
+            metadata: Vec::new(),
+        };
+        let mut order: Vec<&StreamAppend<'_, E>> = streams.iter().collect();
+        order.sort_by_key(|s| s.aggregate_id);
+        for s in order {
+            for (i, e) in s.events.iter().enumerate() {
+                columns.ids.push(s.aggregate_id);
+                columns
+                    .sequences
+                    .push(to_i64(s.expected_version + 1 + i as u64));
+                columns.types.push(e.payload.event_type());
+                columns.versions.push(e.payload.event_version());
+                columns.payloads.push(Json(e.payload));
+                columns.metadata.push(Json(e.metadata.to_map()));
+            }
+        }
+        columns
+    }
+
+    /// No rows at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// `query` with these columns bound as `$1` to `$7`.
+    pub(crate) fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.aggregate_type)
+            .bind(self.ids)
+            .bind(self.sequences)
+            .bind(self.types)
+            .bind(self.versions)
+            .bind(self.payloads)
+            .bind(self.metadata)
     }
 }
 

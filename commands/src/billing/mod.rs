@@ -1,6 +1,6 @@
 //! The billing service: invoices, and Stripe's deliveries.
 //!
-//! A verified Stripe delivery is kept twice, in one transaction: its
+//! A verified Stripe delivery is kept twice, in one statement: its
 //! payload in the `stripe_inbox` (for the worker that applies it), and the
 //! fact of its receipt as a `StripeEventReceived` event on its own stream.
 //! The inbox row is inserted once per Stripe event id and the event only
@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::bus::{CommandBus, Committed, DispatchConfig};
 use crate::error::{CommandError, StoreError};
-use crate::store::{NewEvent, PgEventStore, StreamAppend};
+use crate::store::{NewEvent, PgEventStore, StreamAppend, StreamColumns};
 
 /// Why a billing command failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +72,6 @@ pub struct BillingService {
     pool: PgPool,
     /// The receipts' own connections (see [`BillingService::receive`]).
     receipts_pool: PgPool,
-    /// The `StripeEvent` streams, appended to beside the inbox rows.
-    stripe_events: PgEventStore<StripeEvent>,
     invoices: CommandBus<Invoice>,
     /// Wakes this process's inbox worker when a delivery is kept.
     pub inbox_ready: Arc<Notify>,
@@ -84,12 +82,12 @@ pub struct BillingService {
 impl BillingService {
     /// The service over `pool`.
     pub fn new(pool: &PgPool) -> Self {
-        // Receipts commit one batch at a time: one connection keeps them, a
-        // second stands in while the first reconnects. Opened on first use,
+        // Receipts commit at most [`FLUSHES`] batches at a time, a connection
+        // each, and one more stands in while another reconnects. Opened on first use,
         // by the receipts' thread (see [`receipts_thread`]), whose reactor
         // then drives them.
         let receipts_pool = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(FLUSHES as u32 + 1)
             .min_connections(0)
             .acquire_timeout(crate::pool::ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
@@ -97,7 +95,6 @@ impl BillingService {
         Self {
             pool: pool.clone(),
             receipts_pool,
-            stripe_events: PgEventStore::new(pool.clone()),
             invoices: CommandBus::new(
                 PgEventStore::new(pool.clone()),
                 (),
@@ -137,9 +134,10 @@ impl BillingService {
     }
 
     /// Keep a verified delivery: its `payload` in the inbox and its receipt
-    /// in the log, in one transaction. Deliveries that arrive together share
-    /// it (a group commit: while one transaction commits, the next ones
-    /// queue up for the following one), and a delivery that fails fails
+    /// in the log, in one statement. Deliveries that arrive together share
+    /// it (a group commit: [`FLUSHES`] statements in flight at most, and
+    /// while they commit the next deliveries queue up for the first to
+    /// finish), and a delivery that fails fails
     /// alone: its batch is then kept one delivery at a time. They commit on
     /// connections of their own, from a thread of their own, so that an
     /// answer to Stripe never waits behind the pool's or the API runtime's
@@ -164,7 +162,9 @@ impl BillingService {
                 meta: meta.clone().for_command("ReceiveStripeEvent"),
                 reply,
             });
-            !std::mem::replace(&mut queue.flushing, true)
+            let lead = queue.flushing < FLUSHES;
+            queue.flushing += usize::from(lead);
+            lead
         };
         if lead {
             // A task of its own, so that a client that goes away does not
@@ -188,7 +188,7 @@ impl BillingService {
                     return;
                 };
                 if queue.waiting.is_empty() {
-                    queue.flushing = false;
+                    queue.flushing -= 1;
                     return;
                 }
                 let n = queue.waiting.len().min(MAX_RECEIPTS);
@@ -218,14 +218,27 @@ impl BillingService {
         }
     }
 
-    /// Keep `items` in one transaction: the inbox rows (once per Stripe
-    /// event id, the first in the batch winning), and a `StripeEventReceived`
-    /// on each new one's stream.
+    /// Keep `items` in one statement, so in one round trip and one
+    /// transaction: the inbox rows (once per Stripe event id, the first in
+    /// the batch winning), and a `StripeEventReceived` on the stream of each
+    /// one the inbox did not have.
     async fn keep(
         &self,
         items: &[(&Delivery, &str, &EventMetadata)],
     ) -> Result<Vec<Result<Receipt, BillingError>>, BillingError> {
-        let mut tx = self.receipts_pool.begin().await?;
+        /// The inbox rows, then the events of the rows inserted (`kept`).
+        static KEEP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            crate::store::append_streams_sql(
+                "WITH kept AS (
+   INSERT INTO stripe_inbox (event_id, event_type, api_version, object_id, created, livemode, payload, source)
+   SELECT id, et, av, oid, cr, lm, p::jsonb, src
+     FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],
+                 $13::boolean[], $14::text[], $15::text[]) AS u(id, et, av, oid, cr, lm, p, src)
+   ON CONFLICT (event_id) DO NOTHING
+   RETURNING event_id)",
+                "u.id IN (SELECT event_id FROM kept)",
+            )
+        });
         let mut seen = std::collections::HashSet::new();
         let first: Vec<bool> = items
             .iter()
@@ -234,7 +247,7 @@ impl BillingService {
         // In event id order: two batches in flight that share ids (in two
         // processes, as Stripe redelivers while the first delivery commits)
         // then wait for each other's rows in the same order, never in a
-        // deadlock.
+        // deadlock. The events go in the same order (the store sorts them).
         let mut rows: Vec<_> = items
             .iter()
             .zip(&first)
@@ -242,64 +255,77 @@ impl BillingService {
             .map(|(i, _)| *i)
             .collect();
         rows.sort_unstable_by_key(|(d, _, _)| d.id.as_str());
-        let new: std::collections::HashSet<String> = sqlx::query_scalar(
-            "INSERT INTO stripe_inbox (event_id, event_type, api_version, object_id, created, livemode, payload, source)
-             SELECT id, et, av, oid, cr, lm, p::jsonb, src
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                           $6::boolean[], $7::text[], $8::text[]) AS u(id, et, av, oid, cr, lm, p, src)
-             ON CONFLICT (event_id) DO NOTHING
-             RETURNING event_id",
-        )
-        .bind(rows.iter().map(|(d, _, _)| d.id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(d, _, _)| d.event_type.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(d, _, _)| d.api_version.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(d, _, _)| d.object_id.as_deref()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|(d, _, _)| chrono::DateTime::from_timestamp(d.created, 0))
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|(d, _, _)| d.livemode).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, p, _)| *p).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|(d, _, _)| if d.reconciled { "reconciliation" } else { "webhook" })
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        let received: Vec<(usize, StripeEventEvent)> = items
+        let received: Vec<StripeEventEvent> = rows
             .iter()
-            .enumerate()
-            .filter(|(i, (d, _, _))| first[*i] && new.contains(&d.id))
-            .map(|(i, (d, _, _))| (i, StripeEventEvent::StripeEventReceived((*d).clone())))
+            .map(|(d, _, _)| StripeEventEvent::StripeEventReceived((*d).clone()))
             .collect();
-        let streams: Vec<StreamAppend<'_, StripeEventEvent>> = received
+        let streams: Vec<StreamAppend<'_, StripeEventEvent>> = rows
             .iter()
-            .map(|(i, event)| StreamAppend {
-                aggregate_id: items[*i].0.id.as_str(),
+            .zip(&received)
+            .map(|((d, _, meta), event)| StreamAppend {
+                aggregate_id: d.id.as_str(),
                 expected_version: 0,
                 events: vec![NewEvent {
                     payload: event,
-                    metadata: items[*i].2,
+                    metadata: meta,
                 }],
             })
             .collect();
-        let recorded = self
-            .stripe_events
-            .append_streams_on(&mut *tx, &streams)
+        let stored = StreamColumns::new(<StripeEvent as cqrs_es::Aggregate>::TYPE, &streams)
+            .bind(sqlx::query(&KEEP))
+            .bind(
+                rows.iter()
+                    .map(|(d, _, _)| d.id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(d, _, _)| d.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(d, _, _)| d.api_version.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(d, _, _)| d.object_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(d, _, _)| chrono::DateTime::from_timestamp(d.created, 0))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|(d, _, _)| d.livemode).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, p, _)| *p).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|(d, _, _)| {
+                        if d.reconciled {
+                            "reconciliation"
+                        } else {
+                            "webhook"
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&self.receipts_pool)
             .await?;
-        tx.commit().await?;
-        let mut positions: std::collections::HashMap<usize, Position> = received
+        let recorded = PgEventStore::<StripeEvent>::recorded_streams(&streams, stored, false)?;
+        // Where each new event id's receipt sits, for the first delivery of
+        // that id in the batch; the others, and those whose id the inbox
+        // had, have none (duplicates).
+        let mut positions: std::collections::HashMap<&str, Position> = streams
             .iter()
             .zip(recorded)
-            .filter_map(|((i, _), events)| Some((*i, events.last()?.position)))
+            .filter_map(|(s, events)| Some((s.aggregate_id, events.last()?.position)))
             .collect();
-        Ok((0..items.len())
-            .map(|i| {
-                let position = positions.remove(&i);
+        Ok(items
+            .iter()
+            .map(|(d, _, _)| {
+                let position = positions.remove(d.id.as_str());
                 Ok(Receipt {
                     duplicate: position.is_none(),
                     position,
@@ -308,6 +334,11 @@ impl BillingService {
             .collect())
     }
 }
+
+/// Batches of receipts in flight at once: a delivery that arrives while one
+/// batch commits goes at once in the other, instead of waiting for the
+/// first to finish; more would only share the same WAL flushes.
+const FLUSHES: usize = 2;
 
 /// Deliveries kept in one transaction at most.
 const MAX_RECEIPTS: usize = 256;
@@ -328,7 +359,7 @@ impl Drop for Unwinding<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             if let Ok(mut queue) = self.0.lock() {
-                queue.flushing = false;
+                queue.flushing -= 1;
             }
         }
     }
@@ -338,17 +369,17 @@ impl Drop for Unwinding<'_> {
 #[derive(Default)]
 struct Receipts {
     waiting: Vec<Waiting>,
-    flushing: bool,
+    /// Tasks keeping them, at most [`FLUSHES`].
+    flushing: usize,
 }
 
 /// The thread that keeps receipts, one per process: a current-thread
 /// runtime of its own, started on first use and kept for the process's
-/// life. A flush is a few short statements, each an await; on the API's
-/// runtime each would wait its turn behind every request and worker queued
-/// on the same worker thread (measured with `lectern-bench webhooks` at
-/// 2,200/s, one run each, with two batches in flight: `BEGIN` alone p50
-/// 1.8 ms there, 0.2 ms here), whereas the OS wakes an I/O-bound thread
-/// promptly.
+/// life. A flush's statement is an await; on the API's runtime its answer
+/// would wait its turn behind every request and worker queued on the same
+/// worker thread (measured with `lectern-bench webhooks` at 2,200/s, one run
+/// each, when a flush was four statements: `BEGIN` alone p50 1.8 ms there,
+/// 0.2 ms here), whereas the OS wakes an I/O-bound thread promptly.
 fn receipts_thread() -> &'static tokio::runtime::Handle {
     static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
     HANDLE.get_or_init(|| thread_of_its_own("lectern-receipts"))

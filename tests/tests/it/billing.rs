@@ -200,6 +200,72 @@ async fn two_processes_receiving_the_same_events_in_opposite_orders_keep_each_on
     );
 }
 
+/// A delivery the store refuses (its payload holds a NUL character, which
+/// the webhook route refuses before it comes this far) fails alone: the
+/// deliveries that arrive with it, and share its batch, are kept and
+/// answered, and nothing of it is stored.
+#[tokio::test]
+async fn a_delivery_the_store_refuses_fails_alone_in_its_batch() {
+    use lectern_commands::billing::BillingService;
+    use lectern_domain::billing::webhook::Delivery;
+    use lectern_domain::EventMetadata;
+
+    let app = spawn_app().await;
+    let billing = BillingService::new(&app.db.pool);
+    let mut tasks = Vec::new();
+    for i in 0..101 {
+        let billing = billing.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("evt_1Batch{i:03}");
+            let delivery = Delivery {
+                id: id.clone(),
+                event_type: "payment_intent.succeeded".to_owned(),
+                created: now(),
+                api_version: None,
+                object_id: Some(format!("pi_{id}")),
+                livemode: false,
+                reconciled: false,
+            };
+            let note = if i == 50 {
+                "lesson\u{0}fee"
+            } else {
+                "lesson fee"
+            };
+            let payload = json!({"id": id, "type": "payment_intent.succeeded", "note": note});
+            let answer = billing
+                .receive(delivery, payload.to_string(), &EventMetadata::system(""))
+                .await;
+            (i, answer)
+        }));
+    }
+    for t in tasks {
+        let (i, answer) = t.await.expect("a delivery");
+        match answer {
+            Ok(receipt) => {
+                assert_ne!(i, 50, "the NUL delivery is not kept");
+                assert!(!receipt.duplicate && receipt.position.is_some(), "{i}");
+            }
+            Err(e) => assert_eq!(i, 50, "only the NUL delivery fails: {e}"),
+        }
+    }
+    assert_eq!(inbox_rows(&app).await, 100);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE aggregate_type = 'StripeEvent'")
+            .await,
+        100
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM stripe_inbox i JOIN events e
+                 ON e.aggregate_type = 'StripeEvent' AND e.aggregate_id = i.event_id
+              WHERE i.event_id <> 'evt_1Batch050'"
+        )
+        .await,
+        100,
+        "each kept delivery has its inbox row and its receipt event"
+    );
+}
+
 #[tokio::test]
 async fn bad_signatures_are_refused_recorded_and_nothing_is_stored() {
     let app = spawn_app().await;
@@ -325,6 +391,21 @@ async fn oversized_unconfigured_and_non_event_deliveries_are_refused_and_store_n
     .await;
     assert_eq!(status, 400);
     assert_eq!(problem["code"], "not_a_stripe_event");
+    // Signed and an event, but holding a NUL character, which `jsonb` (and
+    // so the inbox) refuses: a clear 400 rather than a failure to store it.
+    let mut nul: Value = serde_json::from_slice(&event("evt_1Nul")).expect("json");
+    nul["data"]["object"]["description"] = json!("lesson\u{0}fee");
+    let body = serde_json::to_vec(&nul).expect("json");
+    assert!(body.windows(6).any(|w| w == br"\u0000"));
+    let (status, problem) = deliver(
+        &app,
+        body.clone(),
+        Some(header(&body, TEST_WEBHOOK_SECRET, now())),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["code"], "not_a_stripe_event");
+    assert!(problem["detail"].as_str().unwrap_or("").contains("NUL"));
     assert_eq!(inbox_rows(&app).await, 0);
     assert_eq!(
         app.count("SELECT count(*) FROM events WHERE aggregate_type = 'StripeEvent'")

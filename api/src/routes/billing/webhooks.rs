@@ -97,6 +97,13 @@ async fn stripe(
             .await);
     }
     let payload: Value = serde_json::from_slice(&bytes).map_err(|_| not_an_event())?;
+    if !storable(&payload) {
+        return Err(Problem::new(
+            Code::NOT_A_STRIPE_EVENT,
+            "The body holds a NUL character (\\u0000), which no Stripe event holds and which \
+             cannot be stored.",
+        ));
+    }
     let delivery = delivery(&payload, false).ok_or_else(not_an_event)?;
     let event_id = delivery.id.clone();
     let receipt = state
@@ -127,10 +134,26 @@ fn not_an_event() -> Problem {
     )
 }
 
+/// Whether `value` can be kept as `jsonb`: PostgreSQL refuses the NUL
+/// character (`\u0000`) in a string or a key, and a delivery that holds one
+/// would fail every time it is kept.
+fn storable(value: &Value) -> bool {
+    match value {
+        Value::String(s) => !s.contains('\0'),
+        Value::Array(items) => items.iter().all(storable),
+        Value::Object(fields) => fields.iter().all(|(k, v)| !k.contains('\0') && storable(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+    }
+}
+
 /// What a Stripe event says about itself: `id`, `type`, `created`,
 /// `api_version`, `livemode` and `data.object.id`; `reconciled` when the
-/// reconciliation job fetched it instead of Stripe delivering it.
+/// reconciliation job fetched it instead of Stripe delivering it. `None`
+/// when it lacks one of the first three, or cannot be kept ([`storable`]).
 pub(super) fn delivery(payload: &Value, reconciled: bool) -> Option<Delivery> {
+    if !storable(payload) {
+        return None;
+    }
     let text = |v: &Value| {
         v.as_str()
             .filter(|s| !s.is_empty() && s.len() <= 255)
