@@ -108,6 +108,9 @@ pub struct Delivery {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Sockets the server closed before the run's end (a subscriber too
+    /// slow to read, for one): their deliveries after it count as missing.
+    pub closed_by_server: u64,
 }
 
 /// The idle-socket run.
@@ -179,17 +182,17 @@ fn at_of(frame: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Read `ws` until `stop`, recording each `OpApplied` pub's latency from its
-/// `at`; the latencies (ms).
+/// `at`; the latencies (ms), and whether the server closed the socket first.
 fn collect(
     mut ws: futures::stream::SplitStream<Ws>,
     stop: CancellationToken,
     counter: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<Vec<f64>> {
+) -> tokio::task::JoinHandle<(Vec<f64>, bool)> {
     tokio::spawn(async move {
         let mut latencies = Vec::new();
         loop {
             let frame = tokio::select! {
-                () = stop.cancelled() => break,
+                () = stop.cancelled() => return (latencies, false),
                 f = ws.next() => f,
             };
             match frame {
@@ -204,12 +207,24 @@ fn collect(
                         }
                     }
                 }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return (latencies, true),
                 Some(Ok(_)) => {}
-                _ => break,
             }
         }
-        latencies
     })
+}
+
+/// The readers' latencies, and how many of them the server closed.
+async fn gather(
+    readers: Vec<tokio::task::JoinHandle<(Vec<f64>, bool)>>,
+) -> anyhow::Result<(Vec<f64>, u64)> {
+    let (mut latencies, mut closed) = (Vec::new(), 0);
+    for r in readers {
+        let (l, c) = r.await?;
+        latencies.extend(l);
+        closed += u64::from(c);
+    }
+    Ok((latencies, closed))
 }
 
 fn delivery(
@@ -219,6 +234,7 @@ fn delivery(
     secs: f64,
     sent_ops: u64,
     mut latencies: Vec<f64>,
+    closed_by_server: u64,
 ) -> Delivery {
     latencies.sort_by(f64::total_cmp);
     let expected = sent_ops * subscribers as u64;
@@ -231,19 +247,21 @@ fn delivery(
         p50_ms: round3(percentile(&latencies, 0.5)),
         p99_ms: round3(percentile(&latencies, 0.99)),
         max_ms: round3(latencies.last().copied().unwrap_or(0.0)),
+        closed_by_server,
     }
 }
 
 /// Open-loop drawing on `board` through `drawers` sockets (their write
 /// halves) for `seconds`: each sends one `board.ops` of `batch` ops per
-/// interval. The ops sent.
+/// interval, until the server closes its socket. The ops sent, and the
+/// drawers whose socket the server closed.
 async fn draw(
     drawers: Vec<futures::stream::SplitSink<Ws, Message>>,
     board: Uuid,
     batch: usize,
     rate: u64,
     seconds: u64,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, u64)> {
     let n = drawers.len();
     let interval = Duration::from_secs_f64(n as f64 * batch as f64 / rate as f64);
     let started = Instant::now();
@@ -268,17 +286,21 @@ async fn draw(
                     .collect();
                 let frame = json!({"type": "cmd", "id": k, "op": "board.ops", "channel": format!("board:{board}"),
                                    "data": {"ops": ops}});
-                sink.send(Message::text(frame.to_string())).await?;
+                if sink.send(Message::text(frame.to_string())).await.is_err() {
+                    return (sent, true);
+                }
                 sent += batch as u64;
             }
-            Ok::<_, anyhow::Error>((sink, sent))
+            (sent, false)
         }));
     }
-    let mut sent = 0;
+    let (mut sent, mut closed) = (0, 0);
     for t in tasks {
-        sent += t.await??.1;
+        let (s, c) = t.await?;
+        sent += s;
+        closed += u64::from(c);
     }
-    Ok(sent)
+    Ok((sent, closed))
 }
 
 /// The drawing run on an in-process server.
@@ -323,14 +345,12 @@ async fn drawing(
         }
     }
     let started = Instant::now();
-    let sent = draw(sinks, board, opts.batch, opts.rate, opts.seconds).await?;
+    // A drawer is a reader too: its closing is counted there.
+    let (sent, _) = draw(sinks, board, opts.batch, opts.rate, opts.seconds).await?;
     let secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
-    let mut latencies = Vec::new();
-    for r in readers {
-        latencies.extend(r.await?);
-    }
+    let (latencies, closed) = gather(readers).await?;
     // Ops refused (rate limits, conflicts) are not delivered as OpApplied:
     // count what was applied, from the log.
     let applied: i64 = sqlx::query_scalar(
@@ -347,6 +367,7 @@ async fn drawing(
         secs,
         applied as u64,
         latencies,
+        closed,
     );
     Ok((figures, board, tutor_token))
 }
@@ -455,10 +476,7 @@ async fn relay(opts: &RealtimeBench) -> anyhow::Result<Delivery> {
     let secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     reading.cancel();
-    let mut latencies = Vec::new();
-    for r in readers {
-        latencies.extend(r.await?);
-    }
+    let (latencies, closed) = gather(readers).await?;
     stop.cancel();
     Ok(delivery(
         subscribers,
@@ -467,6 +485,7 @@ async fn relay(opts: &RealtimeBench) -> anyhow::Result<Delivery> {
         secs,
         sent,
         latencies,
+        closed,
     ))
 }
 
@@ -679,14 +698,11 @@ async fn two_processes(
     }
     let started = Instant::now();
     let batch = 10;
-    let sent = draw(sinks, board, batch, opts.cross_rate, opts.seconds).await?;
+    let (sent, drawers_closed) = draw(sinks, board, batch, opts.cross_rate, opts.seconds).await?;
     let secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
-    let mut latencies = Vec::new();
-    for r in readers {
-        latencies.extend(r.await?);
-    }
+    let (latencies, closed) = gather(readers).await?;
     for d in drains {
         d.abort();
     }
@@ -704,6 +720,7 @@ async fn two_processes(
         secs,
         applied as u64,
         latencies,
+        closed + drawers_closed,
     ))
 }
 
