@@ -111,6 +111,9 @@ pub struct Delivery {
     /// Sockets the server closed before the run's end (a subscriber too
     /// slow to read, for one): their deliveries after it count as missing.
     pub closed_by_server: u64,
+    /// The close codes those sockets got, and how many got each (0: the
+    /// connection ended with no close frame).
+    pub close_codes: std::collections::BTreeMap<u16, u64>,
 }
 
 /// The idle-socket run.
@@ -182,17 +185,18 @@ fn at_of(frame: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Read `ws` until `stop`, recording each `OpApplied` pub's latency from its
-/// `at`; the latencies (ms), and whether the server closed the socket first.
+/// `at`; the latencies (ms), and the server's close code if it closed the
+/// socket first (0 for no close frame).
 fn collect(
     mut ws: futures::stream::SplitStream<Ws>,
     stop: CancellationToken,
     counter: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<(Vec<f64>, bool)> {
+) -> tokio::task::JoinHandle<(Vec<f64>, Option<u16>)> {
     tokio::spawn(async move {
         let mut latencies = Vec::new();
         loop {
             let frame = tokio::select! {
-                () = stop.cancelled() => return (latencies, false),
+                () = stop.cancelled() => return (latencies, None),
                 f = ws.next() => f,
             };
             match frame {
@@ -207,22 +211,27 @@ fn collect(
                         }
                     }
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return (latencies, true),
+                Some(Ok(Message::Close(frame))) => {
+                    return (latencies, Some(frame.map_or(0, |f| u16::from(f.code))))
+                }
+                Some(Err(_)) | None => return (latencies, Some(0)),
                 Some(Ok(_)) => {}
             }
         }
     })
 }
 
-/// The readers' latencies, and how many of them the server closed.
+/// The readers' latencies, and the close codes of those the server closed.
 async fn gather(
-    readers: Vec<tokio::task::JoinHandle<(Vec<f64>, bool)>>,
-) -> anyhow::Result<(Vec<f64>, u64)> {
-    let (mut latencies, mut closed) = (Vec::new(), 0);
+    readers: Vec<tokio::task::JoinHandle<(Vec<f64>, Option<u16>)>>,
+) -> anyhow::Result<(Vec<f64>, std::collections::BTreeMap<u16, u64>)> {
+    let (mut latencies, mut closed) = (Vec::new(), std::collections::BTreeMap::new());
     for r in readers {
-        let (l, c) = r.await?;
+        let (l, code) = r.await?;
         latencies.extend(l);
-        closed += u64::from(c);
+        if let Some(code) = code {
+            *closed.entry(code).or_default() += 1;
+        }
     }
     Ok((latencies, closed))
 }
@@ -234,7 +243,7 @@ fn delivery(
     secs: f64,
     sent_ops: u64,
     mut latencies: Vec<f64>,
-    closed_by_server: u64,
+    close_codes: std::collections::BTreeMap<u16, u64>,
 ) -> Delivery {
     latencies.sort_by(f64::total_cmp);
     let expected = sent_ops * subscribers as u64;
@@ -247,7 +256,8 @@ fn delivery(
         p50_ms: round3(percentile(&latencies, 0.5)),
         p99_ms: round3(percentile(&latencies, 0.99)),
         max_ms: round3(latencies.last().copied().unwrap_or(0.0)),
-        closed_by_server,
+        closed_by_server: close_codes.values().sum(),
+        close_codes,
     }
 }
 
@@ -720,7 +730,15 @@ async fn two_processes(
         secs,
         applied as u64,
         latencies,
-        closed + drawers_closed,
+        {
+            let mut codes = closed;
+            if drawers_closed > 0 {
+                // The drawers' own reads are drained, not watched: their
+                // sends failing is all that is known.
+                *codes.entry(0).or_default() += drawers_closed;
+            }
+            codes
+        },
     ))
 }
 

@@ -138,6 +138,20 @@ async fn fifty_concurrent_deliveries_of_one_event_have_one_effect() {
     assert_eq!(inbox_rows(&app).await, 1);
 }
 
+/// A verified `payment_intent.succeeded` delivery of event `id`, as the
+/// webhook route hands it to the billing service.
+fn succeeded(id: &str) -> lectern_domain::billing::webhook::Delivery {
+    lectern_domain::billing::webhook::Delivery {
+        id: id.to_owned(),
+        event_type: "payment_intent.succeeded".to_owned(),
+        created: now(),
+        api_version: None,
+        object_id: Some(format!("pi_{id}")),
+        livemode: false,
+        reconciled: false,
+    }
+}
+
 /// Two processes receiving the same events at once, in opposite orders
 /// (Stripe redelivering while the first deliveries commit): each process
 /// keeps its deliveries in batches of its own, and every event is still kept
@@ -145,7 +159,6 @@ async fn fifty_concurrent_deliveries_of_one_event_have_one_effect() {
 #[tokio::test]
 async fn two_processes_receiving_the_same_events_in_opposite_orders_keep_each_once() {
     use lectern_commands::billing::BillingService;
-    use lectern_domain::billing::webhook::Delivery;
     use lectern_domain::EventMetadata;
 
     let app = spawn_app().await;
@@ -164,15 +177,7 @@ async fn two_processes_receiving_the_same_events_in_opposite_orders_keep_each_on
         for id in order {
             let (billing, id) = (billing.clone(), id.clone());
             tasks.push(tokio::spawn(async move {
-                let delivery = Delivery {
-                    id: id.clone(),
-                    event_type: "payment_intent.succeeded".to_owned(),
-                    created: now(),
-                    api_version: None,
-                    object_id: Some(format!("pi_{id}")),
-                    livemode: false,
-                    reconciled: false,
-                };
+                let delivery = succeeded(&id);
                 let payload = json!({"id": id, "type": "payment_intent.succeeded"}).to_string();
                 let receipt = billing
                     .receive(delivery, payload, &EventMetadata::system(""))
@@ -207,7 +212,6 @@ async fn two_processes_receiving_the_same_events_in_opposite_orders_keep_each_on
 #[tokio::test]
 async fn a_delivery_the_store_refuses_fails_alone_in_its_batch() {
     use lectern_commands::billing::BillingService;
-    use lectern_domain::billing::webhook::Delivery;
     use lectern_domain::EventMetadata;
 
     let app = spawn_app().await;
@@ -217,15 +221,7 @@ async fn a_delivery_the_store_refuses_fails_alone_in_its_batch() {
         let billing = billing.clone();
         tasks.push(tokio::spawn(async move {
             let id = format!("evt_1Batch{i:03}");
-            let delivery = Delivery {
-                id: id.clone(),
-                event_type: "payment_intent.succeeded".to_owned(),
-                created: now(),
-                api_version: None,
-                object_id: Some(format!("pi_{id}")),
-                livemode: false,
-                reconciled: false,
-            };
+            let delivery = succeeded(&id);
             let note = if i == 50 {
                 "lesson\u{0}fee"
             } else {
