@@ -23,7 +23,7 @@ use lectern_domain::EventMetadata;
 use tokio_util::sync::CancellationToken;
 
 use super::stripe::{StripeClient, StripeError};
-use super::webhooks::delivery;
+use super::webhooks::{delivery, storable};
 use crate::app::AppState;
 
 /// How far back failed deliveries are looked for: Stripe retries a
@@ -60,7 +60,8 @@ pub async fn run(state: &AppState, stripe: &StripeClient) -> anyhow::Result<Repo
         let page = stripe.undelivered_events(since, after.as_deref()).await?;
         for event in &page.data {
             report.undelivered += 1;
-            let Some(delivery) = delivery(event, true) else {
+            // One that cannot be kept (a NUL character) would fail the run.
+            let Some(delivery) = delivery(event, true).filter(|_| storable(event)) else {
                 continue;
             };
             let meta = EventMetadata {

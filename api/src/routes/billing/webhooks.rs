@@ -137,7 +137,7 @@ fn not_an_event() -> Problem {
 /// Whether `value` can be kept as `jsonb`: PostgreSQL refuses the NUL
 /// character (`\u0000`) in a string or a key, and a delivery that holds one
 /// would fail every time it is kept.
-fn storable(value: &Value) -> bool {
+pub(super) fn storable(value: &Value) -> bool {
     match value {
         Value::String(s) => !s.contains('\0'),
         Value::Array(items) => items.iter().all(storable),
@@ -149,11 +149,9 @@ fn storable(value: &Value) -> bool {
 /// What a Stripe event says about itself: `id`, `type`, `created`,
 /// `api_version`, `livemode` and `data.object.id`; `reconciled` when the
 /// reconciliation job fetched it instead of Stripe delivering it. `None`
-/// when it lacks one of the first three, or cannot be kept ([`storable`]).
+/// when it lacks one of the first three. Whether it can be kept at all is
+/// [`storable`]'s to say, asked first.
 pub(super) fn delivery(payload: &Value, reconciled: bool) -> Option<Delivery> {
-    if !storable(payload) {
-        return None;
-    }
     let text = |v: &Value| {
         v.as_str()
             .filter(|s| !s.is_empty() && s.len() <= 255)
