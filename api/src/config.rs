@@ -227,7 +227,10 @@ pub struct RealtimeConfig {
     #[arg(long, env = "LECTERN_WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
     /// Frames queued for one socket at most; past that it is closed as slow (4008).
-    #[arg(long, env = "LECTERN_WS_OUTBOUND_FRAMES", default_value_t = 256)]
+    /// One op is one frame: a busy board sends thousands a second, and the
+    /// log's tailer hands a socket each read's events at once, so this is
+    /// set high enough that the byte limit is usually the one reached.
+    #[arg(long, env = "LECTERN_WS_OUTBOUND_FRAMES", default_value_t = 4096)]
     pub outbound_frames: usize,
     /// Bytes queued for one socket at most; past that it is closed as slow (4008).
     #[arg(long, env = "LECTERN_WS_OUTBOUND_BYTES", default_value_t = 1024 * 1024)]
@@ -361,7 +364,7 @@ impl Default for RealtimeConfig {
             auth_timeout_secs: 15,
             read_buffer_bytes: 8 * 1024,
             max_frame_bytes: 64 * 1024,
-            outbound_frames: 256,
+            outbound_frames: 4096,
             outbound_bytes: 1024 * 1024,
             write_timeout_secs: 2,
             max_channels: 128,

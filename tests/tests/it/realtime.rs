@@ -304,6 +304,55 @@ async fn a_client_on_one_process_gets_ops_committed_through_another() {
 }
 
 #[tokio::test]
+async fn a_burst_of_hundreds_of_ops_reaches_a_reading_client_whole() {
+    let app = spawn_app().await;
+    let live = live_board(&app).await;
+    let channel = format!("board:{}", live.board);
+    let (mut ws, _) = Ws::connect(app.addr, &live.student.access_token).await;
+    let top = ws.sub(&channel, None).await["top"].as_u64().expect("a top");
+    // Five requests of 100 ops at once: the board's queue commits them
+    // together, and the tailer hands the socket hundreds of events in one
+    // read, more than a queue of 256 frames holds. A client that reads is
+    // not slow for that.
+    let batch = |r: usize| -> Vec<Value> {
+        (0..100)
+            .map(|i| {
+                let id = format!("burst{r}-{i}");
+                op(
+                    &format!("c{r}"),
+                    &id,
+                    i as u64 + 1,
+                    "add",
+                    &id,
+                    json!({"i": i}),
+                )
+            })
+            .collect()
+    };
+    let answers =
+        futures::future::join_all((0..5).map(|r| draw(&app, &live.tutor, live.board, batch(r))))
+            .await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    let pubs = pubs_until(&mut ws, &channel, top + 500).await;
+    assert_eq!(
+        offsets(&pubs),
+        ((top + 1)..=(top + 500)).collect::<Vec<_>>()
+    );
+    assert!(pubs.iter().all(|p| p["event"] == "OpApplied"));
+    assert_eq!(board_top(&app, live.board).await, top + 500);
+    assert_eq!(app.state.realtime.closes.count(close::SLOW), 0);
+    // The socket is still open and live.
+    let (status, _) = draw(&app, &live.tutor, live.board, ops("after", 1)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        offsets(&pubs_until(&mut ws, &channel, top + 501).await),
+        vec![top + 501]
+    );
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_is_closed_as_slow_with_its_queue_bounded() {
     let app = spawn_app().await;
     let live = live_board(&app).await;
