@@ -261,6 +261,17 @@ impl FakeStripe {
         event
     }
 
+    /// List `event` as one whose delivery failed, as given (a test's way to
+    /// have Stripe list an event it would not render, such as one with a NUL
+    /// character).
+    pub fn list_undelivered(&self, event: Value) {
+        self.books
+            .lock()
+            .expect("the books")
+            .undelivered
+            .push(event);
+    }
+
     /// The customer pays PaymentIntent `id`: it succeeds, and the event is
     /// delivered to `webhook_url`, signed with `secret`. The webhook's
     /// answer status.

@@ -1098,6 +1098,41 @@ async fn a_payment_whose_webhook_never_came_is_reconciled_by_the_scheduled_job()
 }
 
 #[tokio::test]
+async fn an_undelivered_event_that_cannot_be_stored_is_skipped_and_the_run_goes_on() {
+    let (stripe, app) = with_stripe(1).await;
+    let Invoiced { student, id, .. } = invoiced(&app).await;
+    let pi = start_payment(&app, &student, &id).await;
+    let good = stripe.succeed_undelivered(&pi)["id"]
+        .as_str()
+        .expect("an event id")
+        .to_owned();
+    // Listed before it (newest first): an event whose text holds a NUL
+    // character, which PostgreSQL's jsonb refuses.
+    let bad = format!("evt_nul_{}", uuid::Uuid::new_v4().simple());
+    stripe.list_undelivered(json!({
+        "id": bad, "object": "event", "api_version": "2026-06-24.dahlia",
+        "created": chrono::Utc::now().timestamp(), "livemode": false,
+        "type": "customer.updated",
+        "data": {"object": {"id": "cus_nul", "object": "customer", "name": "a\u{0}b"}},
+    }));
+    // The run went on past it: the event after it was kept and applied,
+    // and the payment asked about and reconciled.
+    let paid = invoice_when(&app, &student, &id, |b| b["status"] == "paid").await;
+    assert_eq!(paid["amount_paid"], 1500);
+    assert_eq!(received_events(&app, &good).await.len(), 1);
+    assert_eq!(invoice_events(&app, &id, "PaymentReconciled").await, 1);
+    // Of the one that cannot be stored, nothing.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM stripe_inbox WHERE event_id = '{bad}'"
+        ))
+        .await,
+        0
+    );
+    assert!(received_events(&app, &bad).await.is_empty());
+}
+
+#[tokio::test]
 async fn reconciliation_records_each_disagreement_once_and_changes_no_money() {
     // Reconciliation runs only when the test says.
     let (stripe, app) = with_stripe(0).await;
