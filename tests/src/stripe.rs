@@ -253,17 +253,12 @@ impl FakeStripe {
     /// The event.
     pub fn succeed_undelivered(&self, id: &str) -> Value {
         let event = self.pay(id);
-        self.books
-            .lock()
-            .expect("the books")
-            .undelivered
-            .push(event.clone());
+        self.list_undelivered(event.clone());
         event
     }
 
-    /// List `event` as one whose delivery failed, as given (a test's way to
-    /// have Stripe list an event it would not render, such as one with a NUL
-    /// character).
+    /// List `event`, as given, among those whose delivery failed (a test's
+    /// way to list any event, such as one holding a NUL character).
     pub fn list_undelivered(&self, event: Value) {
         self.books
             .lock()
