@@ -457,6 +457,15 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
     p.to_str().context("paths must be valid UTF-8")
 }
 
+/// Whether Linux's autogroups are on (`kernel.sched_autogroup_enabled`).
+/// They share the CPUs between sessions before threads, and each
+/// PostgreSQL backend is a session of its own, so on a host Lectern shares
+/// with its PostgreSQL, Lectern's whole process weighs as much as one
+/// backend (docs/DEPLOYMENT.md, "Sharing a host's CPUs with PostgreSQL").
+pub fn autogroups_on() -> bool {
+    fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").is_ok_and(|v| v.trim() == "1")
+}
+
 /// Write `contents` to `path`, readable only by this user.
 pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     let mut f =

@@ -40,6 +40,13 @@ impl Database {
                     started_here = pg.started_here(),
                     "embedded PostgreSQL ready"
                 );
+                if embedded::autogroups_on() {
+                    tracing::info!(
+                        "the kernel's autogroups are on (kernel.sched_autogroup_enabled): when the \
+                         CPUs are busy, each PostgreSQL backend gets as much CPU time as this whole \
+                         process; on a host that shares them, turn them off (docs/DEPLOYMENT.md)"
+                    );
+                }
                 if let Err(e) = embedded::ensure_database(&pg.url("postgres"), "lectern").await {
                     stop_embedded(pg).await;
                     return Err(e);
