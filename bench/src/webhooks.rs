@@ -9,11 +9,11 @@
 //! opened or in another process. Three runs, each `--seconds` long, on the
 //! same connections, each once the inbox, every projection and the ledger's
 //! sealer have caught up with what came before, the tables are analyzed and
-//! a `CHECKPOINT` has written it out, and each after `--warmup` seconds of sending the same way
-//! that are not measured (the connections, threads and statements the first
-//! requests set up, and the change from idle to load, belong to a process's
-//! first second, not to its steady state; the open loop's warm-up figures are
-//! reported beside):
+//! a `CHECKPOINT` has written it out, and each after `--warmup` seconds of
+//! sending the same way that are not measured (the connections, threads and
+//! statements the first requests set up, and the change from idle to load,
+//! belong to a process's first second, not to its steady state; the open
+//! loop's warm-up figures are reported beside):
 //!
 //! - **Lectern, open loop** (the target's measure): `--rate` webhooks/s
 //!   offered on a fixed schedule; a request's latency counts from its
