@@ -6,7 +6,7 @@
 //! invoices are opened through a billing service of their own, so the
 //! server holds none of them in memory: each webhook's invoice is loaded from
 //! the store, as it is when a payment comes long after the invoice was
-//! opened or in another process. Three runs, each `--seconds` long, on the
+//! opened or in another process. Four runs, each `--seconds` long, on the
 //! same connections, each once the inbox, every projection and the ledger's
 //! sealer have caught up with what came before, the tables are analyzed and
 //! a `CHECKPOINT` has written it out, and each after `--warmup` seconds of
@@ -16,13 +16,16 @@
 //! loop's warm-up figures are reported beside):
 //!
 //! - **Lectern, open loop** (the target's measure): `--rate` webhooks/s
-//!   offered on a fixed schedule; a request's latency counts from its
-//!   scheduled send time. Meanwhile a poller watches the `invoices` read
-//!   model every 20 ms: the effect lag runs from a webhook's send until its
-//!   invoice shows `paid`.
+//!   (by default the target's 2,000) offered on a fixed schedule; a
+//!   request's latency counts from its scheduled send time. Meanwhile a
+//!   poller watches the `invoices` read model every 20 ms: the effect lag
+//!   runs from a webhook's send until its invoice shows `paid`.
 //! - **The limit, open loop**: the same requests at the same rate to a bare
 //!   axum route that verifies the signature with the same code and answers
 //!   200: no store, no inbox, no log.
+//! - **Lectern, open loop beyond the target** (`--over-rate`, by default
+//!   2,200/s, 10% over): the same, on invoices of its own, to show how much
+//!   room the target's load leaves.
 //! - **Lectern, closed loop** (capacity): each connection sends its next
 //!   webhook as soon as the last is answered.
 //!
@@ -65,9 +68,14 @@ const AMOUNT: i64 = 1500;
 /// Options of `lectern-bench webhooks`.
 #[derive(Debug, Args)]
 pub struct WebhooksBench {
-    /// Webhooks per second offered in the open-loop runs.
-    #[arg(long, default_value_t = 2200)]
+    /// Webhooks per second offered in the open loop that the target is
+    /// measured on (and in the bare check): the target's own load.
+    #[arg(long, default_value_t = 2000)]
     pub rate: u64,
+    /// A second open loop, on invoices of its own, offering this many
+    /// webhooks/s: how the p99 holds beyond the target's load (0: none).
+    #[arg(long, default_value_t = 2200)]
+    pub over_rate: u64,
     /// Seconds of each run.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
@@ -100,10 +108,24 @@ pub struct Run {
 #[derive(Debug, Serialize)]
 pub struct WebhooksResult {
     scenario: &'static str,
-    rate: u64,
     seconds: u64,
     clients: usize,
     warmup_seconds: u64,
+    /// The open loop at `--rate`, flattened: `rate`, `lectern`, `lectern_warmup`,
+    /// `lectern_p99_by_second`, `writeback_bursts` and the `effect_*` lag.
+    #[serde(flatten)]
+    open: OpenLoop,
+    /// The open loop at `--over-rate`, when it ran.
+    over: Option<OpenLoop>,
+    relay: Run,
+    capacity: Run,
+    p99_ratio: f64,
+}
+
+/// The figures of one open loop, its read model watched.
+#[derive(Debug, Serialize)]
+pub struct OpenLoop {
+    rate: u64,
     lectern: Run,
     /// The open loop's warm-up, not measured in `lectern`.
     lectern_warmup: Run,
@@ -112,15 +134,12 @@ pub struct WebhooksResult {
     /// Page-cache writeback bursts during the open loop (Linux only; `None`
     /// where `/proc/meminfo` cannot be read).
     writeback_bursts: Option<Vec<Burst>>,
-    relay: Run,
-    capacity: Run,
     /// Send → the invoice's read model shows it paid.
     effect_p50_ms: f64,
     effect_p99_ms: f64,
     effect_max_ms: f64,
     effects_seen: usize,
     effects_missing: usize,
-    p99_ratio: f64,
 }
 
 /// A drop of the host's dirty page cache (`Dirty` in `/proc/meminfo`) of at
@@ -539,37 +558,25 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     let url = format!("{}/api/v1/webhooks/stripe", server.base);
     let relay_url = relay(&cancel).await?;
 
-    let n = (opts.rate * (opts.warmup + opts.seconds)) as usize + opts.clients;
+    let invoices_for = |rate: u64| (rate * (opts.warmup + opts.seconds)) as usize + opts.clients;
+    let n = invoices_for(opts.rate);
     let began = Instant::now();
     let invoices = open_invoices(&pool, n).await?;
+    // The second open loop pays invoices of its own, opened with the first
+    // so that both runs start from the same settled state.
+    let over_invoices = if opts.over_rate > 0 {
+        open_invoices(&pool, invoices_for(opts.over_rate)).await?
+    } else {
+        Vec::new()
+    };
     settle(&pool, !opts.without_ledger).await?;
     eprintln!(
-        "{n} open invoices in {:.1} s; the open-loop run starts",
+        "{} open invoices in {:.1} s; the open-loop run starts",
+        n + over_invoices.len(),
         began.elapsed().as_secs_f64()
     );
-    let interval = Duration::from_secs_f64(opts.clients as f64 / opts.rate as f64);
-
-    // Lectern, open loop, with the read model watched.
+    let open = open_loop(&pool, &url, &invoices, opts.rate, "open", opts).await?;
     let paying = Arc::new(deliveries(&invoices, n, "open"));
-    let pending: Pending = Arc::default();
-    let done = CancellationToken::new();
-    let watcher = tokio::spawn(watch(pool.clone(), Arc::clone(&pending), done.clone()));
-    let writeback = tokio::spawn(watch_writeback(
-        Instant::now() + Duration::from_secs(opts.warmup),
-        done.clone(),
-    ));
-    let (lectern, lectern_warmup, lectern_p99_by_second) = load(
-        &url,
-        &paying,
-        opts.clients,
-        (opts.warmup, opts.seconds),
-        Some(interval),
-        Some(&pending),
-    )
-    .await?;
-    done.cancel();
-    let (lags, effects_missing) = watcher.await??;
-    let writeback_bursts = writeback.await?;
 
     settle(&pool, !opts.without_ledger).await?;
     eprintln!(
@@ -582,10 +589,22 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
         &paying,
         opts.clients,
         (opts.warmup, opts.seconds),
-        Some(interval),
+        Some(interval(opts.clients, opts.rate)),
         None,
     )
     .await?;
+
+    let over = if opts.over_rate > 0 {
+        settle(&pool, !opts.without_ledger).await?;
+        eprintln!(
+            "{:.1} s: the open loop at {}/s starts",
+            began.elapsed().as_secs_f64(),
+            opts.over_rate
+        );
+        Some(open_loop(&pool, &url, &over_invoices, opts.over_rate, "over", opts).await?)
+    } else {
+        None
+    };
 
     // Capacity: as fast as the connections go, new events on the same invoices.
     let more = Arc::new(deliveries(&invoices, n * 4, "closed"));
@@ -608,17 +627,58 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
     workers.join().await;
     Ok(WebhooksResult {
         scenario: "webhooks",
-        rate: opts.rate,
         seconds: opts.seconds,
         clients: opts.clients,
         warmup_seconds: opts.warmup,
-        p99_ratio: round3(lectern.p99_ms / relay.p99_ms.max(0.001)),
+        p99_ratio: round3(open.lectern.p99_ms / relay.p99_ms.max(0.001)),
+        open,
+        over,
+        relay,
+        capacity,
+    })
+}
+
+/// Each connection's time between two sends, for `rate` webhooks/s in all.
+fn interval(clients: usize, rate: u64) -> Duration {
+    Duration::from_secs_f64(clients as f64 / rate.max(1) as f64)
+}
+
+/// Lectern, open loop at `rate`, each webhook paying one of `invoices`
+/// (events named after `run`), with the read model watched.
+async fn open_loop(
+    pool: &PgPool,
+    url: &str,
+    invoices: &[Uuid],
+    rate: u64,
+    run: &str,
+    opts: &WebhooksBench,
+) -> anyhow::Result<OpenLoop> {
+    let paying = Arc::new(deliveries(invoices, invoices.len(), run));
+    let pending: Pending = Arc::default();
+    let done = CancellationToken::new();
+    let watcher = tokio::spawn(watch(pool.clone(), Arc::clone(&pending), done.clone()));
+    let writeback = tokio::spawn(watch_writeback(
+        Instant::now() + Duration::from_secs(opts.warmup),
+        done.clone(),
+    ));
+    let (lectern, lectern_warmup, lectern_p99_by_second) = load(
+        url,
+        &paying,
+        opts.clients,
+        (opts.warmup, opts.seconds),
+        Some(interval(opts.clients, rate)),
+        Some(&pending),
+    )
+    .await?;
+    done.cancel();
+    let (lags, effects_missing) = watcher.await??;
+    let writeback_bursts = writeback.await?;
+    Ok(OpenLoop {
+        rate,
         lectern,
         lectern_warmup,
         lectern_p99_by_second,
         writeback_bursts,
-        relay,
-        capacity,
         effect_p50_ms: round3(percentile(&lags, 0.5)),
         effect_p99_ms: round3(percentile(&lags, 0.99)),
         effect_max_ms: round3(lags.last().copied().unwrap_or_default()),
