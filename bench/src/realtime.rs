@@ -30,7 +30,7 @@ use lectern_api::config::{HttpConfig, WorkerConfig};
 use lectern_api::workers::Workers;
 use lectern_api::AppState;
 use lectern_bench::drill::process::{sibling_lectern, ServerSpec};
-use lectern_bench::stats::{percentile, round3};
+use lectern_bench::stats::{percentile, round3, Stopwatch};
 use lectern_domain::identity::Role;
 use serde::Serialize;
 use serde_json::json;
@@ -114,6 +114,9 @@ pub struct Delivery {
     /// The close codes those sockets got, and how many got each (0: the
     /// connection ended with no close frame).
     pub close_codes: std::collections::BTreeMap<u16, u64>,
+    /// The host's CPU time the hypervisor gave to other guests while the
+    /// ops were sent, in percent (`None` where `/proc/stat` cannot say).
+    pub cpu_stolen_pct: Option<f64>,
 }
 
 /// The idle-socket run.
@@ -240,7 +243,7 @@ fn delivery(
     subscribers: usize,
     offered: u64,
     first: u64,
-    secs: f64,
+    (secs, cpu_stolen_pct): (f64, Option<f64>),
     sent_ops: u64,
     mut latencies: Vec<f64>,
     close_codes: std::collections::BTreeMap<u16, u64>,
@@ -258,6 +261,7 @@ fn delivery(
         max_ms: round3(latencies.last().copied().unwrap_or(0.0)),
         closed_by_server: close_codes.values().sum(),
         close_codes,
+        cpu_stolen_pct,
     }
 }
 
@@ -354,10 +358,10 @@ async fn drawing(
             std::mem::forget(sink);
         }
     }
-    let started = Instant::now();
+    let started = Stopwatch::start();
     // A drawer is a reader too: its closing is counted there.
     let (sent, _) = draw(sinks, board, opts.batch, opts.rate, opts.seconds).await?;
-    let secs = started.elapsed().as_secs_f64();
+    let secs = (started.secs(), started.stolen_pct());
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
     let (latencies, closed) = gather(readers).await?;
@@ -455,6 +459,7 @@ async fn relay(opts: &RealtimeBench) -> anyhow::Result<Delivery> {
     let n = opts.drawers;
     let interval = Duration::from_secs_f64(n as f64 * opts.batch as f64 / opts.rate as f64);
     let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let deadline = started + Duration::from_secs(opts.seconds);
     let offset = Arc::new(AtomicU64::new(0));
     let mut producers = Vec::new();
@@ -483,7 +488,7 @@ async fn relay(opts: &RealtimeBench) -> anyhow::Result<Delivery> {
     for p in producers {
         sent += p.await?;
     }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = (stopwatch.secs(), stopwatch.stolen_pct());
     tokio::time::sleep(Duration::from_secs(2)).await;
     reading.cancel();
     let (latencies, closed) = gather(readers).await?;
@@ -706,10 +711,10 @@ async fn two_processes(
             while let Some(Ok(_)) = stream.next().await {}
         }));
     }
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let batch = 10;
     let (sent, drawers_closed) = draw(sinks, board, batch, opts.cross_rate, opts.seconds).await?;
-    let secs = started.elapsed().as_secs_f64();
+    let secs = (started.secs(), started.stolen_pct());
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
     let (latencies, closed) = gather(readers).await?;

@@ -47,7 +47,7 @@ use lectern_api::config::{HttpConfig, WorkerConfig};
 use lectern_api::routes::billing::signature::{sign, verify, Secrets};
 use lectern_api::workers::Workers;
 use lectern_api::AppState;
-use lectern_bench::stats::{percentile, round3};
+use lectern_bench::stats::{percentile, round3, Stopwatch};
 use lectern_commands::billing::BillingService;
 use lectern_domain::billing::invoice::{InvoiceCommand, Line};
 use lectern_domain::classroom::values::Currency;
@@ -140,6 +140,10 @@ pub struct OpenLoop {
     effect_max_ms: f64,
     effects_seen: usize,
     effects_missing: usize,
+    /// The host's CPU time the hypervisor gave to other guests during the
+    /// open loop (its warm-up too), in percent (`None` where `/proc/stat`
+    /// cannot say).
+    cpu_stolen_pct: Option<f64>,
 }
 
 /// A drop of the host's dirty page cache (`Dirty` in `/proc/meminfo`) of at
@@ -661,6 +665,7 @@ async fn open_loop(
         Instant::now() + Duration::from_secs(opts.warmup),
         done.clone(),
     ));
+    let stopwatch = Stopwatch::start();
     let (lectern, lectern_warmup, lectern_p99_by_second) = load(
         url,
         &paying,
@@ -670,6 +675,7 @@ async fn open_loop(
         Some(&pending),
     )
     .await?;
+    let cpu_stolen_pct = stopwatch.stolen_pct();
     done.cancel();
     let (lags, effects_missing) = watcher.await??;
     let writeback_bursts = writeback.await?;
@@ -684,5 +690,6 @@ async fn open_loop(
         effect_max_ms: round3(lags.last().copied().unwrap_or_default()),
         effects_seen: lags.len(),
         effects_missing,
+        cpu_stolen_pct,
     })
 }
