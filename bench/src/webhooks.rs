@@ -579,8 +579,8 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
         n + over_invoices.len(),
         began.elapsed().as_secs_f64()
     );
-    let open = open_loop(&pool, &url, &invoices, opts.rate, "open", opts).await?;
     let paying = Arc::new(deliveries(&invoices, n, "open"));
+    let open = open_loop(&pool, &url, &paying, opts.rate, opts).await?;
 
     settle(&pool, !opts.without_ledger).await?;
     eprintln!(
@@ -605,7 +605,8 @@ pub async fn run_webhooks(pool: PgPool, opts: &WebhooksBench) -> anyhow::Result<
             began.elapsed().as_secs_f64(),
             opts.over_rate
         );
-        Some(open_loop(&pool, &url, &over_invoices, opts.over_rate, "over", opts).await?)
+        let over_paying = Arc::new(deliveries(&over_invoices, over_invoices.len(), "over"));
+        Some(open_loop(&pool, &url, &over_paying, opts.over_rate, opts).await?)
     } else {
         None
     };
@@ -647,17 +648,15 @@ fn interval(clients: usize, rate: u64) -> Duration {
     Duration::from_secs_f64(clients as f64 / rate.max(1) as f64)
 }
 
-/// Lectern, open loop at `rate`, each webhook paying one of `invoices`
-/// (events named after `run`), with the read model watched.
+/// Lectern, open loop at `rate`, sending `paying`, with the read model
+/// watched.
 async fn open_loop(
     pool: &PgPool,
     url: &str,
-    invoices: &[Uuid],
+    paying: &Arc<Vec<Delivery>>,
     rate: u64,
-    run: &str,
     opts: &WebhooksBench,
 ) -> anyhow::Result<OpenLoop> {
-    let paying = Arc::new(deliveries(invoices, invoices.len(), run));
     let pending: Pending = Arc::default();
     let done = CancellationToken::new();
     let watcher = tokio::spawn(watch(pool.clone(), Arc::clone(&pending), done.clone()));
@@ -668,7 +667,7 @@ async fn open_loop(
     let stopwatch = Stopwatch::start();
     let (lectern, lectern_warmup, lectern_p99_by_second) = load(
         url,
-        &paying,
+        paying,
         opts.clients,
         (opts.warmup, opts.seconds),
         Some(interval(opts.clients, rate)),
