@@ -80,13 +80,20 @@ impl Workers {
                 }
             }
         });
-        let (pool, hub, tail_wakeup) = (
+        let (pool, hub, revocations, tail_wakeup) = (
             state.pool.clone(),
             Arc::clone(&state.realtime),
+            Arc::clone(&state.auth.revocations),
             wakeup.clone(),
         );
         workers.supervise("realtime_tail", cancel, move |cancel| {
-            crate::realtime::tail::run(pool.clone(), Arc::clone(&hub), tail_wakeup.clone(), cancel)
+            crate::realtime::tail::run(
+                pool.clone(),
+                Arc::clone(&hub),
+                Arc::clone(&revocations),
+                tail_wakeup.clone(),
+                cancel,
+            )
         });
         let (hub, batch) = (
             Arc::clone(&state.realtime),

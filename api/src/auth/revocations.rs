@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lectern_domain::identity::{Role, UserEvent};
-use lectern_projections::{follow, FollowConfig, Follower, Interest, Wakeup};
+use lectern_projections::{follow, FollowConfig, Follower, Interest, LogEvent, Wakeup};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -145,6 +145,23 @@ impl Revocations {
         }
     }
 
+    /// Take note of `event` from the log, if it can change what a token may
+    /// do. The revocation watcher calls it, and so does the realtime
+    /// tailer before it closes a revoked session's sockets, so that once a
+    /// socket is closed for a revocation a new one with the same token is
+    /// refused too, whichever of the two read the event first.
+    pub fn observe_logged(&self, event: &LogEvent) {
+        if !revokes(&event.aggregate_type, &event.event_type) {
+            return;
+        }
+        let user = Uuid::parse_str(&event.aggregate_id);
+        let parsed = serde_json::from_value::<UserEvent>(event.payload.clone());
+        if let (Ok(user), Ok(parsed)) = (user, parsed) {
+            let version = u64::try_from(event.sequence).unwrap_or(0);
+            self.observe(user, version, &parsed);
+        }
+    }
+
     fn prune(&self) {
         let cutoff = Utc::now() - chrono::Duration::from_std(RETAIN).unwrap_or_default();
         self.sessions
@@ -203,17 +220,8 @@ pub async fn watch(
                 }
             };
             let read = log.read(&mut conn).await?;
-            for event in read
-                .events
-                .iter()
-                .filter(|e| revokes(&e.aggregate_type, &e.event_type))
-            {
-                let user = Uuid::parse_str(&event.aggregate_id);
-                let parsed = serde_json::from_value::<UserEvent>(event.payload.clone());
-                if let (Ok(user), Ok(parsed)) = (user, parsed) {
-                    let version = u64::try_from(event.sequence).unwrap_or(0);
-                    revocations.observe(user, version, &parsed);
-                }
+            for event in &read.events {
+                revocations.observe_logged(event);
             }
             if let Some(last) = read.last {
                 log.advance(last);

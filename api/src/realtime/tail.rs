@@ -18,6 +18,7 @@ use lectern_domain::presence::Status;
 use super::channels::{self, ChannelKey, Kind};
 use super::hub::{Hub, Outbound};
 use super::protocol::close;
+use crate::auth::revocations::Revocations;
 
 /// How often the tailer polls when no NOTIFY comes.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -28,8 +29,16 @@ const FOLLOWED: &[&str] = &["Board", "Channel", "Lesson", "User", "Presence", "P
 /// How often the epoch is read again.
 const EPOCH_EVERY: Duration = Duration::from_secs(5);
 
-/// Follow the log into `hub` until `cancel` fires.
-pub async fn run(pool: PgPool, hub: Arc<Hub>, wakeup: Wakeup, cancel: CancellationToken) {
+/// Follow the log into `hub` until `cancel` fires. Revocations among the
+/// events go into `revocations` before the hub closes their sockets (the
+/// revocation watcher, another follower, may not have read them yet).
+pub async fn run(
+    pool: PgPool,
+    hub: Arc<Hub>,
+    revocations: Arc<Revocations>,
+    wakeup: Wakeup,
+    cancel: CancellationToken,
+) {
     let config = FollowConfig {
         batch_size: 1000,
         idle_poll: POLL,
@@ -57,6 +66,7 @@ pub async fn run(pool: PgPool, hub: Arc<Hub>, wakeup: Wakeup, cancel: Cancellati
             let read = log.read(&mut conn).await?;
             drop(conn);
             for event in &read.events {
+                revocations.observe_logged(event);
                 deliver(&hub, event);
             }
             if let Some(last) = read.events.last() {
