@@ -75,6 +75,9 @@ pub struct BillingService {
     invoices: CommandBus<Invoice>,
     /// Wakes this process's inbox worker when a delivery is kept.
     pub inbox_ready: Arc<Notify>,
+    /// The Stripe event ids this process kept that its inbox worker has not
+    /// yet looked at (see [`BillingService::process_kept`]).
+    kept: Arc<std::sync::Mutex<Vec<String>>>,
     /// Deliveries waiting to be kept (see [`BillingService::receive`]).
     receipts: Arc<std::sync::Mutex<Receipts>>,
 }
@@ -101,6 +104,7 @@ impl BillingService {
                 DispatchConfig::default(),
             ),
             inbox_ready: Arc::new(Notify::new()),
+            kept: Arc::default(),
             receipts: Arc::default(),
         }
     }
@@ -210,6 +214,16 @@ impl BillingService {
                 }
             };
             drop(items);
+            let fresh = answers
+                .iter()
+                .zip(&batch)
+                .filter(|(a, _)| matches!(a, Ok(r) if !r.duplicate))
+                .map(|(_, w)| w.delivery.id.clone());
+            if let Ok(mut kept) = self.kept.lock() {
+                // A hint, not a queue: beyond this the sweep finds them.
+                let room = MAX_KEPT.saturating_sub(kept.len());
+                kept.extend(fresh.take(room));
+            }
             for (w, answer) in batch.into_iter().zip(answers) {
                 let _ = w.reply.send(answer);
             }
@@ -342,6 +356,11 @@ const FLUSHES: usize = 2;
 
 /// Deliveries kept in one transaction at most.
 const MAX_RECEIPTS: usize = 256;
+
+/// Kept event ids remembered for the inbox worker at most (about 40 bytes
+/// each); should the worker fall this far behind, or not run in this
+/// process, its sweep finds the rest.
+const MAX_KEPT: usize = 100_000;
 
 /// A delivery waiting for its transaction.
 struct Waiting {

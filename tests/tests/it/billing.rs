@@ -654,6 +654,64 @@ async fn webhooks_pay_an_invoice_in_parts_then_refund_it() {
     );
 }
 
+/// A delivery another process kept (one without an inbox worker of its
+/// own, or whose worker is down) is applied by this process's inbox worker:
+/// its claim by id only takes what this process kept, and its sweep finds
+/// the rest. Meanwhile this process's own deliveries still apply.
+#[tokio::test]
+async fn a_delivery_another_process_kept_is_applied_by_the_sweep() {
+    use lectern_commands::billing::BillingService;
+    use lectern_domain::billing::webhook::Delivery;
+    use lectern_domain::EventMetadata;
+
+    let app = spawn_app().await;
+    let Invoiced { student, id, .. } = invoiced(&app).await;
+    let t = now() - 60;
+    let other = BillingService::new(&app.db.pool);
+    let body = payment_intent("evt_elsewhere", "pi_elsewhere", &id, 500, t);
+    let receipt = other
+        .receive(
+            Delivery {
+                id: "evt_elsewhere".to_owned(),
+                event_type: "payment_intent.succeeded".to_owned(),
+                created: t,
+                api_version: Some("2026-06-24.dahlia".to_owned()),
+                object_id: Some("pi_elsewhere".to_owned()),
+                livemode: false,
+                reconciled: false,
+            },
+            String::from_utf8(body).expect("utf-8"),
+            &EventMetadata::system(""),
+        )
+        .await
+        .expect("kept");
+    assert!(!receipt.duplicate);
+    assert_eq!(
+        signed(&app, payment_intent("evt_here", "pi_here", &id, 1000, t + 1)).await,
+        200
+    );
+    let paid = invoice_when(&app, &student, &id, |b| b["status"] == "paid").await;
+    assert_eq!(paid["amount_paid"], 1500);
+    let statuses: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT event_id, status, attempts FROM stripe_inbox ORDER BY event_id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("inbox");
+    assert_eq!(
+        statuses,
+        [
+            ("evt_elsewhere".to_owned(), "processed".to_owned(), 1),
+            ("evt_here".to_owned(), "processed".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        invoice_events(&app, &id, "PaymentApplied").await,
+        2,
+        "each delivery applied once"
+    );
+}
+
 #[tokio::test]
 async fn a_refund_delivered_before_its_payment_waits_for_it_and_both_apply() {
     let app = spawn_app().await;

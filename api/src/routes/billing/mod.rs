@@ -144,10 +144,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Inbox rows claimed (and applied together) at most at a time.
 const INBOX_BATCH: i64 = 256;
 
-/// The inbox worker: applies kept Stripe deliveries as soon as this
-/// process keeps one (and every 200 ms, for those kept by others), and
-/// every 30 s records invoices that became overdue; on the inbox's thread
-/// (see [`lectern_commands::billing::inbox_thread`]).
+/// How often the inbox worker sweeps the inbox for due rows it was not told
+/// of: those kept by other processes, and those waiting for a retry.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
+/// The inbox worker: applies the Stripe deliveries this process keeps as
+/// soon as it keeps them (claimed by id), sweeps the inbox every 200 ms for
+/// the others, and every 30 s records invoices that became overdue; on the
+/// inbox's thread (see [`lectern_commands::billing::inbox_thread`]).
 pub async fn work(state: AppState, cancel: CancellationToken) {
     let run = lectern_commands::billing::inbox_thread().spawn(work_here(state, cancel));
     if let Err(e) = run.await {
@@ -158,16 +162,12 @@ pub async fn work(state: AppState, cancel: CancellationToken) {
 async fn work_here(state: AppState, cancel: CancellationToken) {
     let billing = state.billing.clone();
     let mut overdue_at = tokio::time::Instant::now();
+    let mut sweep_at = tokio::time::Instant::now();
     loop {
-        loop {
-            match billing.process_inbox(INBOX_BATCH).await {
-                Ok(n) if n as i64 == INBOX_BATCH => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the Stripe inbox could not be read");
-                    break;
-                }
-            }
+        drain(|| billing.process_kept(INBOX_BATCH as usize)).await;
+        if tokio::time::Instant::now() >= sweep_at {
+            drain(|| billing.process_inbox(INBOX_BATCH)).await;
+            sweep_at = tokio::time::Instant::now() + SWEEP_EVERY;
         }
         if tokio::time::Instant::now() >= overdue_at {
             if let Err(e) = billing.check_overdue().await {
@@ -178,7 +178,25 @@ async fn work_here(state: AppState, cancel: CancellationToken) {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = billing.inbox_ready.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = tokio::time::sleep_until(sweep_at) => {}
+        }
+    }
+}
+
+/// Run `batch` again while it takes a full batch (and until it fails).
+async fn drain<F, Fut>(mut batch: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, lectern_commands::billing::BillingError>>,
+{
+    loop {
+        match batch().await {
+            Ok(n) if n as i64 == INBOX_BATCH => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "the Stripe inbox could not be read");
+                return;
+            }
         }
     }
 }
