@@ -224,11 +224,13 @@ impl BillingService {
                     FOR UPDATE SKIP LOCKED",
             )
             .bind(limit),
+            // Planned for its ids each time, as the mark below is (see there).
             Claim::Kept(ids) => sqlx::query_as(
                 "SELECT event_id, event_type, payload, attempts, source FROM stripe_inbox
                   WHERE event_id = ANY($1) AND status = 'pending' AND next_attempt_at <= now()
                     FOR UPDATE SKIP LOCKED",
             )
+            .persistent(false)
             .bind(ids),
         }
         .fetch_all(&mut *tx)
