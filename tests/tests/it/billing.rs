@@ -687,17 +687,20 @@ async fn a_delivery_another_process_kept_is_applied_by_the_sweep() {
         .expect("kept");
     assert!(!receipt.duplicate);
     assert_eq!(
-        signed(&app, payment_intent("evt_here", "pi_here", &id, 1000, t + 1)).await,
+        signed(
+            &app,
+            payment_intent("evt_here", "pi_here", &id, 1000, t + 1)
+        )
+        .await,
         200
     );
     let paid = invoice_when(&app, &student, &id, |b| b["status"] == "paid").await;
     assert_eq!(paid["amount_paid"], 1500);
-    let statuses: Vec<(String, String, i32)> = sqlx::query_as(
-        "SELECT event_id, status, attempts FROM stripe_inbox ORDER BY event_id",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("inbox");
+    let statuses: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT event_id, status, attempts FROM stripe_inbox ORDER BY event_id")
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("inbox");
     assert_eq!(
         statuses,
         [
