@@ -12,6 +12,7 @@
 use chrono::{DateTime, Utc};
 use lectern_domain::Position;
 use serde_json::Value;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -185,10 +186,7 @@ pub async fn read_after(
         scanned: if filtered { 0 } else { rows.len() },
     };
     for row in rows {
-        let position = Position {
-            transaction_id: row.try_get("tx")?,
-            global_position: row.try_get("global_position")?,
-        };
+        let position = position_of(&row)?;
         read.last = Some(position);
         if filtered {
             read.scanned = usize::try_from(row.try_get::<i64, _>("scanned")?).unwrap_or(0);
@@ -225,20 +223,34 @@ pub async fn read_headers_after(
     after: Position,
     limit: i64,
 ) -> Result<Vec<(Position, String)>, sqlx::Error> {
-    sqlx::query(&limited(READ_HEADERS, limit))
+    rows_after(conn, READ_HEADERS, after, limit)
+        .await?
+        .iter()
+        .map(|r| Ok((position_of(r)?, r.try_get("aggregate_type")?)))
+        .collect()
+}
+
+/// The rows of `sql` (a read with no parameters but its bounds) after
+/// `after`, at most `limit`.
+async fn rows_after(
+    conn: &mut PgConnection,
+    sql: &str,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    sqlx::query(&limited(sql, limit))
         .bind(after.transaction_id.to_string())
         .bind(after.global_position)
         .fetch_all(conn)
-        .await?
-        .iter()
-        .map(|r| {
-            let position = Position {
-                transaction_id: r.try_get("tx")?,
-                global_position: r.try_get("global_position")?,
-            };
-            Ok((position, r.try_get("aggregate_type")?))
-        })
-        .collect()
+        .await
+}
+
+/// The position of a row read with the transaction id as `tx`.
+fn position_of(row: &PgRow) -> Result<Position, sqlx::Error> {
+    Ok(Position {
+        transaction_id: row.try_get("tx")?,
+        global_position: row.try_get("global_position")?,
+    })
 }
 
 /// The highest global position written so far (0 for an empty log).
@@ -306,18 +318,12 @@ pub async fn read_text_after(
     after: Position,
     limit: i64,
 ) -> Result<Vec<TextEvent>, sqlx::Error> {
-    sqlx::query(&limited(READ_TEXT, limit))
-        .bind(after.transaction_id.to_string())
-        .bind(after.global_position)
-        .fetch_all(conn)
+    rows_after(conn, READ_TEXT, after, limit)
         .await?
         .iter()
         .map(|r| {
             Ok(TextEvent {
-                position: Position {
-                    transaction_id: r.try_get("tx")?,
-                    global_position: r.try_get("global_position")?,
-                },
+                position: position_of(r)?,
                 event_id: r.try_get("event_id")?,
                 aggregate_type: r.try_get("aggregate_type")?,
                 aggregate_id: r.try_get("aggregate_id")?,
